@@ -1,0 +1,197 @@
+"""Command line: `kpretrain run | show-task | report`.
+
+Exit codes: 0 success, 1 failure while training, 2 bad input (one line naming the key or file, no traceback
+unless --debug, no run directory left behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import traceback
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one short line and exit 2, like every other bad input
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"kpretrain: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kpretrain", description="Does pre-training help my model? One recipe, one command.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="pretrain -> transfer -> fine-tune every arm and seed of a recipe")
+    run.add_argument("recipe", help="YAML recipe, e.g. recipes/fashion_overlay.yaml")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a recipe key with a YAML value, e.g. --set 'seeds=[0,1,2]' (repeatable)")
+    run.add_argument("--out", help="run directory (default runs/<name>/<UTC timestamp>/)")
+    run.add_argument("--smoke", action="store_true", help="every arm and seed on tiny data and a few batches")
+    run.add_argument("--dry-run", action="store_true", help="validate recipe and data, print the plan, train nothing")
+    run.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    show = sub.add_parser("show-task", help="grid of pretext examples with their labels")
+    show.add_argument("recipe")
+    show.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    show.add_argument("--out", default=None, help="PNG file (default <recipe name>_task.png)")
+    show.add_argument("--n", type=int, default=16, help="number of examples")
+    show.add_argument("--debug", action="store_true")
+
+    report = sub.add_parser("report", help="one table across run directories")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    report.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    report.add_argument("--debug", action="store_true")
+    return parser
+
+
+def _version() -> str:
+    from kpretrain import __version__
+
+    return f"kpretrain {__version__}"
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    handler = {"run": cmd_run, "show-task": cmd_show_task, "report": cmd_report}[args.command]
+    from kpretrain.errors import InputError
+
+    try:
+        return handler(args)
+    except InputError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"kpretrain: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("kpretrain: interrupted", file=sys.stderr)
+        return 130
+
+
+def _quiet_tensorflow() -> None:
+    import logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover - absl ships with TensorFlow
+        pass
+
+
+def cmd_run(args) -> int:
+    from kpretrain.errors import InputError
+    from kpretrain.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.sets)
+    _quiet_tensorflow()
+    from kpretrain.experiment import Experiment, default_out_dir
+
+    experiment = Experiment(recipe, smoke=args.smoke)
+    plan = experiment.prepare()
+    if args.dry_run:
+        print("\n".join(plan))
+        print("dry run: recipe and data are valid; nothing was trained")
+        return EXIT_OK
+    out_dir = args.out or default_out_dir(recipe)
+    created = not os.path.exists(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise InputError(f"--out {out_dir!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
+    print("\n".join(plan))
+    print(f"run directory: {out_dir}")
+    try:
+        metrics = experiment.run(out_dir)
+    except KeyboardInterrupt:
+        print(f"kpretrain: interrupted; finished units are recorded in {out_dir}/units", file=sys.stderr)
+        return 130
+    except InputError:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure while training is exit 1
+        if args.debug:
+            traceback.print_exc()
+        print(f"kpretrain: training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(rerun with --debug for the traceback; partial results in {out_dir})", file=sys.stderr)
+        return EXIT_FAILED
+    from kpretrain.report.tables import markdown_table
+
+    print(markdown_table(metrics))
+    for warning in metrics["warnings"]:
+        print(f"warning: {warning}")
+    print(f"results: {out_dir}/report.md")
+    return EXIT_OK
+
+
+def cmd_show_task(args) -> int:
+    from kpretrain.errors import RecipeError
+    from kpretrain.recipe import load_recipe, pretrains
+
+    recipe = load_recipe(args.recipe, args.sets)
+    _quiet_tensorflow()
+    from kpretrain.data import load_dataset
+    from kpretrain.pretext import create_task
+    from kpretrain.pretext.show import save_task_grid
+
+    arm = next((a for a in recipe.arm_recipes().values() if pretrains(a)), None)
+    if arm is None:
+        raise RecipeError("recipe key 'pretrain.task': the recipe has no pre-training arm to show; set pretrain.task")
+    data = load_dataset(arm.pretrain.dataset or recipe.data.dataset, recipe.data.path if not arm.pretrain.dataset else None)
+    task = create_task(arm.pretrain.task, arm.pretrain.options, seed=0)
+    n = max(2, args.n)
+    images = data.x_train[:max(n, 2)].astype("float32") / 255.0
+    out = args.out or f"{recipe.name}_task.png"
+    save_task_grid(task, images, out, n=n, title=f"{recipe.name}: {arm.pretrain.task}")
+    print(out)
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from kpretrain.errors import InputError
+    from kpretrain.report.tables import summary_rows
+
+    rows = []
+    for run_dir in args.run_dirs:
+        path = os.path.join(run_dir, "metrics.json")
+        try:
+            with open(path) as fh:
+                metrics = json.load(fh)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path}: cannot read a run's metrics ({exc}); pass run directories written by kpretrain run") from None
+        for row in summary_rows(metrics):
+            rows.append({"run": run_dir, "recipe": metrics.get("recipe"), **row})
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        import csv
+
+        fields = ["run", "recipe", "arm", "task", "frozen_depth", "n", "test_accuracy_mean", "test_accuracy_std",
+                  "test_accuracy_raw_mean", "diff_mean", "diff_std", "trainable_params"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print("| run | arm | task | frozen | test acc % | raw % | Δ vs scratch (pts) |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            diff = "—" if "diff_mean" not in r else f"{100 * r['diff_mean']:+.2f} ± {100 * r['diff_std']:.2f}"
+            print(f"| {r['run']} | {r['arm']} | {r['task']} | {r['frozen_depth']} | {100 * r['test_accuracy_mean']:.2f} ± "
+                  f"{100 * r['test_accuracy_std']:.2f} (n={r['n']}) | {100 * r['test_accuracy_raw_mean']:.2f} | {diff} |")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""Stages of a run: for every seed and every arm, pretrain -> transfer -> fine-tune -> evaluate; then artifacts.
+
+Arms are compared in pairs: for a given seed every arm sees the same labelled subset, validation split,
+initial backbone weights, head initialisation and data order.  Nothing is chosen on the test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import time
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+import kpretrain
+from kpretrain.data import DatasetArrays, Splits, image_batches, labelled_batches, load_dataset, make_splits
+from kpretrain.data.pipeline import SCALING
+from kpretrain.errors import InputError, RecipeError
+from kpretrain.models.backbones import block_names, create_backbone
+from kpretrain.models.freezing import freeze_to_depth, resolve_depth
+from kpretrain.models.heads import attach_head, create_head
+from kpretrain.pretext import create_task
+from kpretrain.recipe import Recipe, pretrains
+from kpretrain.report import io
+from kpretrain.training.bn_refresh import refresh_batch_norm
+from kpretrain.training.callbacks import RefreshedValidation
+from kpretrain.training.stages import accuracy, fit_stage
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Caps that `--smoke` applies: tiny data and a few batches per stage, every arm and seed kept."""
+
+    train_examples: int | None = None
+    test_examples: int | None = None
+    validation: int | None = None
+    labels_per_class: int | None = None
+    steps_per_epoch: int | None = None
+    epochs: int | None = None
+    bn_batches: int | None = None
+
+    def cap(self, value, limit):
+        return value if limit is None or value is None else min(value, limit)
+
+
+FULL = Budget()
+SMOKE = Budget(train_examples=600, test_examples=200, validation=100, labels_per_class=10, steps_per_epoch=3,
+               epochs=1, bn_batches=2)
+
+
+def default_out_dir(recipe: Recipe) -> str:
+    """`runs/<name>/<UTC timestamp>/`."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return os.path.join("runs", recipe.name, stamp)
+
+
+class Experiment:
+    """One recipe, prepared (validated, data loaded) then run into a run directory."""
+
+    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] = print):
+        self.recipe = recipe
+        self.arms = recipe.arm_recipes()
+        self.budget = SMOKE if smoke else FULL
+        self.smoke = smoke
+        self.log = log
+        self.data: DatasetArrays | None = None
+        self.splits: dict[int, Splits] = {}
+        self.pretrain_data: dict[str, DatasetArrays] = {}
+
+    # ---- preparation: everything that can be checked without training -------------------------------
+    def prepare(self) -> list[str]:
+        """Validate arms against data and models, load data, make splits; return the plan as lines."""
+        r = self.recipe
+        self.data = self._shrink(load_dataset(r.data.dataset, r.data.path))
+        validation = self.budget.cap(r.data.validation, self.budget.validation)
+        labels_per_class = r.data.labels_per_class
+        if self.smoke:
+            labels_per_class = min(labels_per_class or self.budget.labels_per_class, self.budget.labels_per_class)
+        for seed in r.seeds:
+            self.splits[seed] = make_splits(self.data.y_train, num_classes=self.data.num_classes,
+                                            validation=validation, labels_per_class=labels_per_class, seed=seed)
+        for name, arm in self.arms.items():
+            backbone = self._new_backbone(arm, seed=0)
+            resolve_depth(backbone, arm.transfer.frozen_depth)
+            if pretrains(arm):
+                create_task(arm.pretrain.task, arm.pretrain.options, seed=0)
+                dataset = arm.pretrain.dataset or r.data.dataset
+                if dataset != r.data.dataset and dataset not in self.pretrain_data:
+                    other = self._shrink(load_dataset(dataset, None))
+                    if other.image_shape != self.data.image_shape:
+                        raise RecipeError(
+                            f"recipe key 'arms.{name}.pretrain.dataset': {dataset} images are {other.image_shape}, "
+                            f"{r.data.dataset} images are {self.data.image_shape}; use data sets of the same shape")
+                    self.pretrain_data[dataset] = other
+        return self.plan_lines()
+
+    def _shrink(self, data: DatasetArrays) -> DatasetArrays:
+        if not self.smoke:
+            return data
+        rng = np.random.default_rng(12345)
+        train = np.sort(rng.permutation(len(data.y_train))[: self.budget.train_examples])
+        test = np.sort(rng.permutation(len(data.y_test))[: self.budget.test_examples])
+        return dataclasses.replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
+                                   x_test=data.x_test[test], y_test=data.y_test[test])
+
+    def _new_backbone(self, arm: Recipe, seed: int) -> keras.Model:
+        return create_backbone(arm.backbone.name, self.data.image_shape, seed=seed, **arm.backbone.options)
+
+    def plan_lines(self) -> list[str]:
+        """Human-readable plan: data, splits, arms with their stages, seeds."""
+        r, d = self.recipe, self.data
+        split = self.splits[r.seeds[0]]
+        lines = [
+            f"recipe {r.name}: {len(self.arms)} arms x {len(r.seeds)} seeds {r.seeds}" + (" [smoke]" if self.smoke else ""),
+            f"data {d.name} from {d.source}: train {len(d.y_train)}, test {len(d.y_test)}, image {d.image_shape}, "
+            f"{d.num_classes} classes",
+            f"split per seed: labelled {len(split.labelled)}, validation {len(split.validation)}, "
+            f"unlabelled pool {len(split.unlabelled)}",
+        ]
+        for name, arm in self.arms.items():
+            backbone = self._new_backbone(arm, 0)
+            blocks = block_names(backbone)
+            depth = resolve_depth(backbone, arm.transfer.frozen_depth)
+            stages = []
+            if pretrains(arm):
+                source = arm.pretrain.dataset or r.data.dataset
+                n = len(split.labelled) + len(split.unlabelled) if source == r.data.dataset else len(
+                    self.pretrain_data[source].y_train)
+                stages.append(f"pretrain {arm.pretrain.task} on {source} ({n} images, labels unused) "
+                              f"for {arm.pretrain.epochs:g} epochs")
+                stages.append(f"transfer: freeze {depth}/{len(blocks)} blocks, bn {arm.transfer.bn}")
+            else:
+                stages.append("random init")
+            stages.append(f"fine-tune {arm.finetune.head} head for {arm.finetune.epochs} epochs "
+                          f"on {len(split.labelled)} labelled")
+            lines.append(f"  arm {name}: {arm.backbone.name} [{', '.join(blocks)}] -> " + " -> ".join(stages))
+        lines.append("evaluation: " + ("BN statistics refreshed on training batches, raw and refreshed recorded"
+                                       if r.evaluation.bn_refresh else "BN refresh off"))
+        return lines
+
+    # ---- the run ----------------------------------------------------------------------------------
+    def run(self, out_dir: str) -> dict:
+        """Train every seed x arm, write every artifact into `out_dir`, return metrics."""
+        if self.data is None:
+            self.prepare()
+        r = self.recipe
+        os.makedirs(os.path.join(out_dir, "units"), exist_ok=True)
+        io.write_text(os.path.join(out_dir, "recipe.yaml"), yaml.safe_dump(r.to_dict(), sort_keys=False))
+        if r.runtime.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        if r.runtime.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        started = time.perf_counter()
+        results: dict[str, list[dict]] = {name: [] for name in self.arms}
+        export_source = None
+        for seed in r.seeds:
+            for name, arm in self.arms.items():
+                unit = self._run_unit(out_dir, seed, name, arm)
+                results[name].append(unit)
+                if export_source is None and unit.get("pretrain_weights"):
+                    export_source = (seed, name, arm, unit["pretrain_weights"])
+                metrics = self._metrics(results, time.perf_counter() - started, complete=False)
+                io.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        metrics = self._metrics(results, time.perf_counter() - started, complete=True)
+        if export_source is not None:
+            metrics["backbone"] = self._export_backbone(out_dir, *export_source)
+        from kpretrain.report import write_run_report
+
+        write_run_report(out_dir, metrics, self.data.class_names)
+        io.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        return metrics
+
+    @contextlib.contextmanager
+    def _scope(self):
+        mode = self.recipe.runtime.distribute
+        if mode == "none":
+            yield
+            return
+        strategy = (tf.distribute.MirroredStrategy() if mode == "mirrored"
+                    else tf.distribute.MultiWorkerMirroredStrategy())
+        with strategy.scope():
+            yield
+
+    def _run_unit(self, out_dir: str, seed: int, name: str, arm: Recipe) -> dict:
+        """Pretrain (if the arm does), transfer, fine-tune and evaluate one arm for one seed."""
+        r, d, split = self.recipe, self.data, self.splits[seed]
+        batch = r.data.batch_size
+        unit: dict = {"seed": seed, "arm": name}
+        keras.utils.set_random_seed(seed)
+        with self._scope():
+            backbone = self._new_backbone(arm, seed)
+            if pretrains(arm):
+                unit["pretrain"] = self._pretrain(backbone, arm, seed, split)
+                weights = os.path.join(out_dir, "units", f"seed{seed}.{name}.pretrain.weights.h5")
+                with io.atomic_path(weights) as tmp:
+                    backbone.save_weights(tmp)
+                unit["pretrain_weights"] = os.path.relpath(weights, out_dir)
+                io.write_json(os.path.join(out_dir, "units", f"seed{seed}.{name}.pretrain.json"), unit["pretrain"])
+                self.log(f"seed {seed} | {name}: pretrain {arm.pretrain.task} {arm.pretrain.epochs:g} ep, "
+                         f"pretext val acc {unit['pretrain']['final_val_accuracy']:.3f} "
+                         f"({unit['pretrain']['wall_time_s']:.0f}s)")
+            frozen = freeze_to_depth(backbone, arm.transfer.frozen_depth if pretrains(arm) else 0, arm.transfer.bn)
+            keras.utils.set_random_seed(seed)  # same head init and data order in every arm
+            head = create_head(arm.finetune.head, backbone.output_shape[-1], d.num_classes, seed=seed,
+                               name="downstream_head")
+            model = attach_head(backbone, head)
+            unit["frozen_blocks"] = frozen
+            unit["trainable_params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+            unit.update(self._finetune(model, arm, seed, split))
+        io.write_json(os.path.join(out_dir, "units", f"seed{seed}.{name}.finetune.json"),
+                      {k: v for k, v in unit.items() if k != "pretrain"})
+        warn = ""
+        if "test_accuracy_refreshed" in unit:
+            gap = abs(unit["test_accuracy_refreshed"] - unit["test_accuracy_raw"]) * 100
+            warn = f", raw {unit['test_accuracy_raw']:.4f}" + (" (stale BN!)" if gap > r.evaluation.bn_warn_points else "")
+        self.log(f"seed {seed} | {name}: test acc {unit['test_accuracy']:.4f}{warn} "
+                 f"({unit['finetune_wall_time_s']:.0f}s)")
+        return unit
+
+    def _steps(self, n: int, batch: int, drop_remainder: bool = False) -> int:
+        steps = n // batch if drop_remainder else math.ceil(n / batch)
+        return max(1, self.budget.cap(steps, self.budget.steps_per_epoch))
+
+    def _pretrain(self, backbone: keras.Model, arm: Recipe, seed: int, split: Splits) -> dict:
+        r = self.recipe
+        batch = r.data.batch_size
+        source = arm.pretrain.dataset or r.data.dataset
+        if source == r.data.dataset:
+            pool = np.sort(np.concatenate([split.labelled, split.unlabelled]))
+            x_pre, x_val = self.data.x_train[pool], self.data.x_train[split.validation]
+        else:
+            other = self.pretrain_data[source]
+            held = np.random.default_rng(seed).permutation(len(other.y_train))
+            n_val = min(1000, len(held) // 10)
+            x_pre, x_val = other.x_train[np.sort(held[n_val:])], other.x_train[np.sort(held[:n_val])]
+        task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed)
+        model = task.build_model(backbone, head=arm.pretrain.head, seed=seed)
+        train = task.make_dataset(image_batches(x_pre, batch, shuffle=True, seed=seed, drop_remainder=True))
+        val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
+        validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
+                                                         drop_remainder=len(x_val) >= batch))
+        epochs = self.budget.cap(arm.pretrain.epochs, self.budget.epochs)
+        result = fit_stage(model, train, epochs=epochs, steps_per_epoch=self._steps(len(x_pre), batch, True),
+                           optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(),
+                           validation=validation, jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose)
+        monitor = task.monitor
+        return {
+            "task": arm.pretrain.task, "dataset": source, "images": int(len(x_pre)), "epochs": epochs,
+            "steps_per_epoch": result.steps_per_epoch, "history": result.history, "monitor": monitor,
+            "final_val_accuracy": result.history.get(f"val_{monitor}", [float("nan")])[-1],
+            "wall_time_s": result.wall_time_s,
+        }
+
+    def _finetune(self, model: keras.Model, arm: Recipe, seed: int, split: Splits) -> dict:
+        r, d = self.recipe, self.data
+        batch = r.data.batch_size
+        x_lab, y_lab = d.x_train[split.labelled], d.y_train[split.labelled]
+        x_val, y_val = d.x_train[split.validation], d.y_train[split.validation]
+        train = labelled_batches(x_lab, y_lab, batch, shuffle=True, seed=seed)
+        refresh_images = image_batches(x_lab, batch, shuffle=True, seed=seed)
+        bn_batches = self.budget.cap(r.evaluation.bn_refresh_batches, self.budget.bn_batches)
+        validation = labelled_batches(x_val, y_val, batch, shuffle=False, seed=seed)
+        test = labelled_batches(d.x_test, d.y_test, batch, shuffle=False, seed=seed)
+        callback = RefreshedValidation(validation, y_val, refresh_images if r.evaluation.bn_refresh else None,
+                                       bn_batches)
+        epochs = self.budget.cap(arm.finetune.epochs, self.budget.epochs)
+        result = fit_stage(model, train, epochs=epochs, steps_per_epoch=self._steps(len(y_lab), batch),
+                           optimizer=arm.finetune.optimizer,
+                           compile_kwargs={"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                           "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+                           callbacks=[callback], jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose)
+        out = {"history": result.history, "finetune_epochs": epochs, "finetune_wall_time_s": result.wall_time_s}
+        raw, _ = accuracy(model, test, d.y_test)
+        out["test_accuracy_raw"] = raw
+        out["val_accuracy_raw"] = accuracy(model, validation, y_val)[0]
+        if r.evaluation.bn_refresh:
+            refresh_batch_norm(model, refresh_images, bn_batches)
+            refreshed, predicted = accuracy(model, test, d.y_test)
+            out["test_accuracy_refreshed"] = refreshed
+            out["val_accuracy_refreshed"] = accuracy(model, validation, y_val)[0]
+            out["test_accuracy"], out["val_accuracy"] = refreshed, out["val_accuracy_refreshed"]
+        else:
+            predicted = accuracy(model, test, d.y_test)[1]
+            out["test_accuracy"], out["val_accuracy"] = raw, out["val_accuracy_raw"]
+        out["confusion"] = confusion_matrix(d.y_test, predicted, d.num_classes).tolist()
+        return out
+
+    # ---- artifacts --------------------------------------------------------------------------------
+    def _metrics(self, results: dict[str, list[dict]], wall: float, complete: bool) -> dict:
+        r, d = self.recipe, self.data
+        split = self.splits[r.seeds[0]]
+        arms = {}
+        for name, units in results.items():
+            arm = self.arms[name]
+            entry = {
+                "protocol": protocol(arm),
+                "seeds": [u["seed"] for u in units],
+                "test_accuracy": [u["test_accuracy"] for u in units],
+                "test_accuracy_raw": [u["test_accuracy_raw"] for u in units],
+                "val_accuracy": [u["val_accuracy"] for u in units],
+                "trainable_params": units[0]["trainable_params"] if units else None,
+                "frozen_blocks": units[0]["frozen_blocks"] if units else None,
+                "history": [{"seed": u["seed"], **u["history"]} for u in units],
+                "confusion": [u["confusion"] for u in units],
+                "wall_time_s": [u["finetune_wall_time_s"] + u.get("pretrain", {}).get("wall_time_s", 0.0)
+                                for u in units],
+            }
+            if r.evaluation.bn_refresh:
+                entry["test_accuracy_refreshed"] = [u["test_accuracy_refreshed"] for u in units]
+            if any("pretrain" in u for u in units):
+                entry["pretext"] = [{"seed": u["seed"], "monitor": u["pretrain"]["monitor"], **u["pretrain"]["history"]}
+                                    for u in units if "pretrain" in u]
+            arms[name] = entry
+        warnings = []
+        for name, entry in arms.items():
+            for seed, raw, ref in zip(entry["seeds"], entry["test_accuracy_raw"],
+                                      entry.get("test_accuracy_refreshed", [])):
+                if abs(ref - raw) * 100 > r.evaluation.bn_warn_points:
+                    warnings.append(f"{name} seed {seed}: raw test accuracy {raw:.4f} vs {ref:.4f} after BN refresh "
+                                    f"({(ref - raw) * 100:+.1f} pts): stale batch-norm statistics")
+        return {
+            "kpretrain_version": kpretrain.__version__,
+            "recipe": r.name,
+            "complete": complete,
+            "smoke": self.smoke,
+            "seeds": list(r.seeds),
+            "data": {"dataset": d.name, "source": d.source, "image_shape": list(d.image_shape),
+                     "num_classes": d.num_classes, "class_names": list(d.class_names),
+                     "train": int(len(d.y_train)), "test": int(len(d.y_test)),
+                     "labelled": int(len(split.labelled)), "validation": int(len(split.validation)),
+                     "unlabelled": int(len(split.unlabelled)), "scaling": SCALING},
+            "evaluation": {"bn_refresh": r.evaluation.bn_refresh,
+                           "test_accuracy_is": "refreshed" if r.evaluation.bn_refresh else "raw"},
+            "arms": arms,
+            "warnings": warnings,
+            "environment": {"tensorflow": tf.__version__, "keras": keras.__version__,
+                            "python": platform.python_version(),
+                            "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+                            "cpu_count": os.cpu_count()},
+            "wall_time_s": wall,
+        }
+
+    def _export_backbone(self, out_dir: str, seed: int, name: str, arm: Recipe, weights: str) -> dict:
+        """Write the pre-trained backbone as `backbone.keras` and as a SavedModel in `backbone/`."""
+        backbone = self._new_backbone(arm, seed)
+        backbone.load_weights(os.path.join(out_dir, weights))
+        backbone.trainable = True
+        info = {
+            "arm": name, "seed": seed, "backbone": arm.backbone.name, "options": arm.backbone.options,
+            "blocks": block_names(backbone),
+            "input_shape": [None, *self.data.image_shape], "input_dtype": "float32", "scaling": SCALING,
+            "feature_dim": int(backbone.output_shape[-1]), "endpoint": "serve",
+            "pretrain": {"task": arm.pretrain.task, "options": arm.pretrain.options, "epochs": arm.pretrain.epochs,
+                         "dataset": arm.pretrain.dataset or self.recipe.data.dataset},
+            "data": {"dataset": self.data.name, "source": self.data.source},
+            "recipe": self.recipe.to_dict(), "kpretrain_version": kpretrain.__version__,
+        }
+        with io.atomic_path(os.path.join(out_dir, "backbone.keras")) as tmp:
+            backbone.save(tmp)
+        with io.atomic_path(os.path.join(out_dir, "backbone")) as tmp:
+            backbone.export(tmp, format="tf_saved_model", verbose=False)
+            with open(os.path.join(tmp, "kpretrain.json"), "w") as fh:
+                json.dump(info, fh, indent=2)
+        return {"arm": name, "seed": seed, "keras": "backbone.keras", "saved_model": "backbone/"}
+
+
+def protocol(arm: Recipe) -> dict:
+    """The settings that define an arm, as recorded in metrics.json."""
+    pre = pretrains(arm)
+    return {
+        "task": arm.pretrain.task if pre else "none",
+        "pretrain_epochs": arm.pretrain.epochs if pre else 0,
+        "pretrain_dataset": (arm.pretrain.dataset or None) if pre else None,
+        "backbone": arm.backbone.name,
+        "source_backbone": arm.backbone.from_,
+        "frozen_depth": arm.transfer.frozen_depth if pre else 0,
+        "bn": arm.transfer.bn,
+        "head": arm.finetune.head,
+        "finetune_epochs": arm.finetune.epochs,
+        "pretrain_lr": arm.pretrain.optimizer.learning_rate if pre else None,
+        "finetune_lr": arm.finetune.optimizer.learning_rate,
+    }
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts [true class, predicted class]."""
+    return np.bincount(labels.astype(np.int64) * num_classes + predicted.astype(np.int64),
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)

@@ -1,0 +1,45 @@
+"""Layer-freezing controls: freeze the first blocks of a backbone, with a choice for batch norm."""
+
+from __future__ import annotations
+
+import keras
+
+from kpretrain.errors import RecipeError
+from kpretrain.models.backbones import block_layers, block_names
+
+
+def resolve_depth(backbone: keras.Model, frozen_depth) -> int:
+    """`frozen_depth` (int or 'all') as a number of blocks, checked against the backbone's depth."""
+    blocks = block_names(backbone)
+    if frozen_depth == "all":
+        return len(blocks)
+    if not 0 <= int(frozen_depth) <= len(blocks):
+        raise RecipeError(
+            f"recipe key 'transfer.frozen_depth': {frozen_depth} exceeds the {len(blocks)} blocks of backbone "
+            f"{backbone.name!r} ({', '.join(blocks)}); allowed: 0..{len(blocks)} or all")
+    return int(frozen_depth)
+
+
+def freeze_to_depth(backbone: keras.Model, frozen_depth, bn: str = "frozen") -> list[str]:
+    """Freeze blocks 1..depth of `backbone` (all of it for 'all'); returns the frozen block names.
+
+    bn='frozen': batch norm in frozen blocks runs in inference mode (Keras' fine-tuning convention).
+    bn='train': it normalises with batch statistics and updates its moving statistics, scale and offset fixed.
+    """
+    depth = resolve_depth(backbone, frozen_depth)
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = True
+    frozen = block_names(backbone)[:depth]
+    for block in frozen:
+        for layer in block_layers(backbone, block):
+            if bn == "train" and isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = True
+                for variable in (layer.gamma, layer.beta):
+                    if variable is not None:
+                        variable.trainable = False
+            else:
+                layer.trainable = False
+    if frozen_depth == "all" and bn != "train":
+        backbone.trainable = False
+    return frozen

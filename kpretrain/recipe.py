@@ -1,0 +1,425 @@
+"""Recipe: YAML -> validated, typed config.  `--set key=value` overrides; every error names the key.
+
+A recipe describes one experiment.  The top-level `pretrain` / `transfer` / `finetune` sections are the
+default protocol; `arms` lists named protocols that override any key of it, and `baselines` adds the
+reference arms (`scratch`: the same model trained from random initialisation with the same budget).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from kpretrain.errors import RecipeError
+
+PRETEXT_TASKS = ("none", "rotation", "noise", "overlay", "jigsaw", "contrastive", "mixed")
+BASELINES = ("scratch",)
+
+
+def _spec(*, choices=None, minimum=None, maximum=None, doc: str = "", **kw):
+    """Field with validation metadata: allowed `choices`, numeric `minimum`/`maximum`."""
+    metadata = {"choices": choices, "minimum": minimum, "maximum": maximum, "doc": doc}
+    return field(metadata=metadata, **kw)
+
+
+@dataclass
+class DataConfig:
+    """Which data, how it is split, how it is batched."""
+
+    dataset: str = _spec(default="fashion_mnist", doc="data set name (mnist, fashion_mnist, kmnist, cifar10) or a local name with path")
+    path: Optional[str] = _spec(default=None, doc="explicit IDX folder, image folder or .npz file")
+    labels_per_class: Optional[int] = _spec(default=None, minimum=1, doc="null = all labels")
+    validation: int = _spec(default=5000, minimum=1, doc="examples held out of train for validation")
+    batch_size: int = _spec(default=128, minimum=1, maximum=65536)
+
+
+@dataclass
+class BackboneConfig:
+    """Which backbone, and where its weights start from."""
+
+    name: str = _spec(default="small_cnn")
+    from_: Optional[str] = _spec(default=None, doc="backbone.keras or SavedModel directory of an earlier run")
+    options: dict = _spec(default_factory=dict, doc="keyword arguments of the backbone builder")
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer and learning-rate schedule of one stage."""
+
+    name: str = _spec(default="adam", choices=("adam", "adamw", "sgd", "rmsprop"))
+    learning_rate: float = _spec(default=1e-3, minimum=0.0, maximum=10.0)
+    schedule: str = _spec(default="constant", choices=("constant", "cosine"))
+    warmup_epochs: float = _spec(default=0.0, minimum=0.0)
+    weight_decay: float = _spec(default=0.0, minimum=0.0)
+    momentum: float = _spec(default=0.9, minimum=0.0, maximum=1.0, doc="for sgd and rmsprop")
+
+
+@dataclass
+class PretrainConfig:
+    """The pre-training stage: a pretext task trained on the unlabelled images."""
+
+    task: str = _spec(default="none", choices=PRETEXT_TASKS)
+    options: dict = _spec(default_factory=dict, doc="options of the pretext task")
+    dataset: Optional[str] = _spec(default=None, doc="data set for pre-training; null = data.dataset")
+    epochs: float = _spec(default=1.0, minimum=0.0, doc="0 skips the stage; fractions run part of an epoch")
+    head: str = _spec(default="linear", choices=("linear", "mlp"))
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass
+class TransferConfig:
+    """How the pre-trained backbone is handed to the downstream task."""
+
+    frozen_depth: Union[int, Literal["all"]] = _spec(default=0, minimum=0, doc="blocks frozen from the input side, or all")
+    bn: str = _spec(default="frozen", choices=("frozen", "train"), doc="batch norm of frozen blocks")
+
+
+@dataclass
+class FinetuneConfig:
+    """The downstream stage: a new head on the backbone, trained on the labelled subset."""
+
+    epochs: int = _spec(default=10, minimum=1)
+    head: str = _spec(default="linear", choices=("linear", "mlp"))
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass
+class EvaluationConfig:
+    """How the final evaluation is made."""
+
+    bn_refresh: bool = _spec(default=True, doc="recompute BN moving statistics on training batches before the final evaluation")
+    bn_refresh_batches: int = _spec(default=200, minimum=1, doc="at most this many training batches for the refresh")
+    bn_warn_points: float = _spec(default=2.0, minimum=0.0, doc="warn when raw and refreshed accuracy differ by more (points)")
+
+
+@dataclass
+class RuntimeConfig:
+    """How training runs."""
+
+    deterministic: bool = _spec(default=False, doc="TensorFlow op determinism (slower)")
+    mixed_precision: bool = _spec(default=False)
+    jit_compile: bool = _spec(default=False)
+    distribute: str = _spec(default="none", choices=("none", "mirrored", "multi_worker"))
+    verbose: int = _spec(default=0, minimum=0, maximum=2, doc="Keras fit verbosity")
+
+
+@dataclass
+class Recipe:
+    """A whole experiment: data, backbone, the default protocol, arms, baselines and seeds."""
+
+    name: str = _spec(default="")
+    seeds: list = _spec(default_factory=lambda: [0], doc="a list of ints, or a count n meaning [0..n-1]")
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    baselines: list = _spec(default_factory=lambda: ["scratch"], choices=BASELINES)
+    arms: Optional[dict] = _spec(default=None, doc="arm name -> overrides of any protocol key")
+
+    # ---- views ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain dict with the recipe's YAML key names (`backbone.from`)."""
+        return _to_plain(self)
+
+    def arm_recipes(self) -> dict[str, "Recipe"]:
+        """Each arm's fully resolved recipe, baselines included, in run order."""
+        base = self.to_dict()
+        base.pop("arms", None)
+        arms: dict[str, Recipe] = {}
+        for name in self.baselines:
+            if self.arms and name in self.arms:
+                continue
+            arms[name] = _baseline(name, base)
+        if self.arms:
+            for name, overrides in self.arms.items():
+                merged = _deep_merge(copy.deepcopy(base), overrides or {}, prefix=f"arms.{name}")
+                try:
+                    arm = _build(Recipe, merged, "")
+                except RecipeError as exc:
+                    raise RecipeError(str(exc).replace("recipe key '", f"recipe key 'arms.{name}.", 1)) from None
+                arm.arms = None
+                arms[name] = arm
+        else:
+            arm = _build(Recipe, copy.deepcopy(base), "")
+            arms[_default_arm_name(arm)] = arm
+        return arms
+
+
+# ---------------------------------------------------------------------------------------------------
+def load_recipe(path: str, overrides: list[str] | tuple = ()) -> Recipe:
+    """Read `path` with `yaml.safe_load`, apply `--set` overrides, validate; raise RecipeError."""
+    raw = read_yaml(path)
+    raw = apply_overrides(raw, overrides)
+    if not raw.get("name"):
+        raw["name"] = os.path.splitext(os.path.basename(path))[0]
+    return recipe_from_dict(raw)
+
+
+def read_yaml(path: str) -> dict:
+    """The recipe file as a dict; every way it can be unreadable is a one-line RecipeError."""
+    if not os.path.exists(path):
+        raise RecipeError(f"recipe file {path!r} not found; pass the path of a YAML recipe, e.g. recipes/fashion_overlay.yaml")
+    if os.path.isdir(path):
+        raise RecipeError(f"recipe file {path!r} is a directory; pass the path of a YAML recipe file")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RecipeError(f"recipe file {path!r} is not UTF-8 text; a recipe is a YAML file") from None
+    except OSError as exc:
+        raise RecipeError(f"recipe file {path!r} cannot be read ({exc.strerror}); check its permissions") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"recipe file {path!r}{where}: YAML tags that construct objects are not allowed ({exc.problem})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"recipe file {path!r}: YAML syntax error at{where}: {problem}") from None
+    if raw is None:
+        raise RecipeError(f"recipe file {path!r} is empty; a recipe needs at least 'name' and 'data.dataset'")
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe file {path!r}: the top level must be a mapping of keys, got a {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Apply `key.path=value` strings (values parsed as YAML) to a raw recipe dict."""
+    raw = copy.deepcopy(raw)
+    for item in overrides or ():
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set pretrain.epochs=2")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise RecipeError(f"--set {item!r}: the key must be a dotted recipe key, e.g. transfer.frozen_depth")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise RecipeError(f"--set {key}: value {text!r} is not valid YAML; quote it, e.g. --set '{key}=[0,1]'") from None
+        node = raw
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {key}: '{'.'.join(parts[:i + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def recipe_from_dict(raw: dict) -> Recipe:
+    """Validate a raw dict into a Recipe (and validate every arm)."""
+    recipe = _build(Recipe, raw, "")
+    if not recipe.name or not isinstance(recipe.name, str):
+        raise RecipeError("recipe key 'name': missing; give the recipe a name, e.g. name: fashion_overlay")
+    if recipe.arms is not None:
+        if not isinstance(recipe.arms, dict) or not recipe.arms:
+            raise RecipeError("recipe key 'arms': expected a mapping of arm name -> overrides, e.g. arms: {overlay: {pretrain: {task: overlay}}}")
+        for name, overrides in recipe.arms.items():
+            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+                raise RecipeError(f"recipe key 'arms': arm name {name!r} must be letters, digits, '_' or '-'")
+            if overrides is not None and not isinstance(overrides, dict):
+                raise RecipeError(f"recipe key 'arms.{name}': expected a mapping of overrides, got {overrides!r}")
+            for forbidden in ("name", "seeds", "data", "arms", "baselines", "evaluation", "runtime"):
+                if overrides and forbidden in overrides:
+                    raise RecipeError(f"recipe key 'arms.{name}.{forbidden}': arms share {forbidden}; set it at the top level")
+    recipe.arm_recipes()  # validates every arm
+    return recipe
+
+
+# ---------------------------------------------------------------------------------------------------
+def _yaml_key(f: dataclasses.Field) -> str:
+    return f.name[:-1] if f.name.endswith("_") else f.name
+
+
+def _build(cls, raw, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe key '{prefix.rstrip('.') or '<top>'}': expected a mapping, got {raw!r}")
+    fields = {_yaml_key(f): f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; allowed: {', '.join(fields)}"
+            raise RecipeError(f"recipe key '{prefix}{key}': unknown key{hint}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, f in fields.items():
+        if key in raw:
+            values[f.name] = _coerce(raw[key], hints[f.name], f, prefix + key)
+        elif dataclasses.is_dataclass(hints[f.name]):
+            values[f.name] = _build(hints[f.name], {}, prefix + key + ".")
+    obj = cls(**values)
+    if cls is Recipe:
+        obj.seeds = _seeds(obj.seeds)
+    return obj
+
+
+def _seeds(value) -> list[int]:
+    if isinstance(value, bool):
+        raise RecipeError(f"recipe key 'seeds': expected a list of ints or a count, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise RecipeError(f"recipe key 'seeds': a count must be >= 1, got {value}")
+        return list(range(value))
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        raise RecipeError(f"recipe key 'seeds': expected a non-empty list of non-negative ints or a count, got {value!r}")
+    if len(set(value)) != len(value):
+        raise RecipeError(f"recipe key 'seeds': seeds must be distinct, got {value!r}")
+    return list(value)
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
+            list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value, tp, f: dataclasses.Field, key: str):
+    meta = f.metadata or {}
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, f, key)
+            except RecipeError:
+                continue
+        parts = [_describe(a) + (_range_text(meta) if a in (int, float) else "") for a in args if a is not type(None)]
+        allowed = " or ".join(parts) + (" or null" if type(None) in args else "")
+        raise RecipeError(f"recipe key '{key}': expected {allowed}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"recipe key '{key}': expected true or false, got {value!r}")
+    if tp in (int, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if tp is int:
+            ok = ok and float(value).is_integer()
+        if not ok:
+            raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}{_range_text(meta)}, got {value!r}")
+        value = tp(value)
+        if meta.get("minimum") is not None and value < meta["minimum"] or (
+                meta.get("maximum") is not None and value > meta["maximum"]):
+            raise RecipeError(f"recipe key '{key}': {value!r} is out of range; allowed{_range_text(meta)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"recipe key '{key}': expected a string, got {value!r}")
+        _check_choice(value, meta, key)
+        return value
+    if tp is list:
+        if key == "seeds":
+            return value
+        if not isinstance(value, list):
+            raise RecipeError(f"recipe key '{key}': expected a list, got {value!r}")
+        for item in value:
+            _check_choice(item, meta, key)
+        return list(value)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"recipe key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    raise TypeError(f"unsupported recipe type {tp} for {key}")  # a bug in the schema, not bad input
+
+
+def _check_choice(value, meta, key):
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise RecipeError(f"recipe key '{key}': {value!r} is not allowed; allowed: {', '.join(map(str, choices))}{hint}")
+
+
+def _range_text(meta) -> str:
+    lo, hi = meta.get("minimum"), meta.get("maximum")
+    if lo is not None and hi is not None:
+        return f" in [{lo}, {hi}]"
+    if lo is not None:
+        return f" >= {lo}"
+    if hi is not None:
+        return f" <= {hi}"
+    return ""
+
+
+def _to_plain(obj):
+    if dataclasses.is_dataclass(obj):
+        return {_yaml_key(f): _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _deep_merge(base: dict, overrides: dict, prefix: str) -> dict:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("options",):
+            _deep_merge(base[key], value, f"{prefix}.{key}")
+        elif isinstance(value, dict) and key not in base and "." not in key:
+            if key not in {_yaml_key(f) for f in dataclasses.fields(Recipe)}:
+                near = difflib.get_close_matches(key, [_yaml_key(f) for f in dataclasses.fields(Recipe)], n=1)
+                hint = f"; did you mean '{prefix}.{near[0]}'?" if near else ""
+                raise RecipeError(f"recipe key '{prefix}.{key}': unknown key{hint}")
+            base[key] = value
+        elif "." in key:
+            _deep_merge(base, apply_overrides({}, [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"]),
+                        prefix)
+        else:
+            base[key] = value
+    return base
+
+
+def _baseline(name: str, base: dict) -> Recipe:
+    raw = copy.deepcopy(base)
+    if name == "scratch":
+        raw["pretrain"] = {**raw["pretrain"], "task": "none", "epochs": 0}
+        raw["backbone"] = {**raw["backbone"], "from": None}
+        raw["transfer"] = {**raw["transfer"], "frozen_depth": 0}
+    arm = _build(Recipe, raw, "")
+    arm.arms = None
+    return arm
+
+
+def _default_arm_name(arm: Recipe) -> str:
+    if arm.backbone.from_:
+        return "transfer"
+    return arm.pretrain.task if arm.pretrain.task != "none" and arm.pretrain.epochs > 0 else "model"
+
+
+def pretrains(arm: Recipe) -> bool:
+    """Whether this arm runs a pre-training stage."""
+    return arm.pretrain.task != "none" and arm.pretrain.epochs > 0

@@ -1,0 +1,16 @@
+"""Reports of a run: tables, statistics and plots."""
+
+from __future__ import annotations
+
+import os
+
+
+def write_run_report(out_dir: str, metrics: dict, class_names=None) -> None:
+    """Write `history.csv`, `curves.png` and `report.md` for a finished run."""
+    from kpretrain.report import io
+    from kpretrain.report.plots import plot_curves
+    from kpretrain.report.tables import history_csv, run_report
+
+    io.write_text(os.path.join(out_dir, "history.csv"), history_csv(metrics))
+    plot_curves(metrics, os.path.join(out_dir, "curves.png"))
+    io.write_text(os.path.join(out_dir, "report.md"), run_report(metrics))

@@ -1,0 +1,127 @@
+"""Tables: per-arm summary, paired differences to the baseline, history rows, the markdown report."""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import math
+
+import numpy as np
+
+BASELINE = "scratch"
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def summary_rows(metrics: dict) -> list[dict]:
+    """One row per arm: mean/std of test accuracy (raw and refreshed) and the paired difference to scratch."""
+    arms = metrics["arms"]
+    base = arms.get(BASELINE)
+    rows = []
+    for name, entry in arms.items():
+        mean, std = mean_std(entry["test_accuracy"])
+        raw_mean, _ = mean_std(entry["test_accuracy_raw"])
+        row = {"arm": name, "n": len(entry["test_accuracy"]), "test_accuracy_mean": mean, "test_accuracy_std": std,
+               "test_accuracy_raw_mean": raw_mean, "trainable_params": entry["trainable_params"],
+               "task": entry["protocol"]["task"], "frozen_depth": entry["protocol"]["frozen_depth"]}
+        if base is not None and name != BASELINE:
+            paired = dict(zip(base["seeds"], base["test_accuracy"]))
+            diffs = [acc - paired[s] for s, acc in zip(entry["seeds"], entry["test_accuracy"]) if s in paired]
+            if diffs:
+                row["diff_mean"], row["diff_std"] = mean_std(diffs)
+                row["diff_n"] = len(diffs)
+        rows.append(row)
+    return rows
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def markdown_table(metrics: dict) -> str:
+    """Arm x mean ± std test accuracy, raw accuracy, paired difference vs scratch (points)."""
+    lines = ["| arm | task | frozen | test acc % (mean ± std) | raw (no BN refresh) % | Δ vs scratch (pts) | trainable params |",
+             "|---|---|---|---|---|---|---|"]
+    for row in summary_rows(metrics):
+        diff = "—" if "diff_mean" not in row else f"{100 * row['diff_mean']:+.2f} ± {100 * row['diff_std']:.2f}"
+        lines.append(f"| {row['arm']} | {row['task']} | {row['frozen_depth']} | {pct(row['test_accuracy_mean'])} ± "
+                     f"{pct(row['test_accuracy_std'])} (n={row['n']}) | {pct(row['test_accuracy_raw_mean'])} | {diff} | "
+                     f"{row['trainable_params']:,} |")
+    return "\n".join(lines)
+
+
+def history_csv(metrics: dict) -> str:
+    """Per-epoch history of every arm, seed and stage as CSV text."""
+    rows, keys = [], set()
+    for name, entry in metrics["arms"].items():
+        for stage, histories in (("pretrain", entry.get("pretext", [])), ("finetune", entry["history"])):
+            for hist in histories:
+                series = {k: v for k, v in hist.items() if isinstance(v, list)}
+                n = max((len(v) for v in series.values()), default=0)
+                for epoch in range(n):
+                    row = {"arm": name, "seed": hist["seed"], "stage": stage, "epoch": epoch + 1}
+                    for k, v in series.items():
+                        if epoch < len(v):
+                            row[k] = v[epoch]
+                            keys.add(k)
+                    rows.append(row)
+    fields = ["arm", "seed", "stage", "epoch", *sorted(keys)]
+    out = _io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def run_report(metrics: dict) -> str:
+    """The run's `report.md`."""
+    d = metrics["data"]
+    rows = summary_rows(metrics)
+    lines = [f"# {metrics['recipe']}" + (" (smoke run: tiny data, numbers mean nothing)" if metrics["smoke"] else ""), ""]
+    lines += ["## Result", "", markdown_table(metrics), ""]
+    for row in rows:
+        if "diff_mean" in row:
+            n = row["diff_n"]
+            verdict = verdict_line(row["arm"], row["diff_mean"], row["diff_std"], n)
+            lines.append(f"- {verdict}")
+    lines += ["", f"Test accuracy is measured {'after refreshing' if metrics['evaluation']['bn_refresh'] else 'without refreshing'} "
+              "the batch-norm moving statistics on training batches; the raw column shows the accuracy before.", ""]
+    if metrics["warnings"]:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in metrics["warnings"]] + [""]
+    lines += ["## Setup", "",
+              f"- data: {d['dataset']} ({d['source']}), image {tuple(d['image_shape'])}, {d['num_classes']} classes, "
+              f"scaling {d['scaling']}",
+              f"- per seed: {d['labelled']} labelled, {d['validation']} validation, {d['unlabelled']} unlabelled pool; "
+              f"test {d['test']}",
+              f"- seeds: {metrics['seeds']}",
+              f"- wall time: {metrics['wall_time_s']:.0f} s on {metrics['environment']['device']} "
+              f"({metrics['environment']['cpu_count']} cores), TensorFlow {metrics['environment']['tensorflow']}, "
+              f"Keras {metrics['environment']['keras']}", ""]
+    lines += ["| arm | protocol |", "|---|---|"]
+    for name, entry in metrics["arms"].items():
+        p = entry["protocol"]
+        lines.append(f"| {name} | " + ", ".join(f"{k}={v}" for k, v in p.items() if v is not None) + " |")
+    lines += ["", "## Plots", "", "![learning curves](curves.png)", ""]
+    if metrics.get("backbone"):
+        b = metrics["backbone"]
+        lines += ["## Exported backbone", "",
+                  f"Pre-trained backbone of arm `{b['arm']}`, seed {b['seed']}: `backbone.keras` and the SavedModel "
+                  "`backbone/` (endpoint `serve`, float32 images, see `backbone/kpretrain.json`).", ""]
+    return "\n".join(lines)
+
+
+def verdict_line(arm: str, diff: float, std: float, n: int) -> str:
+    """One line saying how the arm compares to scratch (mean ± std of paired differences over seeds)."""
+    if n < 2:
+        return f"{arm} vs scratch: {100 * diff:+.2f} pts (1 seed: no estimate of noise; run more seeds)"
+    se = std / math.sqrt(n)
+    if se == 0:
+        word = "gain" if diff > 0 else "loss" if diff < 0 else "no difference"
+        return f"{arm} vs scratch: {100 * diff:+.2f} pts, identical on every seed ({word}, {n} seeds)"
+    t = diff / se
+    word = ("consistent gain" if t > 2 else "consistent loss" if t < -2 else "no clear difference")
+    return f"{arm} vs scratch: {100 * diff:+.2f} ± {100 * std:.2f} pts over {n} seeds ({word}; t = {t:.1f})"

@@ -1,0 +1,138 @@
+"""Recipe validation: typed config, --set overrides, arms and baselines, one-line errors naming the key."""
+
+import pytest
+import yaml
+
+from kpretrain.errors import RecipeError
+from kpretrain.recipe import apply_overrides, load_recipe, recipe_from_dict
+
+BASE = {
+    "name": "t",
+    "seeds": 2,
+    "data": {"dataset": "fashion_mnist", "labels_per_class": 100, "validation": 500, "batch_size": 64},
+    "pretrain": {"task": "overlay", "epochs": 1},
+    "transfer": {"frozen_depth": 1},
+    "finetune": {"epochs": 3},
+}
+
+
+def write(tmp_path, data, name="r.yaml"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+def test_typed_config_and_defaults(tmp_path):
+    r = load_recipe(write(tmp_path, BASE))
+    assert r.seeds == [0, 1]
+    assert r.data.batch_size == 64 and r.data.labels_per_class == 100
+    assert r.pretrain.epochs == 1.0 and isinstance(r.pretrain.epochs, float)
+    assert r.backbone.name == "small_cnn" and r.backbone.from_ is None
+    assert r.evaluation.bn_refresh is True
+    assert r.to_dict()["backbone"]["from"] is None
+
+
+def test_arms_default_and_scratch_baseline(tmp_path):
+    arms = load_recipe(write(tmp_path, BASE)).arm_recipes()
+    assert list(arms) == ["scratch", "overlay"]
+    scratch, overlay = arms["scratch"], arms["overlay"]
+    assert scratch.pretrain.task == "none" and scratch.pretrain.epochs == 0
+    assert scratch.transfer.frozen_depth == 0
+    assert overlay.transfer.frozen_depth == 1
+    # the same downstream budget and data in both arms
+    assert scratch.finetune == overlay.finetune and scratch.data == overlay.data
+
+
+def test_named_arms_override_any_protocol_key(tmp_path):
+    raw = dict(BASE, arms={"frozen_all": {"transfer": {"frozen_depth": "all"}},
+                           "rot": {"pretrain": {"task": "rotation"}, "finetune.epochs": 5}})
+    arms = load_recipe(write(tmp_path, raw)).arm_recipes()
+    assert list(arms) == ["scratch", "frozen_all", "rot"]
+    assert arms["frozen_all"].transfer.frozen_depth == "all"
+    assert arms["rot"].pretrain.task == "rotation" and arms["rot"].finetune.epochs == 5
+    assert arms["rot"].transfer.frozen_depth == 1
+
+
+def test_set_overrides_are_yaml_typed(tmp_path):
+    r = load_recipe(write(tmp_path, BASE), ["seeds=[0,1,2]", "transfer.frozen_depth=all", "data.batch_size=32",
+                                            "pretrain.epochs=0.5", "data.labels_per_class=null"])
+    assert r.seeds == [0, 1, 2]
+    assert r.transfer.frozen_depth == "all"
+    assert r.data.batch_size == 32
+    assert r.pretrain.epochs == 0.5
+    assert r.data.labels_per_class is None
+
+
+def test_set_creates_nested_sections():
+    raw = apply_overrides({"name": "x"}, ["pretrain.optimizer.learning_rate=0.01"])
+    assert raw["pretrain"]["optimizer"]["learning_rate"] == 0.01
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["pretrain.epoch=2"], "'pretrain.epoch': unknown key; did you mean 'pretrain.epochs'"),
+    (["data.batch_size=abc"], "'data.batch_size'"),
+    (["data.batch_size=0"], "'data.batch_size'"),
+    (["data.batch_size=2.5"], "'data.batch_size'"),
+    (["transfer.frozen_depth=-1"], "'transfer.frozen_depth'"),
+    (["transfer.frozen_depth=half"], "'transfer.frozen_depth'"),
+    (["pretrain.task=overlya"], "did you mean 'overlay'"),
+    (["seeds=0"], "'seeds'"),
+    (["seeds=[1,1]"], "'seeds'"),
+    (["evaluation.bn_refresh=yes please"], "'evaluation.bn_refresh'"),
+    (["pretrain.optimizer.name=adamm"], "did you mean 'adam'"),
+    (["arms={a: {pretrain: {tsk: x}}}"], "'arms.a.pretrain.tsk': unknown key"),
+    (["arms={a: {data: {batch_size: 3}}}"], "'arms.a.data'"),
+    (["baselines=[scrach]"], "'baselines'"),
+    (["nmae=x"], "did you mean 'name'"),
+])
+def test_bad_values_name_the_key(tmp_path, overrides, needle):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write(tmp_path, BASE), overrides)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("", "is empty"),
+    ("- a\n- b\n", "top level must be a mapping"),
+    ("name: [unclosed\n", "YAML syntax error at line"),
+    ("name: !!python/object/apply:os.system ['true']\n", "not allowed"),
+])
+def test_unreadable_files(tmp_path, text, needle):
+    with pytest.raises(RecipeError, match=needle):
+        load_recipe(write(tmp_path, text))
+
+
+def test_missing_and_binary_files(tmp_path):
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(str(tmp_path / "nope.yaml"))
+    junk = tmp_path / "junk.yaml"
+    junk.write_bytes(b"\xff\xfe\x00\x81binary")
+    with pytest.raises(RecipeError, match="not UTF-8"):
+        load_recipe(str(junk))
+
+
+def test_bad_set_syntax(tmp_path):
+    with pytest.raises(RecipeError, match="KEY=VALUE"):
+        load_recipe(write(tmp_path, BASE), ["seeds"])
+
+
+def test_name_defaults_to_file_name(tmp_path):
+    raw = {k: v for k, v in BASE.items() if k != "name"}
+    assert load_recipe(write(tmp_path, raw, "my_recipe.yaml")).name == "my_recipe"
+
+
+def test_every_shipped_recipe_validates():
+    import glob
+
+    paths = sorted(glob.glob("recipes/*.yaml"))
+    assert "recipes/fashion_overlay.yaml" in paths
+    for path in paths:
+        recipe = load_recipe(path)
+        assert recipe.arm_recipes(), path
+
+
+def test_recipe_from_dict_requires_name():
+    with pytest.raises(RecipeError, match="'name'"):
+        recipe_from_dict({"data": {"dataset": "mnist"}})

@@ -1,0 +1,75 @@
+"""Training pieces: batch-norm refresh, stages, fractional epochs."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kpretrain.models.backbones import create_backbone
+from kpretrain.models.freezing import freeze_to_depth
+from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm
+from kpretrain.training.stages import epoch_plan
+
+
+def _toy():
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(3, name="dense")(inputs)
+    return keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(hidden))
+
+
+def test_refresh_equals_cumulative_average_of_batch_statistics():
+    model = _toy()
+    data = np.random.default_rng(0).normal(2.0, 3.0, size=(1000, 4)).astype("float32")
+    used = refresh_batch_norm(model, tf.data.Dataset.from_tensor_slices(data).batch(100))
+    assert used == 10
+    dense = model.get_layer("dense")
+    hidden = data @ dense.kernel.numpy() + dense.bias.numpy()
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), hidden.mean(0), rtol=1e-4, atol=1e-4)
+    expected_var = np.mean([hidden[i:i + 100].var(0) for i in range(0, 1000, 100)], axis=0)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), expected_var, rtol=1e-4)
+    assert bn.momentum == 0.99  # restored
+
+
+def test_refresh_respects_max_batches_and_leaves_weights():
+    model = _toy()
+    kernel = model.get_layer("dense").kernel.numpy().copy()
+    data = np.random.default_rng(1).normal(size=(1000, 4)).astype("float32")
+    used = refresh_batch_norm(model, tf.data.Dataset.from_tensor_slices(data).batch(100), max_batches=3)
+    assert used == 3
+    np.testing.assert_array_equal(model.get_layer("dense").kernel.numpy(), kernel)
+
+
+def test_refresh_skips_frozen_batch_norm():
+    backbone = create_backbone("small_cnn", (28, 28, 1), widths=(4, 4, 4))
+    freeze_to_depth(backbone, 1)
+    before = bn_state(backbone)
+    images = tf.data.Dataset.from_tensor_slices(np.random.rand(64, 28, 28, 1).astype("float32")).batch(16)
+    refresh_batch_norm(backbone, images)
+    after = bn_state(backbone)
+    names = [l.name for l in backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+    for name, (m0, _), (m1, _) in zip(names, before, after):
+        assert np.array_equal(m0, m1) == name.startswith("block1_"), name
+
+
+def test_refresh_fixes_stale_statistics_on_a_trained_model():
+    """The BACKGROUND.md trap in miniature: stale moving statistics wreck accuracy until refreshed."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 8)).astype("float32") * 5 + 3
+    y = (x[:, 0] + x[:, 1] > 6).astype("int32")
+    inputs = keras.Input((8,))
+    h = keras.layers.BatchNormalization(momentum=0.999)(keras.layers.Dense(16)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.ReLU()(h)))
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x, y, batch_size=100, epochs=1, verbose=0)
+    stale = model.evaluate(x, y, verbose=0)[1]
+    refresh_batch_norm(model, tf.data.Dataset.from_tensor_slices(x).batch(100))
+    fresh = model.evaluate(x, y, verbose=0)[1]
+    assert fresh > stale + 0.1 and fresh > 0.85
+
+
+@pytest.mark.parametrize("epochs, steps, expected", [(3, 10, (3, 10)), (0.5, 10, (1, 5)), (1.5, 10, (2, 7)),
+                                                     (0, 10, (0, 10)), (0.01, 10, (1, 1))])
+def test_epoch_plan(epochs, steps, expected):
+    assert epoch_plan(epochs, steps) == expected
