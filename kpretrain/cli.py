@@ -74,8 +74,28 @@ def main(argv=None) -> int:
         return 130
 
 
-def _quiet_tensorflow() -> None:
+def _quiet_tensorflow(debug: bool = False) -> None:
+    """Import TensorFlow and initialise its devices with native stderr muted (unless --debug).
+
+    TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are written before its log settings apply;
+    they would bury the one-line messages this CLI promises.
+    """
     import logging
+
+    if not debug:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+            tf.constant(0)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
@@ -91,7 +111,7 @@ def cmd_run(args) -> int:
     from kpretrain.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.sets)
-    _quiet_tensorflow()
+    _quiet_tensorflow(args.debug)
     from kpretrain.experiment import Experiment, default_out_dir
 
     experiment = Experiment(recipe, smoke=args.smoke)
@@ -141,7 +161,7 @@ def cmd_show_task(args) -> int:
     from kpretrain.recipe import load_recipe, pretrains
 
     recipe = load_recipe(args.recipe, args.sets)
-    _quiet_tensorflow()
+    _quiet_tensorflow(args.debug)
     from kpretrain.data import load_dataset
     from kpretrain.pretext import create_task
     from kpretrain.pretext.show import save_task_grid

@@ -22,8 +22,7 @@ import tensorflow as tf
 import yaml
 
 import kpretrain
-from kpretrain.data import DatasetArrays, Splits, image_batches, labelled_batches, load_dataset, make_splits
-from kpretrain.data.pipeline import SCALING
+from kpretrain.data import SCALING, DatasetArrays, Splits, image_batches, labelled_batches, load_dataset, make_splits
 from kpretrain.errors import InputError, RecipeError
 from kpretrain.models.backbones import block_names, create_backbone
 from kpretrain.models.freezing import freeze_to_depth, resolve_depth
@@ -31,7 +30,7 @@ from kpretrain.models.heads import attach_head, create_head
 from kpretrain.pretext import create_task
 from kpretrain.recipe import Recipe, pretrains
 from kpretrain.report import io
-from kpretrain.training.bn_refresh import refresh_batch_norm
+from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, set_bn_state
 from kpretrain.training.callbacks import RefreshedValidation
 from kpretrain.training.stages import accuracy, fit_stage
 
@@ -120,7 +119,9 @@ class Experiment:
         r, d = self.recipe, self.data
         split = self.splits[r.seeds[0]]
         lines = [
-            f"recipe {r.name}: {len(self.arms)} arms x {len(r.seeds)} seeds {r.seeds}" + (" [smoke]" if self.smoke else ""),
+            f"recipe {r.name}: {len(self.arms)} arms x {len(r.seeds)} seeds {r.seeds}"
+            + (f" [smoke: at most {self.budget.steps_per_epoch} batches x {self.budget.epochs} epoch per stage]"
+               if self.smoke else ""),
             f"data {d.name} from {d.source}: train {len(d.y_train)}, test {len(d.y_test)}, image {d.image_shape}, "
             f"{d.num_classes} classes",
             f"split per seed: labelled {len(split.labelled)}, validation {len(split.validation)}, "
@@ -135,13 +136,14 @@ class Experiment:
                 source = arm.pretrain.dataset or r.data.dataset
                 n = len(split.labelled) + len(split.unlabelled) if source == r.data.dataset else len(
                     self.pretrain_data[source].y_train)
+                epochs = self.budget.cap(arm.pretrain.epochs, self.budget.epochs)
                 stages.append(f"pretrain {arm.pretrain.task} on {source} ({n} images, labels unused) "
-                              f"for {arm.pretrain.epochs:g} epochs")
+                              f"for {epochs:g} epochs")
                 stages.append(f"transfer: freeze {depth}/{len(blocks)} blocks, bn {arm.transfer.bn}")
             else:
                 stages.append("random init")
-            stages.append(f"fine-tune {arm.finetune.head} head for {arm.finetune.epochs} epochs "
-                          f"on {len(split.labelled)} labelled")
+            stages.append(f"fine-tune {arm.finetune.head} head for "
+                          f"{self.budget.cap(arm.finetune.epochs, self.budget.epochs)} epochs on {len(split.labelled)} labelled")
             lines.append(f"  arm {name}: {arm.backbone.name} [{', '.join(blocks)}] -> " + " -> ".join(stages))
         lines.append("evaluation: " + ("BN statistics refreshed on training batches, raw and refreshed recorded"
                                        if r.evaluation.bn_refresh else "BN refresh off"))
@@ -192,14 +194,13 @@ class Experiment:
 
     def _run_unit(self, out_dir: str, seed: int, name: str, arm: Recipe) -> dict:
         """Pretrain (if the arm does), transfer, fine-tune and evaluate one arm for one seed."""
-        r, d, split = self.recipe, self.data, self.splits[seed]
-        batch = r.data.batch_size
+        r = self.recipe
         unit: dict = {"seed": seed, "arm": name}
         keras.utils.set_random_seed(seed)
         with self._scope():
-            backbone = self._new_backbone(arm, seed)
+            backbone = self.initial_backbone(arm, seed)
             if pretrains(arm):
-                unit["pretrain"] = self._pretrain(backbone, arm, seed, split)
+                unit["pretrain"] = self.pretrain(backbone, arm, seed)
                 weights = os.path.join(out_dir, "units", f"seed{seed}.{name}.pretrain.weights.h5")
                 with io.atomic_path(weights) as tmp:
                     backbone.save_weights(tmp)
@@ -208,14 +209,11 @@ class Experiment:
                 self.log(f"seed {seed} | {name}: pretrain {arm.pretrain.task} {arm.pretrain.epochs:g} ep, "
                          f"pretext val acc {unit['pretrain']['final_val_accuracy']:.3f} "
                          f"({unit['pretrain']['wall_time_s']:.0f}s)")
-            frozen = freeze_to_depth(backbone, arm.transfer.frozen_depth if pretrains(arm) else 0, arm.transfer.bn)
-            keras.utils.set_random_seed(seed)  # same head init and data order in every arm
-            head = create_head(arm.finetune.head, backbone.output_shape[-1], d.num_classes, seed=seed,
-                               name="downstream_head")
-            model = attach_head(backbone, head)
-            unit["frozen_blocks"] = frozen
+            model = self.downstream_model(backbone, arm, seed)
+            unit["frozen_blocks"] = self._frozen
             unit["trainable_params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-            unit.update(self._finetune(model, arm, seed, split))
+            unit.update(self.finetune(model, arm, seed))
+            unit.update(self.evaluate_test(model, seed))
         io.write_json(os.path.join(out_dir, "units", f"seed{seed}.{name}.finetune.json"),
                       {k: v for k, v in unit.items() if k != "pretrain"})
         warn = ""
@@ -230,8 +228,14 @@ class Experiment:
         steps = n // batch if drop_remainder else math.ceil(n / batch)
         return max(1, self.budget.cap(steps, self.budget.steps_per_epoch))
 
-    def _pretrain(self, backbone: keras.Model, arm: Recipe, seed: int, split: Splits) -> dict:
-        r = self.recipe
+    # ---- the stages, usable one by one (the tuner calls them) ---------------------------------------
+    def initial_backbone(self, arm: Recipe, seed: int) -> keras.Model:
+        """The arm's backbone before pre-training: random weights that depend only on the seed."""
+        return self._new_backbone(arm, seed)
+
+    def pretrain(self, backbone: keras.Model, arm: Recipe, seed: int, epochs: float | None = None) -> dict:
+        """Train `backbone` with the arm's pretext task on unlabelled images (never validation or test)."""
+        r, split = self.recipe, self.splits[seed]
         batch = r.data.batch_size
         source = arm.pretrain.dataset or r.data.dataset
         if source == r.data.dataset:
@@ -248,7 +252,7 @@ class Experiment:
         val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
         validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
                                                          drop_remainder=len(x_val) >= batch))
-        epochs = self.budget.cap(arm.pretrain.epochs, self.budget.epochs)
+        epochs = self.budget.cap(arm.pretrain.epochs if epochs is None else epochs, self.budget.epochs)
         result = fit_stage(model, train, epochs=epochs, steps_per_epoch=self._steps(len(x_pre), batch, True),
                            optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(),
                            validation=validation, jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose)
@@ -260,37 +264,71 @@ class Experiment:
             "wall_time_s": result.wall_time_s,
         }
 
-    def _finetune(self, model: keras.Model, arm: Recipe, seed: int, split: Splits) -> dict:
-        r, d = self.recipe, self.data
+    def downstream_model(self, backbone: keras.Model, arm: Recipe, seed: int) -> keras.Model:
+        """Freeze per the arm's transfer policy and attach a fresh downstream head (same init in every arm)."""
+        self._frozen = freeze_to_depth(backbone, arm.transfer.frozen_depth if pretrains(arm) else 0,
+                                       arm.transfer.bn)
+        keras.utils.set_random_seed(seed)  # same head init and data order in every arm
+        head = create_head(arm.finetune.head, backbone.output_shape[-1], self.data.num_classes, seed=seed,
+                           name="downstream_head")
+        return attach_head(backbone, head)
+
+    def _eval_sets(self, seed: int):
+        r, d, split = self.recipe, self.data, self.splits[seed]
+        batch = r.data.batch_size
+        x_lab = d.x_train[split.labelled]
+        y_val = d.y_train[split.validation]
+        refresh_images = image_batches(x_lab, batch, shuffle=True, seed=seed)
+        validation = labelled_batches(d.x_train[split.validation], y_val, batch, shuffle=False, seed=seed)
+        bn_batches = self.budget.cap(r.evaluation.bn_refresh_batches, self.budget.bn_batches)
+        return refresh_images, validation, y_val, bn_batches
+
+    def finetune(self, model: keras.Model, arm: Recipe, seed: int, callbacks=(), epochs: int | None = None) -> dict:
+        """Fit the downstream model on the labelled subset; validation (raw and BN-refreshed) every epoch.
+
+        Ends with the BN statistics refreshed (when `evaluation.bn_refresh`); the test split is not touched.
+        """
+        r, d, split = self.recipe, self.data, self.splits[seed]
         batch = r.data.batch_size
         x_lab, y_lab = d.x_train[split.labelled], d.y_train[split.labelled]
-        x_val, y_val = d.x_train[split.validation], d.y_train[split.validation]
+        refresh_images, validation, y_val, bn_batches = self._eval_sets(seed)
         train = labelled_batches(x_lab, y_lab, batch, shuffle=True, seed=seed)
-        refresh_images = image_batches(x_lab, batch, shuffle=True, seed=seed)
-        bn_batches = self.budget.cap(r.evaluation.bn_refresh_batches, self.budget.bn_batches)
-        validation = labelled_batches(x_val, y_val, batch, shuffle=False, seed=seed)
-        test = labelled_batches(d.x_test, d.y_test, batch, shuffle=False, seed=seed)
         callback = RefreshedValidation(validation, y_val, refresh_images if r.evaluation.bn_refresh else None,
                                        bn_batches)
-        epochs = self.budget.cap(arm.finetune.epochs, self.budget.epochs)
+        epochs = self.budget.cap(arm.finetune.epochs if epochs is None else epochs, self.budget.epochs)
         result = fit_stage(model, train, epochs=epochs, steps_per_epoch=self._steps(len(y_lab), batch),
                            optimizer=arm.finetune.optimizer,
                            compile_kwargs={"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                                            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
-                           callbacks=[callback], jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose)
+                           callbacks=[callback, *callbacks], jit_compile=r.runtime.jit_compile,
+                           verbose=r.runtime.verbose)
         out = {"history": result.history, "finetune_epochs": epochs, "finetune_wall_time_s": result.wall_time_s}
-        raw, _ = accuracy(model, test, d.y_test)
-        out["test_accuracy_raw"] = raw
         out["val_accuracy_raw"] = accuracy(model, validation, y_val)[0]
+        self._raw_bn = bn_state(model)
         if r.evaluation.bn_refresh:
             refresh_batch_norm(model, refresh_images, bn_batches)
-            refreshed, predicted = accuracy(model, test, d.y_test)
-            out["test_accuracy_refreshed"] = refreshed
+            self._refreshed_bn = bn_state(model)
             out["val_accuracy_refreshed"] = accuracy(model, validation, y_val)[0]
-            out["test_accuracy"], out["val_accuracy"] = refreshed, out["val_accuracy_refreshed"]
+            out["val_accuracy"] = out["val_accuracy_refreshed"]
         else:
-            predicted = accuracy(model, test, d.y_test)[1]
-            out["test_accuracy"], out["val_accuracy"] = raw, out["val_accuracy_raw"]
+            out["val_accuracy"] = out["val_accuracy_raw"]
+        return out
+
+    def evaluate_test(self, model: keras.Model, seed: int) -> dict:
+        """Test accuracy once, at the end: raw BN statistics, then refreshed; confusion matrix of the latter."""
+        r, d = self.recipe, self.data
+        test = labelled_batches(d.x_test, d.y_test, r.data.batch_size, shuffle=False, seed=seed)
+        out = {}
+        if r.evaluation.bn_refresh:
+            # finetune() left the model refreshed; measure raw with the statistics training produced
+            out["test_accuracy_refreshed"], predicted = accuracy(model, test, d.y_test)
+            set_bn_state(model, self._raw_bn)
+            out["test_accuracy_raw"] = accuracy(model, test, d.y_test)[0]
+            set_bn_state(model, self._refreshed_bn)
+            out["test_accuracy"] = out["test_accuracy_refreshed"]
+        else:
+            out["test_accuracy_raw"], predicted = accuracy(model, test, d.y_test)
+            out["test_accuracy"] = out["test_accuracy_raw"]
         out["confusion"] = confusion_matrix(d.y_test, predicted, d.num_classes).tolist()
         return out
 

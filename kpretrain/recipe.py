@@ -112,6 +112,17 @@ class RuntimeConfig:
 
 
 @dataclass
+class TuneConfig:
+    """What `kpretrain tune` searches (KerasTuner): space over any recipe key, objective on validation."""
+
+    objective: str = _spec(default="val_accuracy", choices=("val_accuracy",), doc="downstream validation metric, maximised")
+    space: dict = _spec(default_factory=dict, doc="recipe key -> {int: [lo, hi]} | {float: [lo, hi], sampling: log} | {choice: [...]}")
+    tuner: str = _spec(default="random", choices=("random", "bayesian", "hyperband"))
+    max_trials: int = _spec(default=10, minimum=1)
+    arm: Optional[str] = _spec(default=None, doc="arm whose protocol is searched; null = the first non-baseline arm")
+
+
+@dataclass
 class Recipe:
     """A whole experiment: data, backbone, the default protocol, arms, baselines and seeds."""
 
@@ -126,6 +137,7 @@ class Recipe:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     baselines: list = _spec(default_factory=lambda: ["scratch"], choices=BASELINES)
     arms: Optional[dict] = _spec(default=None, doc="arm name -> overrides of any protocol key")
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     # ---- views ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -238,7 +250,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
                 raise RecipeError(f"recipe key 'arms': arm name {name!r} must be letters, digits, '_' or '-'")
             if overrides is not None and not isinstance(overrides, dict):
                 raise RecipeError(f"recipe key 'arms.{name}': expected a mapping of overrides, got {overrides!r}")
-            for forbidden in ("name", "seeds", "data", "arms", "baselines", "evaluation", "runtime"):
+            for forbidden in ("name", "seeds", "data", "arms", "baselines", "evaluation", "runtime", "tune"):
                 if overrides and forbidden in overrides:
                     raise RecipeError(f"recipe key 'arms.{name}.{forbidden}': arms share {forbidden}; set it at the top level")
     recipe.arm_recipes()  # validates every arm

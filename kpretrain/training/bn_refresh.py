@@ -9,8 +9,12 @@ frozen BN layer ran in inference mode during training, so its statistics are par
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import tensorflow as tf
+
+_COMPILED: "weakref.WeakKeyDictionary[keras.Model, tuple]" = weakref.WeakKeyDictionary()
 
 
 def batch_norm_layers(model: keras.Model, trainable_only: bool = True) -> list[keras.layers.BatchNormalization]:
@@ -34,14 +38,9 @@ def refresh_batch_norm(model: keras.Model, images: tf.data.Dataset, max_batches:
     for layer in bns:
         layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
         layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
-    # One shared momentum variable read by every BN layer inside a compiled forward pass.
-    momentum = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+    momentum, forward = _compiled_forward(model)
     for layer in bns:
         layer.momentum = momentum
-
-    @tf.function(reduce_retracing=True)
-    def forward(x):
-        model(x, training=True)  # updates only BN moving statistics; no gradients are applied
 
     used = 0
     try:
@@ -54,6 +53,19 @@ def refresh_batch_norm(model: keras.Model, images: tf.data.Dataset, max_batches:
         for layer, value in zip(bns, saved):
             layer.momentum = value
     return used
+
+
+def _compiled_forward(model: keras.Model):
+    """(shared momentum variable, compiled training-mode forward pass), cached per model."""
+    if model not in _COMPILED:
+        momentum = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+
+        @tf.function(reduce_retracing=True)
+        def forward(x):
+            model(x, training=True)  # updates only BN moving statistics; no gradients are applied
+
+        _COMPILED[model] = (momentum, forward)
+    return _COMPILED[model]
 
 
 def bn_state(model: keras.Model) -> list:

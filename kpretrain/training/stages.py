@@ -46,7 +46,7 @@ def fit_stage(model: keras.Model, train: tf.data.Dataset, *, epochs: float, step
                   **compile_kwargs)
     start = time.perf_counter()
     history = model.fit(train.repeat(), epochs=keras_epochs, steps_per_epoch=steps, validation_data=validation,
-                        callbacks=list(callbacks), verbose=verbose)
+                        callbacks=list(callbacks), verbose=verbose, shuffle=False)
     return StageResult(history={k: [float(v) for v in vals] for k, vals in history.history.items()},
                        epochs=keras_epochs, steps_per_epoch=steps, wall_time_s=time.perf_counter() - start)
 

@@ -1,0 +1,95 @@
+"""Overhead of kpretrain's supervised stage against a hand-written `model.fit`, measured side by side.
+
+Both train the same architecture from the same initial weights on the same Fashion-MNIST images for the
+same number of epochs; runs are interleaved and repeated, and the median of each is compared.  The first
+ratio is the training stage alone (goal <= 1.05); the second adds kpretrain's per-epoch validation with
+raw and BN-refreshed accuracy against Keras' plain `validation_data`.
+
+    python benchmarks/overhead.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from kpretrain.data import labelled_batches, load_dataset  # noqa: E402
+from kpretrain.models.backbones import create_backbone  # noqa: E402
+from kpretrain.models.heads import attach_head, create_head  # noqa: E402
+from kpretrain.recipe import OptimizerConfig  # noqa: E402
+from kpretrain.training.callbacks import RefreshedValidation  # noqa: E402
+from kpretrain.training.stages import fit_stage  # noqa: E402
+from kpretrain.data import image_batches  # noqa: E402
+
+
+
+def build(seed=0):
+    backbone = create_backbone("small_cnn", (28, 28, 1), seed=seed, widths=(16, 32, 64))
+    return attach_head(backbone, create_head("linear", backbone.output_shape[-1], 10, seed=seed))
+
+
+def compile_kwargs():
+    return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+
+
+def hand_written(x, y, xv, yv, epochs, batch, validate):
+    model = build()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_kwargs())
+    start = time.perf_counter()
+    model.fit(x.astype("float32") / 255.0, y, batch_size=batch, epochs=epochs, shuffle=True, verbose=0,
+              validation_data=(xv.astype("float32") / 255.0, yv) if validate else None)
+    return time.perf_counter() - start
+
+
+def kpretrain_stage(x, y, xv, yv, epochs, batch, validate):
+    model = build()
+    start = time.perf_counter()
+    callbacks = []
+    if validate:
+        callbacks = [RefreshedValidation(labelled_batches(xv, yv, batch, shuffle=False, seed=0), yv,
+                                         image_batches(x, batch, shuffle=True, seed=0), 50)]
+    fit_stage(model, labelled_batches(x, y, batch, shuffle=True, seed=0), epochs=epochs,
+              steps_per_epoch=int(np.ceil(len(y) / batch)), optimizer=OptimizerConfig(learning_rate=1e-3),
+              compile_kwargs=compile_kwargs(), callbacks=callbacks)
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (a few minutes on 2 cores)")
+    args = parser.parse_args()
+    data = load_dataset("fashion_mnist")
+    n, repeats, epochs = (12_000, 3, 2) if args.quick else (50_000, 5, 3)
+    x, y = data.x_train[:n], data.y_train[:n]
+    xv, yv = data.x_train[-5000:], data.y_train[-5000:]
+    batch = 128
+    print(f"{n} Fashion-MNIST images, batch {batch}, {epochs} epochs per measurement, {repeats} repeats, "
+          f"interleaved")
+    results = {}
+    for validate in (False, True):
+        times = {"hand-written fit": [], "kpretrain stage": []}
+        hand_written(x[:1024], y[:1024], xv[:256], yv[:256], 1, batch, validate)  # warm up both paths
+        kpretrain_stage(x[:1024], y[:1024], xv[:256], yv[:256], 1, batch, validate)
+        for _ in range(repeats):
+            times["hand-written fit"].append(hand_written(x, y, xv, yv, epochs, batch, validate))
+            times["kpretrain stage"].append(kpretrain_stage(x, y, xv, yv, epochs, batch, validate))
+        label = "with validation" if validate else "training only"
+        medians = {k: statistics.median(v) for k, v in times.items()}
+        for k, v in times.items():
+            print(f"  {label:16s} {k:17s} median {medians[k] / epochs:6.2f} s/epoch  "
+                  f"(runs: {', '.join(f'{t:.1f}' for t in v)} s)")
+        results[label] = medians["kpretrain stage"] / medians["hand-written fit"]
+    print(f"ratio with validation (raw + BN-refreshed vs Keras validation_data): {results['with validation']:.2f}")
+    print(f"epoch-time ratio kpretrain/hand-written: {results['training only']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""tf.data input pipelines: shuffle indices, batch, then gather and scale whole batches (no per-image Python)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from kpretrain.errors import DataError
+
+SCALING = "float32 = uint8 / 255, range [0, 1]"
+
+
+def _check(x, batch_size) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise DataError(f"pipeline input has dtype {x.dtype} and shape {x.shape}, expected uint8 images [N,H,W,C]; pass DatasetArrays.x_train/x_test (or a slice of them)")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise DataError(f"data.batch_size = {batch_size!r} is not allowed; use a whole number >= 1")
+    return x
+
+
+def _batches(arrays: tuple[np.ndarray, ...], batch_size: int, shuffle: bool, seed: int, drop_remainder: bool, convert):
+    import tensorflow as tf
+
+    n = len(arrays[0])
+    with tf.device("/cpu:0"):  # the whole data set stays in host memory; only batches travel to the accelerator
+        tensors = tuple(tf.constant(a) for a in arrays)
+    ds = tf.data.Dataset.range(n)
+    if shuffle:  # only int64 indices are shuffled, so the buffer can always hold the whole array
+        ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda idx: convert(*(tf.gather(t, idx) for t in tensors)), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _to_float(images):
+    import tensorflow as tf
+
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def image_batches(x_uint8, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool = False):
+    """Batches of float32 images [B,H,W,C] in [0, 1] (see SCALING)."""
+    x = _check(x_uint8, batch_size)
+    return _batches((x,), batch_size, shuffle, seed, drop_remainder, _to_float)
+
+
+def labelled_batches(x_uint8, y, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool = False):
+    """Batches of (float32 images [B,H,W,C] in [0, 1], int32 labels [B])."""
+    x = _check(x_uint8, batch_size)
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"pipeline labels have dtype {y.dtype} and shape {y.shape}, expected {len(x)} integer class ids; pass the labels that go with the images")
+    return _batches((x, y.astype(np.int32)), batch_size, shuffle, seed, drop_remainder, lambda xb, yb: (_to_float(xb), yb))

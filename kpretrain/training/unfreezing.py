@@ -1,0 +1,111 @@
+"""Gradual unfreezing of a frozen backbone during fine-tuning, and a lower learning rate for the backbone.
+
+Keras 3 needs two things when `trainable` changes inside `fit`: the train function is rebuilt
+(`make_train_function(force=True)`, as `Layer.trainable` documents), and the optimizer must already know every
+variable it will ever update (it refuses variables it was not built with).  So `GradualUnfreezing`, at the start
+of training, swaps the compiled optimizer for a fresh copy of itself built on all variables that will become
+trainable; it must therefore see a fresh optimizer (compile just before `fit`, as `fit_stage` does).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from kpretrain.models.backbones import block_layers, block_names
+from kpretrain.models.freezing import freeze_to_depth, resolve_depth
+
+
+class ScaledUpdates:
+    """Optimizer mixin: the update of each variable in `scaled_variables` is multiplied by `factor`.
+
+    Scaling the update (new = old + factor * (proposed - old)) equals a per-variable learning rate
+    `factor * lr` for SGD, momentum, Adam(W) and RMSprop, weight decay included; scaling gradients would not
+    (Adam is invariant to gradient scale).
+    """
+
+    scaled_variables: frozenset = frozenset()
+    factor: float = 1.0
+
+    def apply(self, grads, trainable_variables=None):
+        variables = list(self._trainable_variables if trainable_variables is None else trainable_variables)
+        scaled = [v for v in variables if id(v) in self.scaled_variables]
+        before = [tf.identity(v) for v in scaled]
+        super().apply(grads, trainable_variables)
+        for variable, old in zip(scaled, before):
+            variable.assign(old + self.factor * (tf.convert_to_tensor(variable) - old))
+
+
+def rebuilt_optimizer(optimizer: keras.optimizers.Optimizer, variables: list, scaled_variables: list = (),
+                      factor: float = 1.0) -> keras.optimizers.Optimizer:
+    """A fresh copy of `optimizer` (same config), built on `variables`, scaling updates of `scaled_variables`."""
+    cls = type(optimizer)
+    if factor != 1.0:
+        cls = type(f"BackboneScaled{cls.__name__}", (ScaledUpdates, cls), {})
+    copy = cls.from_config(optimizer.get_config())
+    if factor != 1.0:
+        copy.scaled_variables = frozenset(id(v) for v in scaled_variables)
+        copy.factor = float(factor)
+    copy.build(list(variables))
+    return copy
+
+
+def trainable_blocks(backbone: keras.Model) -> list[str]:
+    """Blocks of `backbone` with at least one trainable weight."""
+    if not backbone.trainable:
+        return []
+    return [block for block in block_names(backbone)
+            if any(w.trainable for layer in block_layers(backbone, block) if layer.trainable for w in layer.weights)]
+
+
+class GradualUnfreezing(keras.callbacks.Callback):
+    """From `frozen_depth`, unfreeze one more backbone block (output side first) every `every` epochs.
+
+    `every=None` keeps the depth fixed (only `backbone_lr_factor` acts).  The BN policy `bn` is that of
+    `freeze_to_depth`.  `backbone_lr_factor` multiplies the learning rate of every backbone weight.
+    `schedule` records `(epoch, trainable block names)` at the start of every epoch.
+    """
+
+    def __init__(self, backbone: keras.Model, frozen_depth, every: int | None = 1, bn: str = "frozen",
+                 backbone_lr_factor: float = 1.0):
+        super().__init__()
+        if every is not None and every < 1:
+            raise ValueError(f"every must be >= 1 or None, got {every}")
+        self.backbone = backbone
+        self.frozen_depth = frozen_depth
+        self.start_depth = resolve_depth(backbone, frozen_depth)
+        self.every = every
+        self.bn = bn
+        self.backbone_lr_factor = float(backbone_lr_factor)
+        self.schedule: list[tuple[int, list[str]]] = []
+        self._depth = None
+
+    def depth_at(self, epoch: int) -> int:
+        """Number of frozen blocks during `epoch` (0-based)."""
+        if self.every is None:
+            return self.start_depth
+        return max(0, self.start_depth - epoch // self.every)
+
+    def on_train_begin(self, logs=None):
+        optimizer = self.model.optimizer
+        if int(optimizer.iterations.numpy()) != 0:
+            raise ValueError("GradualUnfreezing needs a freshly compiled model (its optimizer has taken steps)")
+        final_depth = self.depth_at(max(0, self.params.get("epochs", 1 << 30) - 1))
+        freeze_to_depth(self.backbone, final_depth, self.bn)
+        variables = self.model.trainable_variables
+        backbone_ids = {id(v) for v in self.backbone.weights}
+        scaled = [v for v in variables if id(v) in backbone_ids]
+        self.model.optimizer = rebuilt_optimizer(optimizer, variables, scaled, self.backbone_lr_factor)
+        self._set_depth(self.frozen_depth)
+        self._depth = self.start_depth
+
+    def on_epoch_begin(self, epoch, logs=None):
+        depth = self.depth_at(epoch)
+        if depth != self._depth:
+            self._set_depth(depth)
+            self._depth = depth
+        self.schedule.append((epoch, trainable_blocks(self.backbone)))
+
+    def _set_depth(self, depth) -> None:
+        freeze_to_depth(self.backbone, depth, self.bn)
+        self.model.make_train_function(force=True)

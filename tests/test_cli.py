@@ -1,0 +1,182 @@
+"""End to end: `kpretrain run` through the CLI on a tiny generated data set and on real Fashion-MNIST."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import yaml
+
+from kpretrain.cli import main
+
+FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+
+
+def tiny_npz(path, n_train=400, n_test=100, classes=4, seed=0):
+    """Images whose class is a bright quadrant: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, classes, n)
+        x = rng.integers(0, 60, (n, 16, 16, 1)).astype(np.uint8)
+        for i, c in enumerate(y):
+            r, q = divmod(int(c), 2)
+            x[i, r * 8:(r + 1) * 8, q * 8:(q + 1) * 8] += 150
+        return x, y
+
+    x_train, y_train = make(n_train)
+    x_test, y_test = make(n_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    data = tiny_npz(tmp_path / "tiny.npz")
+    recipe = {
+        "name": "tiny",
+        "seeds": [0, 1],
+        "data": {"dataset": "tiny", "path": data, "labels_per_class": 20, "validation": 40, "batch_size": 32},
+        "backbone": {"name": "small_cnn", "options": {"widths": [4, 8, 8]}},
+        "pretrain": {"task": "overlay", "epochs": 1},
+        "transfer": {"frozen_depth": 1},
+        "finetune": {"epochs": 2},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def test_smoke_run_writes_every_artifact(tiny_recipe, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", tiny_recipe, "--smoke", "--out", str(out)]) == 0
+    for name in ("recipe.yaml", "metrics.json", "history.csv", "curves.png", "report.md", "backbone.keras",
+                 "backbone/saved_model.pb", "backbone/kpretrain.json"):
+        assert (out / name).exists(), name
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] is True and metrics["seeds"] == [0, 1]
+    assert list(metrics["arms"]) == ["scratch", "overlay"]
+    for name, arm in metrics["arms"].items():
+        assert len(arm["test_accuracy"]) == 2 and all(0.0 <= a <= 1.0 for a in arm["test_accuracy"])
+        assert arm["test_accuracy"] == arm["test_accuracy_refreshed"]
+        assert len(arm["test_accuracy_raw"]) == 2
+        assert arm["trainable_params"] > 0
+        assert [h["seed"] for h in arm["history"]] == [0, 1]
+        assert all(len(h["val_accuracy"]) == 1 for h in arm["history"])
+        assert np.asarray(arm["confusion"][0]).sum() == metrics["data"]["test"]
+    assert "pretext" in metrics["arms"]["overlay"] and "pretext" not in metrics["arms"]["scratch"]
+    # frozen block 1 in the overlay arm: fewer trainable parameters than scratch
+    assert metrics["arms"]["overlay"]["trainable_params"] < metrics["arms"]["scratch"]["trainable_params"]
+    assert metrics["arms"]["overlay"]["protocol"]["task"] == "overlay"
+    assert metrics["arms"]["scratch"]["protocol"]["task"] == "none"
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert {r["stage"] for r in rows} == {"pretrain", "finetune"}
+    assert {r["arm"] for r in rows} == {"scratch", "overlay"}
+    report = (out / "report.md").read_text()
+    assert "| scratch |" in report and "| overlay |" in report and "vs scratch" in report
+    units = sorted(os.listdir(out / "units"))
+    assert "seed1.overlay.pretrain.json" in units and "seed1.scratch.finetune.json" in units
+    assert "seed0.scratch.pretrain.json" not in units
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["name"] == "tiny"
+
+
+def test_pairing_same_labelled_subset_and_head_init(tiny_recipe, tmp_path):
+    """Scratch arms with identical protocols give identical results for the same seed."""
+    out = tmp_path / "run"
+    arms = "arms={again: {pretrain: {task: none, epochs: 0}}}"
+    assert main(["run", tiny_recipe, "--smoke", "--out", str(out), "--set", arms,
+                 "--set", "runtime.deterministic=true"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["arms"]["again"]["test_accuracy"] == metrics["arms"]["scratch"]["test_accuracy"]
+
+
+def test_exported_backbone_loads_in_a_fresh_process(tiny_recipe, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", tiny_recipe, "--smoke", "--out", str(out)]) == 0
+    info = json.loads((out / "backbone" / "kpretrain.json").read_text())
+    assert info["input_shape"] == [None, 16, 16, 1] and info["input_dtype"] == "float32"
+    assert "255" in info["scaling"] and info["endpoint"] == "serve"
+    script = textwrap.dedent(f"""
+        import numpy as np, tensorflow as tf, keras
+        loaded = tf.saved_model.load({str(out / 'backbone')!r})
+        x = np.random.default_rng(0).random((3, 16, 16, 1)).astype('float32')
+        a = loaded.serve(tf.constant(x)).numpy()
+        b = keras.saving.load_model({str(out / 'backbone.keras')!r}, safe_mode=True)(x).numpy()
+        assert a.shape == (3, {info['feature_dim']}), a.shape
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        print('OK', a.shape)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "OK (3," in proc.stdout
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tiny_recipe, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", tiny_recipe, "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "arm scratch" in text and "arm overlay" in text and "labelled 80" in text
+    assert "block1, block2, block3" in text
+    assert not out.exists()
+
+
+BAD = [
+    (["--set", "pretrain.epoch=2"], "pretrain.epoch"),
+    (["--set", "data.batch_size=-3"], "data.batch_size"),
+    (["--set", "transfer.frozen_depth=9"], "transfer.frozen_depth"),
+    (["--set", "data.labels_per_class=100000"], "labels_per_class"),
+    (["--set", "pretrain.task=rotate"], "pretrain.task"),
+    (["--set", "data.path=/nonexistent/data.npz"], "/nonexistent/data.npz"),
+]
+
+
+@pytest.mark.parametrize("extra, needle", BAD)
+def test_bad_input_exits_2_with_one_line_and_no_run_dir(tiny_recipe, tmp_path, extra, needle):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "kpretrain.cli", "run", tiny_recipe, "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert 1 <= len(lines) <= 3 and needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_missing_recipe_and_unwritable_out(tmp_path, tiny_recipe):
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", tiny_recipe, "--smoke", "--out", str(blocker / "run")]) == 2
+
+
+def test_report_combines_runs(tiny_recipe, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["run", tiny_recipe, "--smoke", "--out", str(a), "--set", "seeds=[0]"]) == 0
+    assert main(["run", tiny_recipe, "--smoke", "--out", str(b), "--set", "seeds=[1]"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(a), str(b), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [(r["run"], r["arm"]) for r in rows] == [(str(a), "scratch"), (str(a), "overlay"),
+                                                    (str(b), "scratch"), (str(b), "overlay")]
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.slow
+def test_smoke_run_of_the_default_recipe_on_real_fashion_mnist(tmp_path):
+    assert os.path.exists(FASHION), "Fashion-MNIST missing: install Debian's dataset-fashion-mnist (make data)"
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "kpretrain.cli", "run", "recipes/fashion_overlay.yaml", "--smoke",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["source"].endswith("fashion-mnist") or "fashion" in metrics["data"]["source"]
+    assert metrics["data"]["image_shape"] == [28, 28, 1]
+    assert list(metrics["arms"]) == ["scratch", "overlay"]
+    assert all(len(a["test_accuracy"]) == 3 for a in metrics["arms"].values())
+    assert (out / "backbone" / "saved_model.pb").exists()
