@@ -1,4 +1,4 @@
-"""Command line: `kpretrain run | show-task | report`.
+"""Command line: `kpretrain run | show-task | tune | report`.
 
 Exit codes: 0 success, 1 failure while training, 2 bad input (one line naming the key or file, no traceback
 unless --debug, no run directory left behind).
@@ -43,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--n", type=int, default=16, help="number of examples")
     show.add_argument("--debug", action="store_true")
 
+    tune = sub.add_parser("tune", help="KerasTuner search over the recipe's tune.space, scored on validation")
+    tune.add_argument("recipe")
+    tune.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), help="default: tune.tuner")
+    tune.add_argument("--max-trials", type=int, help="default: tune.max_trials; raising it resumes with more trials")
+    tune.add_argument("--dir", default="tuner_runs", help="tuner directory (default tuner_runs/); results in DIR/<name>/")
+    tune.add_argument("--overwrite", action="store_true", help="start the search over instead of resuming it")
+    tune.add_argument("--smoke", action="store_true", help="tiny data and a few batches per trial")
+    tune.add_argument("--final", action="store_true", help="re-run the best recipe with all seeds, report test accuracy")
+    tune.add_argument("--debug", action="store_true")
+
     report = sub.add_parser("report", help="one table across run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--format", choices=("md", "csv", "json"), default="md")
@@ -59,7 +70,7 @@ def _version() -> str:
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "show-task": cmd_show_task, "report": cmd_report}[args.command]
+    handler = {"run": cmd_run, "show-task": cmd_show_task, "tune": cmd_tune, "report": cmd_report}[args.command]
     from kpretrain.errors import InputError
 
     try:
@@ -177,6 +188,14 @@ def cmd_show_task(args) -> int:
     save_task_grid(task, images, out, n=n, title=f"{recipe.name}: {arm.pretrain.task}")
     print(out)
     return EXIT_OK
+
+
+def cmd_tune(args) -> int:
+    _quiet_tensorflow()
+    from kpretrain.tuning import tune
+
+    return tune(args.recipe, args.sets, tuner=args.tuner, max_trials=args.max_trials, directory=args.dir,
+                overwrite=args.overwrite, smoke=args.smoke, final=args.final, debug=args.debug)
 
 
 def cmd_report(args) -> int:

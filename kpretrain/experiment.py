@@ -28,7 +28,12 @@ from kpretrain.models.backbones import block_names, create_backbone
 from kpretrain.models.freezing import freeze_to_depth, resolve_depth
 from kpretrain.models.heads import attach_head, create_head
 from kpretrain.pretext import create_task
-from kpretrain.recipe import Recipe, pretrains
+from kpretrain.models.initialisation import reinitialise_from_statistics, reinitialise_random
+from kpretrain.models.loading import load_backbone
+from kpretrain.recipe import Recipe, pretrains, transfers
+from kpretrain.training.head_init import logistic_regression_head
+from kpretrain.training.knn import backbone_features, knn_accuracy
+from kpretrain.training.unfreezing import GradualUnfreezing
 from kpretrain.report import io
 from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, set_bn_state
 from kpretrain.training.callbacks import RefreshedValidation
@@ -74,6 +79,7 @@ class Experiment:
         self.data: DatasetArrays | None = None
         self.splits: dict[int, Splits] = {}
         self.pretrain_data: dict[str, DatasetArrays] = {}
+        self._sources: dict[str, dict] = {}
 
     # ---- preparation: everything that can be checked without training -------------------------------
     def prepare(self) -> list[str]:
@@ -88,10 +94,17 @@ class Experiment:
             self.splits[seed] = make_splits(self.data.y_train, num_classes=self.data.num_classes,
                                             validation=validation, labels_per_class=labels_per_class, seed=seed)
         for name, arm in self.arms.items():
-            backbone = self._new_backbone(arm, seed=0)
-            resolve_depth(backbone, arm.transfer.frozen_depth)
+            backbone = self.initial_backbone(arm, seed=0)
+            self._check_transfer(name, arm, backbone)
             if pretrains(arm):
-                create_task(arm.pretrain.task, arm.pretrain.options, seed=0)
+                if arm.pretrain.task == "supervised":
+                    if (arm.pretrain.dataset or r.data.dataset) == r.data.dataset:
+                        raise RecipeError(
+                            f"recipe key 'arms.{name}.pretrain.dataset': supervised pre-training needs another data "
+                            f"set than data.dataset ({r.data.dataset}), or it would use labels beyond "
+                            f"data.labels_per_class; e.g. pretrain.dataset: mnist")
+                else:
+                    create_task(arm.pretrain.task, arm.pretrain.options, seed=0)
                 dataset = arm.pretrain.dataset or r.data.dataset
                 if dataset != r.data.dataset and dataset not in self.pretrain_data:
                     other = self._shrink(load_dataset(dataset, None))
@@ -101,6 +114,28 @@ class Experiment:
                             f"{r.data.dataset} images are {self.data.image_shape}; use data sets of the same shape")
                     self.pretrain_data[dataset] = other
         return self.plan_lines()
+
+    def _check_transfer(self, name: str, arm: Recipe, backbone: keras.Model) -> None:
+        """Transfer settings that depend on the backbone: depth in range, SavedModel limits."""
+        key = f"arms.{name}.transfer" if self.recipe.arms and name in self.recipe.arms else "transfer"
+        info = self._sources.get(arm.backbone.from_) if arm.backbone.from_ else None
+        if info is not None and info["format"] == "saved_model":
+            if arm.transfer.frozen_depth not in info["depth_choices"]:
+                raise RecipeError(f"recipe key '{key}.frozen_depth': {arm.transfer.frozen_depth!r} is not possible "
+                                  f"with a SavedModel backbone.from; allowed: 0 or all (use backbone.keras for depth control)")
+            if arm.transfer.init != "weights":
+                raise RecipeError(f"recipe key '{key}.init': {arm.transfer.init} needs a backbone.keras source, "
+                                  f"not a SavedModel; allowed here: weights")
+        try:
+            resolve_depth(backbone, arm.transfer.frozen_depth)
+        except RecipeError as exc:
+            raise RecipeError(str(exc).replace("'transfer.", f"'{key}.", 1)) from None
+        if arm.transfer.unfreeze is not None and arm.transfer.frozen_depth == 0 and arm.transfer.unfreeze.every:
+            raise RecipeError(f"recipe key '{key}.unfreeze': nothing to unfreeze with frozen_depth 0; "
+                              f"set transfer.frozen_depth or unfreeze.every: null")
+        if arm.transfer.head_init != "none" and arm.finetune.head != "linear":
+            raise RecipeError(f"recipe key '{key}.head_init': logistic_regression needs finetune.head: linear, "
+                              f"got {arm.finetune.head}")
 
     def _shrink(self, data: DatasetArrays) -> DatasetArrays:
         if not self.smoke:
@@ -128,20 +163,25 @@ class Experiment:
             f"unlabelled pool {len(split.unlabelled)}",
         ]
         for name, arm in self.arms.items():
-            backbone = self._new_backbone(arm, 0)
+            backbone = self.initial_backbone(arm, 0)
             blocks = block_names(backbone)
-            depth = resolve_depth(backbone, arm.transfer.frozen_depth)
-            stages = []
+            depth = resolve_depth(backbone, arm.transfer.frozen_depth) if blocks else arm.transfer.frozen_depth
+            stages = [f"load {arm.backbone.from_}"] if arm.backbone.from_ else []
             if pretrains(arm):
                 source = arm.pretrain.dataset or r.data.dataset
                 n = len(split.labelled) + len(split.unlabelled) if source == r.data.dataset else len(
                     self.pretrain_data[source].y_train)
                 epochs = self.budget.cap(arm.pretrain.epochs, self.budget.epochs)
-                stages.append(f"pretrain {arm.pretrain.task} on {source} ({n} images, labels unused) "
+                labels = "with its labels" if arm.pretrain.task == "supervised" else "labels unused"
+                stages.append(f"pretrain {arm.pretrain.task} on {source} ({n} images, {labels}) "
                               f"for {epochs:g} epochs")
-                stages.append(f"transfer: freeze {depth}/{len(blocks)} blocks, bn {arm.transfer.bn}")
-            else:
+            if not transfers(arm):
                 stages.append("random init")
+            t = arm.transfer
+            stages.append(f"transfer: init {t.init}, freeze {depth}/{len(blocks) or '?'} blocks, bn {t.bn}"
+                          + (f", unfreeze every {t.unfreeze.every} (backbone lr x{t.unfreeze.backbone_lr_factor:g})"
+                             if t.unfreeze else "")
+                          + (f", head init {t.head_init}" if t.head_init != "none" else ""))
             stages.append(f"fine-tune {arm.finetune.head} head for "
                           f"{self.budget.cap(arm.finetune.epochs, self.budget.epochs)} epochs on {len(split.labelled)} labelled")
             lines.append(f"  arm {name}: {arm.backbone.name} [{', '.join(blocks)}] -> " + " -> ".join(stages))
@@ -212,7 +252,19 @@ class Experiment:
             model = self.downstream_model(backbone, arm, seed)
             unit["frozen_blocks"] = self._frozen
             unit["trainable_params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-            unit.update(self.finetune(model, arm, seed))
+            if self._head_init is not None:
+                unit["head_init"] = self._head_init
+            if r.evaluation.knn:
+                unit["knn_accuracy"] = self.knn_test_accuracy(backbone, seed)
+            callbacks = []
+            if arm.transfer.unfreeze is not None:
+                unfreezing = GradualUnfreezing(backbone, arm.transfer.frozen_depth, every=arm.transfer.unfreeze.every,
+                                               bn=arm.transfer.bn,
+                                               backbone_lr_factor=arm.transfer.unfreeze.backbone_lr_factor)
+                callbacks.append(unfreezing)
+            unit.update(self.finetune(model, arm, seed, callbacks=callbacks))
+            if arm.transfer.unfreeze is not None:
+                unit["unfreeze_schedule"] = [[int(e), list(b)] for e, b in unfreezing.schedule]
             unit.update(self.evaluate_test(model, seed))
         io.write_json(os.path.join(out_dir, "units", f"seed{seed}.{name}.finetune.json"),
                       {k: v for k, v in unit.items() if k != "pretrain"})
@@ -230,7 +282,11 @@ class Experiment:
 
     # ---- the stages, usable one by one (the tuner calls them) ---------------------------------------
     def initial_backbone(self, arm: Recipe, seed: int) -> keras.Model:
-        """The arm's backbone before pre-training: random weights that depend only on the seed."""
+        """The arm's backbone before pre-training: loaded from `backbone.from`, or random weights of the seed."""
+        if arm.backbone.from_:
+            backbone, info = load_backbone(arm.backbone.from_, self.data.image_shape)
+            self._sources[arm.backbone.from_] = info
+            return backbone
         return self._new_backbone(arm, seed)
 
     def pretrain(self, backbone: keras.Model, arm: Recipe, seed: int, epochs: float | None = None) -> dict:
@@ -246,17 +302,27 @@ class Experiment:
             held = np.random.default_rng(seed).permutation(len(other.y_train))
             n_val = min(1000, len(held) // 10)
             x_pre, x_val = other.x_train[np.sort(held[n_val:])], other.x_train[np.sort(held[:n_val])]
-        task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed)
-        model = task.build_model(backbone, head=arm.pretrain.head, seed=seed)
-        train = task.make_dataset(image_batches(x_pre, batch, shuffle=True, seed=seed, drop_remainder=True))
-        val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
-        validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
-                                                         drop_remainder=len(x_val) >= batch))
+        if arm.pretrain.task == "supervised":
+            other = self.pretrain_data[source]
+            y_pre, y_val = other.y_train[np.sort(held[n_val:])], other.y_train[np.sort(held[:n_val])]
+            head = create_head(arm.pretrain.head, backbone.output_shape[-1], other.num_classes, seed=seed,
+                               name="pretext_supervised")
+            model = attach_head(backbone, head, name="pretext_supervised_model")
+            train = labelled_batches(x_pre, y_pre, batch, shuffle=True, seed=seed, drop_remainder=True)
+            validation = labelled_batches(x_val, y_val, batch, shuffle=False, seed=seed)
+            compile_kwargs, monitor = _classification_compile_kwargs(), "accuracy"
+        else:
+            task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed)
+            model = task.build_model(backbone, head=arm.pretrain.head, seed=seed)
+            train = task.make_dataset(image_batches(x_pre, batch, shuffle=True, seed=seed, drop_remainder=True))
+            val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
+            validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
+                                                             drop_remainder=len(x_val) >= batch))
+            compile_kwargs, monitor = task.compile_kwargs(), task.monitor
         epochs = self.budget.cap(arm.pretrain.epochs if epochs is None else epochs, self.budget.epochs)
         result = fit_stage(model, train, epochs=epochs, steps_per_epoch=self._steps(len(x_pre), batch, True),
-                           optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(),
+                           optimizer=arm.pretrain.optimizer, compile_kwargs=compile_kwargs,
                            validation=validation, jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose)
-        monitor = task.monitor
         return {
             "task": arm.pretrain.task, "dataset": source, "images": int(len(x_pre)), "epochs": epochs,
             "steps_per_epoch": result.steps_per_epoch, "history": result.history, "monitor": monitor,
@@ -265,13 +331,39 @@ class Experiment:
         }
 
     def downstream_model(self, backbone: keras.Model, arm: Recipe, seed: int) -> keras.Model:
-        """Freeze per the arm's transfer policy and attach a fresh downstream head (same init in every arm)."""
-        self._frozen = freeze_to_depth(backbone, arm.transfer.frozen_depth if pretrains(arm) else 0,
-                                       arm.transfer.bn)
+        """Re-initialise (transfer.init), freeze, and attach a fresh downstream head (same init in every arm)."""
+        t = arm.transfer
+        if t.init == "statistics":
+            reinitialise_from_statistics(backbone, seed, t.init_pooling)
+        elif t.init == "random":
+            source = (self._sources[arm.backbone.from_].get("metadata") or {}) if arm.backbone.from_ else {}
+            reinitialise_random(backbone, source.get("backbone", arm.backbone.name),
+                                source.get("options", arm.backbone.options), seed)
+        self._frozen = freeze_to_depth(backbone, t.frozen_depth, t.bn)
         keras.utils.set_random_seed(seed)  # same head init and data order in every arm
         head = create_head(arm.finetune.head, backbone.output_shape[-1], self.data.num_classes, seed=seed,
                            name="downstream_head")
-        return attach_head(backbone, head)
+        model = attach_head(backbone, head)
+        self._head_init = None
+        if t.head_init == "logistic_regression":
+            refresh_images, validation, y_val, bn_batches = self._eval_sets(seed)
+            if self.recipe.evaluation.bn_refresh:  # features as the model will see them in training mode
+                refresh_batch_norm(model, refresh_images, bn_batches)
+            split = self.splits[seed]
+            labelled = image_batches(self.data.x_train[split.labelled], self.recipe.data.batch_size, shuffle=False,
+                                     seed=seed)
+            self._head_init = logistic_regression_head(backbone, head, labelled, self.data.y_train[split.labelled],
+                                                       self.data.num_classes)
+            self._head_init["val_accuracy_before_finetune"] = accuracy(model, validation, y_val)[0]
+        return model
+
+    def knn_test_accuracy(self, backbone: keras.Model, seed: int, k: int = 20) -> float:
+        """kNN (k=20, cosine) test accuracy of the transferred backbone's features, labelled subset as memory."""
+        d, split, batch = self.data, self.splits[seed], self.recipe.data.batch_size
+        memory = backbone_features(backbone, image_batches(d.x_train[split.labelled], batch, shuffle=False, seed=0))
+        queries = backbone_features(backbone, image_batches(d.x_test, batch, shuffle=False, seed=0))
+        return knn_accuracy(memory, d.y_train[split.labelled], queries, d.y_test, num_classes=d.num_classes,
+                            k=min(k, len(split.labelled)))
 
     def _eval_sets(self, seed: int):
         r, d, split = self.recipe, self.data, self.splits[seed]
@@ -298,8 +390,7 @@ class Experiment:
         epochs = self.budget.cap(arm.finetune.epochs if epochs is None else epochs, self.budget.epochs)
         result = fit_stage(model, train, epochs=epochs, steps_per_epoch=self._steps(len(y_lab), batch),
                            optimizer=arm.finetune.optimizer,
-                           compile_kwargs={"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                           "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]},
+                           compile_kwargs=_classification_compile_kwargs(),
                            callbacks=[callback, *callbacks], jit_compile=r.runtime.jit_compile,
                            verbose=r.runtime.verbose)
         out = {"history": result.history, "finetune_epochs": epochs, "finetune_wall_time_s": result.wall_time_s}
@@ -354,6 +445,11 @@ class Experiment:
             }
             if r.evaluation.bn_refresh:
                 entry["test_accuracy_refreshed"] = [u["test_accuracy_refreshed"] for u in units]
+            if r.evaluation.knn:
+                entry["knn_accuracy"] = [u["knn_accuracy"] for u in units]
+            for extra in ("head_init", "unfreeze_schedule"):
+                if any(extra in u for u in units):
+                    entry[extra] = [u.get(extra) for u in units]
             if any("pretrain" in u for u in units):
                 entry["pretext"] = [{"seed": u["seed"], "monitor": u["pretrain"]["monitor"], **u["pretrain"]["history"]}
                                     for u in units if "pretrain" in u]
@@ -389,7 +485,7 @@ class Experiment:
 
     def _export_backbone(self, out_dir: str, seed: int, name: str, arm: Recipe, weights: str) -> dict:
         """Write the pre-trained backbone as `backbone.keras` and as a SavedModel in `backbone/`."""
-        backbone = self._new_backbone(arm, seed)
+        backbone = self.initial_backbone(arm, seed)
         backbone.load_weights(os.path.join(out_dir, weights))
         backbone.trainable = True
         info = {
@@ -411,6 +507,11 @@ class Experiment:
         return {"arm": name, "seed": seed, "keras": "backbone.keras", "saved_model": "backbone/"}
 
 
+def _classification_compile_kwargs() -> dict:
+    return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+
+
 def protocol(arm: Recipe) -> dict:
     """The settings that define an arm, as recorded in metrics.json."""
     pre = pretrains(arm)
@@ -420,8 +521,11 @@ def protocol(arm: Recipe) -> dict:
         "pretrain_dataset": (arm.pretrain.dataset or None) if pre else None,
         "backbone": arm.backbone.name,
         "source_backbone": arm.backbone.from_,
-        "frozen_depth": arm.transfer.frozen_depth if pre else 0,
+        "frozen_depth": arm.transfer.frozen_depth,
         "bn": arm.transfer.bn,
+        "init": arm.transfer.init,
+        "head_init": arm.transfer.head_init,
+        "unfreeze": dataclasses.asdict(arm.transfer.unfreeze) if arm.transfer.unfreeze else None,
         "head": arm.finetune.head,
         "finetune_epochs": arm.finetune.epochs,
         "pretrain_lr": arm.pretrain.optimizer.learning_rate if pre else None,

@@ -20,7 +20,7 @@ import yaml
 
 from kpretrain.errors import RecipeError
 
-PRETEXT_TASKS = ("none", "rotation", "noise", "overlay", "jigsaw", "contrastive", "mixed")
+PRETEXT_TASKS = ("none", "rotation", "noise", "overlay", "jigsaw", "contrastive", "mixed", "supervised")
 BASELINES = ("scratch",)
 
 
@@ -75,11 +75,24 @@ class PretrainConfig:
 
 
 @dataclass
+class UnfreezeConfig:
+    """Gradual unfreezing: one more block every `every` epochs, optionally a lower backbone learning rate."""
+
+    every: Optional[int] = _spec(default=1, minimum=1, doc="epochs between unfreezing steps; null = never")
+    backbone_lr_factor: float = _spec(default=1.0, minimum=0.0, maximum=1.0, doc="backbone lr = factor x head lr")
+
+
+@dataclass
 class TransferConfig:
     """How the pre-trained backbone is handed to the downstream task."""
 
     frozen_depth: Union[int, Literal["all"]] = _spec(default=0, minimum=0, doc="blocks frozen from the input side, or all")
     bn: str = _spec(default="frozen", choices=("frozen", "train"), doc="batch norm of frozen blocks")
+    unfreeze: Optional[UnfreezeConfig] = _spec(default=None, doc="gradual unfreezing; null = off")
+    init: str = _spec(default="weights", choices=("weights", "statistics", "random"),
+                      doc="weights | statistics: redraw each tensor from its mean/std | random")
+    init_pooling: str = _spec(default="tensor", choices=("tensor", "layer", "block"), doc="statistics per tensor, layer or block")
+    head_init: str = _spec(default="none", choices=("none", "logistic_regression"))
 
 
 @dataclass
@@ -95,6 +108,7 @@ class FinetuneConfig:
 class EvaluationConfig:
     """How the final evaluation is made."""
 
+    knn: bool = _spec(default=True, doc="kNN accuracy (k=20, cosine) of the transferred backbone's features")
     bn_refresh: bool = _spec(default=True, doc="recompute BN moving statistics on training batches before the final evaluation")
     bn_refresh_batches: int = _spec(default=200, minimum=1, doc="at most this many training batches for the refresh")
     bn_warn_points: float = _spec(default=2.0, minimum=0.0, doc="warn when raw and refreshed accuracy differ by more (points)")
@@ -306,6 +320,8 @@ def _describe(tp) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
     if origin is Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping of " + ", ".join(_yaml_key(f) for f in dataclasses.fields(tp))
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
             list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
 
@@ -319,6 +335,9 @@ def _coerce(value, tp, f: dataclasses.Field, key: str):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        sections = [a for a in args if dataclasses.is_dataclass(a)]
+        if sections and isinstance(value, dict):
+            return _build(sections[0], value, key + ".")
         for arg in args:
             if arg is type(None):
                 continue
@@ -420,7 +439,8 @@ def _baseline(name: str, base: dict) -> Recipe:
     if name == "scratch":
         raw["pretrain"] = {**raw["pretrain"], "task": "none", "epochs": 0}
         raw["backbone"] = {**raw["backbone"], "from": None}
-        raw["transfer"] = {**raw["transfer"], "frozen_depth": 0}
+        raw["transfer"] = {**raw["transfer"], "frozen_depth": 0, "unfreeze": None, "init": "weights",
+                           "head_init": "none"}
     arm = _build(Recipe, raw, "")
     arm.arms = None
     return arm
@@ -435,3 +455,8 @@ def _default_arm_name(arm: Recipe) -> str:
 def pretrains(arm: Recipe) -> bool:
     """Whether this arm runs a pre-training stage."""
     return arm.pretrain.task != "none" and arm.pretrain.epochs > 0
+
+
+def transfers(arm: Recipe) -> bool:
+    """Whether this arm starts from trained weights (pre-trained here or loaded with backbone.from)."""
+    return pretrains(arm) or bool(arm.backbone.from_)

@@ -67,12 +67,16 @@ class PretextTask(keras.layers.Layer):
         super().__init__(**kwargs)
         self.seed = int(seed) if seed is not None else random.randrange(1, 2**31 - 1)
         self.supports_masking = False
-        self._step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        with tf.init_scope():  # a task may be created inside a traced function (e.g. a tf.data map)
+            self._step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     def get_config(self):
         config = super().get_config()
         config.update({"seed": self.seed})
         return config
+
+    def build(self, input_shape):
+        """Nothing to build: a task has no weights (its batch counter is not one)."""
 
     def next_step(self) -> tf.Tensor:
         """The current batch number (int64 scalar); advances the counter."""
@@ -127,10 +131,3 @@ class PretextTask(keras.layers.Layer):
         """History key of the pretext accuracy, plotted next to downstream accuracy."""
         return "accuracy"
 
-
-def select_per_example(labels: tf.Tensor, candidates: list[tf.Tensor]) -> tf.Tensor:
-    """Per example i, `candidates[labels[i]][i]`: a chain of `tf.where`, exact (no arithmetic on pixels)."""
-    out = candidates[0]
-    for k, candidate in enumerate(candidates[1:], start=1):
-        out = tf.where(tf.reshape(tf.equal(labels, k), [-1, 1, 1, 1]), candidate, out)
-    return out

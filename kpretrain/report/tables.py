@@ -27,7 +27,10 @@ def summary_rows(metrics: dict) -> list[dict]:
         raw_mean, _ = mean_std(entry["test_accuracy_raw"])
         row = {"arm": name, "n": len(entry["test_accuracy"]), "test_accuracy_mean": mean, "test_accuracy_std": std,
                "test_accuracy_raw_mean": raw_mean, "trainable_params": entry["trainable_params"],
-               "task": entry["protocol"]["task"], "frozen_depth": entry["protocol"]["frozen_depth"]}
+               "task": entry["protocol"]["task"], "frozen_depth": entry["protocol"]["frozen_depth"],
+               "init": entry["protocol"].get("init", "weights")}
+        if entry.get("knn_accuracy"):
+            row["knn_accuracy_mean"] = mean_std(entry["knn_accuracy"])[0]
         if base is not None and name != BASELINE:
             paired = dict(zip(base["seeds"], base["test_accuracy"]))
             diffs = [acc - paired[s] for s, acc in zip(entry["seeds"], entry["test_accuracy"]) if s in paired]
@@ -44,13 +47,15 @@ def pct(x: float) -> str:
 
 def markdown_table(metrics: dict) -> str:
     """Arm x mean ± std test accuracy, raw accuracy, paired difference vs scratch (points)."""
-    lines = ["| arm | task | frozen | test acc % (mean ± std) | raw (no BN refresh) % | Δ vs scratch (pts) | trainable params |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| arm | task | frozen | test acc % (mean ± std) | raw (no BN refresh) % | Δ vs scratch (pts) | "
+             "kNN % (frozen features) | trainable params |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in summary_rows(metrics):
         diff = "—" if "diff_mean" not in row else f"{100 * row['diff_mean']:+.2f} ± {100 * row['diff_std']:.2f}"
+        knn = pct(row["knn_accuracy_mean"]) if "knn_accuracy_mean" in row else "—"
         lines.append(f"| {row['arm']} | {row['task']} | {row['frozen_depth']} | {pct(row['test_accuracy_mean'])} ± "
                      f"{pct(row['test_accuracy_std'])} (n={row['n']}) | {pct(row['test_accuracy_raw_mean'])} | {diff} | "
-                     f"{row['trainable_params']:,} |")
+                     f"{knn} | {row['trainable_params']:,} |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,427 @@
+"""`kpretrain tune`: a KerasTuner search over any recipe keys (`tune.space`), scored on validation, never on test.
+
+A trial is the searched arm with the trial's values set as recipe keys: pre-train, transfer, fine-tune on the
+recipe's first seed.  Outputs go to `DIR/<name>/` beside KerasTuner's own files: `best.json`,
+`best_recipe.yaml` (runnable with `kpretrain run`) and `tune.png`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+
+import keras
+import keras_tuner
+import tensorflow as tf
+import yaml
+
+from kpretrain.errors import InputError, RecipeError
+from kpretrain.experiment import Experiment
+from kpretrain.models.freezing import freeze_to_depth
+from kpretrain.recipe import Recipe, apply_overrides, pretrains, read_yaml, recipe_from_dict
+from kpretrain.report import io
+
+SPEC_OPTIONS = {"int": ("step", "sampling"), "float": ("step", "sampling"), "choice": ()}
+UNSEARCHABLE = ("name", "seeds", "baselines", "tune", "runtime")  # identity, the plan, or how (not what) trains
+SPEC_HINT = "{int: [lo, hi]}, {float: [lo, hi], sampling: log} or {choice: [a, b, ...]}"
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched recipe key: an int or float range (optional `step`, `sampling`) or a list of choices."""
+
+    key: str
+    kind: str
+    values: tuple  # (lo, hi) for int and float; the candidates for choice
+    step: float | None = None
+    sampling: str = "linear"
+
+    @classmethod
+    def parse(cls, key, spec) -> "Dimension":
+        """Validate one `tune.space` entry; every problem is a RecipeError naming `tune.space.<key>`."""
+        where = f"recipe key 'tune.space.{key}'"
+        if not isinstance(key, str) or not all(key.split(".")):
+            raise RecipeError(f"{where}: expected a dotted recipe key, e.g. pretrain.epochs")
+        if key.split(".")[0] in UNSEARCHABLE:
+            raise RecipeError(f"{where}: '{key.split('.')[0]}' cannot be searched; allowed: keys of data, backbone, "
+                              f"pretrain, transfer, finetune, evaluation or arms")
+        kinds = [kind for kind in SPEC_OPTIONS if isinstance(spec, dict) and kind in spec]
+        if len(kinds) != 1:
+            raise RecipeError(f"{where}: expected {SPEC_HINT}, got {spec!r}")
+        kind = kinds[0]
+        extra = sorted(set(spec) - {kind, *SPEC_OPTIONS[kind]})
+        if extra:
+            raise RecipeError(f"{where}: unknown option {extra[0]!r} for {kind}; allowed: "
+                              f"{', '.join(SPEC_OPTIONS[kind]) or 'none'}")
+        if kind == "choice":
+            values = spec["choice"]
+            if not isinstance(values, list) or not values or len({str(v) for v in values}) != len(values):
+                raise RecipeError(f"{where}: choice must be a non-empty list of distinct values, got {values!r}")
+            return cls(key, kind, tuple(values))
+        number = int if kind == "int" else (int, float)
+        bounds, step, sampling = spec[kind], spec.get("step"), spec.get("sampling", "linear")
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is(b, number) for b in bounds)
+                and bounds[0] < bounds[1]):
+            hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(bounds, list) and any(
+                isinstance(b, str) for b in bounds) else ""
+            raise RecipeError(f"{where}: expected [lo, hi], {'integers' if kind == 'int' else 'numbers'} with "
+                              f"lo < hi, got {bounds!r}{hint}")
+        if sampling not in ("linear", "log") or (sampling == "log" and bounds[0] <= 0):
+            raise RecipeError(f"{where}: sampling {sampling!r} with lo {bounds[0]}; allowed: linear, or log with lo > 0")
+        if step is not None and not (_is(step, number) and step > (1 if sampling == "log" else 0)):
+            raise RecipeError(f"{where}: step {step!r}; allowed: a positive {kind}, above 1 with log sampling")
+        return cls(key, kind, tuple(bounds), step, sampling)
+
+    @property
+    def by_label(self) -> bool:
+        """KerasTuner choices hold one type of int, float or str: other choices are searched by their labels."""
+        return self.kind == "choice" and (len({type(v) for v in self.values}) > 1
+                                          or type(self.values[0]) not in (int, float, str))
+
+    def declare(self, hp: keras_tuner.HyperParameters):
+        """Register this dimension in `hp`; returns the trial's recipe value."""
+        if self.kind == "int":
+            return hp.Int(self.key, *self.values, step=self.step, sampling=self.sampling)
+        if self.kind == "float":
+            return hp.Float(self.key, *map(float, self.values), step=self.step, sampling=self.sampling)
+        labels = [str(v) for v in self.values]
+        return self.value_of(hp.Choice(self.key, labels if self.by_label else list(self.values)))
+
+    def value_of(self, stored):
+        """The recipe value of a value stored by KerasTuner."""
+        return self.values[[str(v) for v in self.values].index(stored)] if self.by_label else stored
+
+    def corners(self) -> list:
+        """The values checked before any trial: both bounds, or every choice."""
+        return list(self.values)
+
+
+def _is(value, types) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+def parse_space(space: dict) -> list[Dimension]:
+    """`tune.space` as dimensions, in the recipe's order."""
+    if not space:
+        raise RecipeError("recipe key 'tune.space': empty; declare the keys to search, e.g. "
+                          "tune: {space: {pretrain.epochs: {int: [0, 3]}}}")
+    return [Dimension.parse(key, spec) for key, spec in space.items()]
+
+
+def trial_recipe(raw: dict, values: dict) -> Recipe:
+    """The recipe `raw` with `values` (recipe key -> value) set, validated."""
+    return recipe_from_dict(apply_overrides(raw, [f"{key}={json.dumps(value)}" for key, value in values.items()]))
+
+
+def searched_arm(recipe: Recipe) -> int:
+    """Position of the searched arm in `recipe.arm_recipes()`: `tune.arm`, else the first that is no baseline."""
+    names = list(recipe.arm_recipes())
+    if recipe.tune.arm is None:
+        return next(i for i, name in enumerate(names) if name not in recipe.baselines)
+    if recipe.tune.arm not in names:
+        raise RecipeError(f"recipe key 'tune.arm': {recipe.tune.arm!r} is not an arm of this recipe; "
+                          f"allowed: {', '.join(names)}")
+    return names.index(recipe.tune.arm)
+
+
+class ProtocolHyperModel(keras_tuner.HyperModel):
+    """A trial: the searched arm with the trial's values, pre-trained, transferred and fine-tuned on the first seed.
+
+    `fit` runs under `strategy` (KerasTuner's Tuner builds under it); it returns validation accuracy only.
+    """
+
+    def __init__(self, raw: dict, *, smoke: bool = False, strategy: tf.distribute.Strategy | None = None):
+        super().__init__(name=raw.get("name"))
+        self.raw = raw
+        recipe = recipe_from_dict(raw)
+        self.dims = parse_space(recipe.tune.space)
+        self.arm_index = searched_arm(recipe)
+        self.smoke = smoke
+        self.strategy = strategy
+        self._last: tuple | None = None  # (values, experiment, arm) of the latest trial
+
+    def check(self) -> None:
+        """Before any trial: each bound and choice, set alone, validates and reaches the searched arm."""
+        for dim in self.dims:
+            for value in dim.corners():
+                try:
+                    experiment, arm = self.trial({dim.key: value})
+                    name = list(experiment.arms)[self.arm_index]
+                    local = dim.key.removeprefix(f"arms.{name}.")
+                    if _lookup(arm.to_dict(), local) != value:
+                        raise RecipeError(f"the searched arm {name!r} does not receive it"
+                                          + ("" if local != dim.key else f" (it sets {local} itself: search "
+                                                                         f"'arms.{name}.{local}')"))
+                except InputError as exc:
+                    raise RecipeError(f"recipe key 'tune.space.{dim.key}': {value!r} fails: {exc}") from None
+
+    def trial(self, values: dict) -> tuple[Experiment, Recipe]:
+        """The prepared Experiment of the recipe with `values` set, and its searched arm."""
+        if self._last is None or self._last[0] != values:
+            experiment = Experiment(trial_recipe(self.raw, values), smoke=self.smoke)
+            experiment.prepare()
+            self._last = (values, experiment, list(experiment.arms.values())[self.arm_index])
+        return self._last[1:]
+
+    def declare(self, hp: keras_tuner.HyperParameters) -> dict:
+        """Register every dimension in `hp`; returns the trial's values by recipe key."""
+        return {dim.key: dim.declare(hp) for dim in self.dims}
+
+    def build(self, hp):
+        experiment, arm = self.trial(self.declare(hp))
+        seed = experiment.recipe.seeds[0]
+        keras.utils.set_random_seed(seed)
+        return experiment.downstream_model(experiment.initial_backbone(arm, seed), arm, seed)
+
+    def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0):
+        """Pre-train the backbone (unless a Hyperband round resumes trained weights), then fine-tune `model`."""
+        experiment, arm = self.trial(self.declare(hp))
+        seed = experiment.recipe.seeds[0]
+        with self.strategy.scope() if self.strategy else contextlib.nullcontext():
+            if pretrains(arm) and "tuner/trial_id" not in hp.values:
+                backbone = model.layers[1]  # attach_head: [images, backbone, head]
+                freeze_to_depth(backbone, 0)
+                experiment.pretrain(backbone, arm, seed)
+                freeze_to_depth(backbone, arm.transfer.frozen_depth, arm.transfer.bn)
+            result = experiment.finetune(model, arm, seed, callbacks=callbacks,
+                                         epochs=None if epochs is None else epochs - initial_epoch)
+        return {"val_accuracy": result["val_accuracy"], "val_accuracy_raw": result["val_accuracy_raw"]}
+
+
+def _lookup(tree: dict, key: str):
+    for part in key.split("."):
+        tree = tree.get(part, _MISSING) if isinstance(tree, dict) else _MISSING
+    return tree
+
+
+def distribution_strategy(mode: str) -> tf.distribute.Strategy | None:
+    """`runtime.distribute`: mirrored over every GPU (else every logical CPU), multi-worker, or none."""
+    if mode == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    return tf.distribute.MultiWorkerMirroredStrategy() if mode == "multi_worker" else None
+
+
+class _NoTensorBoard:
+    """KerasTuner imports tensorboard in every trial to patch TensorBoard callbacks; none are used here, and
+    TensorFlow 2.21 no longer installs tensorboard."""
+
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        pass
+
+
+TUNERS = {kind: type(cls.__name__, (_NoTensorBoard, cls), {}) for kind, cls in
+          {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
+           "hyperband": keras_tuner.Hyperband}.items()}
+
+
+def make_tuner(kind: str, hypermodel: ProtocolHyperModel, *, max_trials: int, max_epochs: int, directory: str,
+               project_name: str, overwrite: bool, seed: int) -> keras_tuner.Tuner:
+    """KerasTuner tuner maximising validation accuracy; Hyperband's budget is the fine-tuning epochs."""
+    common = dict(hypermodel=hypermodel, objective=keras_tuner.Objective("val_accuracy", "max"), seed=seed,
+                  directory=directory, project_name=project_name, overwrite=overwrite,
+                  distribution_strategy=hypermodel.strategy)
+    if kind == "hyperband":
+        tuner = TUNERS[kind](max_epochs=max_epochs, **common)
+        tuner.oracle.max_trials = max_trials  # the base Oracle stops there; it is not part of the saved state
+        return tuner
+    return TUNERS[kind](max_trials=max_trials, **common)
+
+
+def is_worker() -> bool:
+    """Whether this process is a KerasTuner worker of a distributed search (not the chief)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "")
+
+
+# ---- outputs ----------------------------------------------------------------------------------------
+def trial_rows(oracle: keras_tuner.Oracle, dims: list[Dimension]) -> list[dict]:
+    """Every trial (id, status, score, recipe values, error), completed ones best first."""
+    rows = []
+    for trial in oracle.trials.values():
+        stored = trial.hyperparameters.values
+        row = {"trial_id": trial.trial_id, "status": trial.status, "score": trial.score,
+               "values": {d.key: d.value_of(stored[d.key]) for d in dims if d.key in stored}}
+        if trial.message:
+            row["error"] = trial.message.strip().splitlines()[-1]
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["status"] != "COMPLETED", -(r["score"] or 0.0), r["trial_id"]))
+
+
+def summary_table(rows: list[dict], dims: list[Dimension]) -> str:
+    """Markdown table: trial, values, score, status; best first."""
+    lines = ["| trial | " + " | ".join(d.key for d in dims) + " | val_accuracy | status |",
+             "|---" * (len(dims) + 3) + "|"]
+    for row in rows:
+        cells = [_fmt(row["values"].get(d.key, "")) for d in dims]
+        score = "—" if row["score"] is None else f"{row['score']:.4f}"
+        lines.append(f"| {row['trial_id']} | " + " | ".join(cells) + f" | {score} | {row['status']} |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def best_recipe_text(raw: dict, best: dict) -> str:
+    """The recipe with the best values set as keys (tune section kept), as YAML with a provenance comment."""
+    text = yaml.safe_dump(apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in best["values"].items()]),
+                          sort_keys=False)
+    recipe_from_dict(yaml.safe_load(text))  # runnable as written
+    return (f"# best of kpretrain tune {raw['name']}: trial {best['trial_id']}, val_accuracy {best['score']:.4f}\n"
+            + text)
+
+
+def plot_search(rows: list[dict], dims: list[Dimension], path: str) -> None:
+    """Objective against each hyperparameter, one subplot each; the best trial in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["status"] == "COMPLETED"]
+    cols = min(4, len(dims))
+    fig, axes = plt.subplots(math.ceil(len(dims) / cols), cols, figsize=(4 * cols, 3.2 * math.ceil(len(dims) / cols)),
+                             squeeze=False)
+    for ax, dim in zip(axes.flat, dims):
+        points = [(r["values"][dim.key], r["score"]) for r in done if dim.key in r["values"]]
+        xs = [str(x) if dim.kind == "choice" else x for x, _ in points]
+        ax.scatter(xs, [y for _, y in points], color="C0")
+        if points:
+            ax.scatter(xs[:1], [points[0][1]], color="red", zorder=3, label="best")
+        if dim.sampling == "log":
+            ax.set_xscale("log")
+        ax.set_xlabel(dim.key)
+        ax.set_ylabel("val_accuracy")
+    for ax in list(axes.flat)[len(dims):]:
+        ax.axis("off")
+    fig.suptitle(f"{len(done)} completed trials")
+    fig.tight_layout()
+    io.save_figure(fig, path, dpi=110)
+
+
+def _difference(a, b, prefix: str = "") -> str | None:
+    """First key (dotted) where two JSON-like trees differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in dict.fromkeys([*a, *b]):
+            found = _difference(a.get(key, _MISSING), b.get(key, _MISSING), f"{prefix}{key}.")
+            if found:
+                return found
+        return None
+    return None if a == b else prefix.rstrip(".") or "<top>"
+
+
+# ---- the command --------------------------------------------------------------------------------------
+def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None = None,
+         directory: str = "tuner_runs", overwrite: bool = False, smoke: bool = False, final: bool = False,
+         debug: bool = False) -> int:
+    """`kpretrain tune`: validate everything, search (resuming a finished or interrupted one), write the outputs."""
+    sets = [*sets, *([f"tune.tuner={tuner}"] if tuner else []),
+            *([f"tune.max_trials={max_trials}"] if max_trials is not None else [])]
+    raw = apply_overrides(read_yaml(path), sets)
+    if not raw.get("name"):
+        raw["name"] = os.path.splitext(os.path.basename(path))[0]
+    recipe = recipe_from_dict(raw)
+    worker = is_worker()
+    if final and worker:
+        raise InputError("--final: only the chief (KERASTUNER_TUNER_ID=chief) re-runs the best recipe")
+    hypermodel = ProtocolHyperModel(raw, smoke=smoke)
+    print("\n".join(Experiment(recipe, smoke=smoke).prepare()))
+    hypermodel.check()
+    project = os.path.join(directory, recipe.name)
+    signature = {"recipe": recipe.to_dict(), "smoke": smoke}
+    signature["recipe"]["tune"].pop("max_trials")
+    _check_resumable(os.path.join(project, "search.json"), signature, overwrite and not worker)
+
+    if recipe.runtime.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if recipe.runtime.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    hypermodel.strategy = distribution_strategy(recipe.runtime.distribute)
+    gpus = tf.config.list_physical_devices("GPU")
+    print((f"device: {len(gpus)} GPU ({', '.join(g.name for g in gpus)})" if gpus else "device: CPU (no GPU visible)")
+          + (f"; {recipe.runtime.distribute} over {hypermodel.strategy.num_replicas_in_sync} replicas"
+             if hypermodel.strategy else ""))
+    arm_name = list(recipe.arm_recipes())[hypermodel.arm_index]
+    print(f"tune {recipe.name}: {recipe.tune.tuner}, {recipe.tune.max_trials} trials over "
+          f"{', '.join(d.key for d in hypermodel.dims)}; arm {arm_name}, seed {recipe.seeds[0]}, scored on validation")
+    try:
+        search = make_tuner(recipe.tune.tuner, hypermodel, max_trials=recipe.tune.max_trials,
+                            max_epochs=recipe.arm_recipes()[arm_name].finetune.epochs, directory=directory,
+                            project_name=recipe.name, overwrite=overwrite and not worker, seed=recipe.seeds[0] + 1)
+    except OSError as exc:
+        raise InputError(f"--dir {directory!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
+    if not worker:
+        io.write_json(os.path.join(project, "search.json"), signature)
+    try:
+        search.search()
+    except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
+        return _failed("search", exc, debug)
+    if worker:
+        print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: no trials left")
+        return 0
+
+    rows = trial_rows(search.oracle, hypermodel.dims)
+    print(summary_table(rows, hypermodel.dims))
+    for row in rows:
+        if "error" in row:
+            print(f"trial {row['trial_id']} {row['status'].lower()}: {row['error']}", file=sys.stderr)
+            if debug:
+                print(search.oracle.trials[row["trial_id"]].message, file=sys.stderr)
+    best = rows[0] if rows and rows[0]["status"] == "COMPLETED" else None
+    io.write_json(os.path.join(project, "best.json"),
+                  {"recipe": recipe.name, "objective": "val_accuracy", "direction": "max", "tuner": recipe.tune.tuner,
+                   "arm": arm_name, "seed": recipe.seeds[0], "smoke": smoke, "best": best, "trials": rows})
+    if best is None:
+        print("kpretrain: no trial completed; see the errors above (rerun with --debug for tracebacks)",
+              file=sys.stderr)
+        return 1
+    io.write_text(os.path.join(project, "best_recipe.yaml"), best_recipe_text(raw, best))
+    plot_search(rows, hypermodel.dims, os.path.join(project, "tune.png"))
+    print(f"best: trial {best['trial_id']}, val_accuracy {best['score']:.4f}: {json.dumps(best['values'])}")
+    print(f"results: {project}/best.json, {project}/tune.png; run it: kpretrain run {project}/best_recipe.yaml")
+    return _final(project, best, raw, smoke, debug) if final else 0
+
+
+def _check_resumable(path: str, signature: dict, overwrite: bool) -> None:
+    """A search resumes only with the recipe (and budget) it started with."""
+    if overwrite or not os.path.exists(path):
+        return
+    with open(path) as fh:
+        previous = json.load(fh)
+    key = _difference(previous, json.loads(json.dumps(signature)))
+    if key:
+        raise InputError(f"{os.path.dirname(path)} holds a search of a different recipe ({key} differs); "
+                         f"pass --overwrite to start over, or --dir for a new search")
+
+
+def _final(project: str, best: dict, raw: dict, smoke: bool, debug: bool) -> int:
+    """Re-run the best recipe with all its seeds and arms; print test accuracy against scratch."""
+    from kpretrain.report.tables import markdown_table
+
+    recipe = recipe_from_dict(yaml.safe_load(best_recipe_text(raw, best)))
+    out = os.path.join(project, "final", dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    print(f"final: best recipe, seeds {recipe.seeds}, into {out}")
+    try:
+        metrics = Experiment(recipe, smoke=smoke).run(out)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        return _failed("final run", exc, debug)
+    print(markdown_table(metrics))
+    return 0
+
+
+def _failed(stage: str, exc: Exception, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(f"kpretrain: {stage} failed: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+          file=sys.stderr)
+    return 1
