@@ -56,6 +56,7 @@ class Budget:
         return value if limit is None or value is None else min(value, limit)
 
 
+PRETEXT_CURVE_POINTS = 4  # a short pre-training stage is validated at least this often
 FULL = Budget()
 SMOKE = Budget(train_examples=600, test_examples=200, validation=100, labels_per_class=10, steps_per_epoch=3,
                epochs=1, bn_batches=2)
@@ -305,7 +306,7 @@ class Experiment:
         if arm.pretrain.task == "supervised":
             other = self.pretrain_data[source]
             y_pre, y_val = other.y_train[np.sort(held[n_val:])], other.y_train[np.sort(held[:n_val])]
-            head = create_head(arm.pretrain.head, backbone.output_shape[-1], other.num_classes, seed=seed,
+            head = create_head(arm.pretrain.head or "linear", backbone.output_shape[-1], other.num_classes, seed=seed,
                                name="pretext_supervised")
             model = attach_head(backbone, head, name="pretext_supervised_model")
             train = labelled_batches(x_pre, y_pre, batch, shuffle=True, seed=seed, drop_remainder=True)
@@ -313,19 +314,22 @@ class Experiment:
             compile_kwargs, monitor = _classification_compile_kwargs(), "accuracy"
         else:
             task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed)
-            model = task.build_model(backbone, head=arm.pretrain.head, seed=seed)
+            head = {"head": arm.pretrain.head} if arm.pretrain.head else {}
+            model = task.build_model(backbone, seed=seed, **head)
             train = task.make_dataset(image_batches(x_pre, batch, shuffle=True, seed=seed, drop_remainder=True))
             val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
             validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
-                                                             drop_remainder=len(x_val) >= batch))
+                                                             drop_remainder=len(x_val) >= batch)).cache()
             compile_kwargs, monitor = task.compile_kwargs(), task.monitor
         epochs = self.budget.cap(arm.pretrain.epochs if epochs is None else epochs, self.budget.epochs)
         result = fit_stage(model, train, epochs=epochs, steps_per_epoch=self._steps(len(x_pre), batch, True),
                            optimizer=arm.pretrain.optimizer, compile_kwargs=compile_kwargs,
-                           validation=validation, jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose)
+                           validation=validation, jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose,
+                           min_points=PRETEXT_CURVE_POINTS)
         return {
             "task": arm.pretrain.task, "dataset": source, "images": int(len(x_pre)), "epochs": epochs,
-            "steps_per_epoch": result.steps_per_epoch, "history": result.history, "monitor": monitor,
+            "steps_per_epoch": result.steps_per_epoch, "monitor": monitor,
+            "history": {"epoch": result.data_epochs, **result.history},
             "final_val_accuracy": result.history.get(f"val_{monitor}", [float("nan")])[-1],
             "wall_time_s": result.wall_time_s,
         }

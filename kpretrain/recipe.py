@@ -70,7 +70,7 @@ class PretrainConfig:
     options: dict = _spec(default_factory=dict, doc="options of the pretext task")
     dataset: Optional[str] = _spec(default=None, doc="data set for pre-training; null = data.dataset")
     epochs: float = _spec(default=1.0, minimum=0.0, doc="0 skips the stage; fractions run part of an epoch")
-    head: str = _spec(default="linear", choices=("linear", "mlp"))
+    head: Optional[str] = _spec(default=None, choices=("linear", "mlp"), doc="pretext head; null = the task's default")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
 

@@ -70,7 +70,8 @@ def test_refresh_fixes_stale_statistics_on_a_trained_model():
     assert fresh > stale + 0.1 and fresh > 0.85
 
 
-@pytest.mark.parametrize("epochs, steps, expected", [(3, 10, (3, 10)), (0.5, 10, (1, 5)), (1.5, 10, (2, 7)),
-                                                     (0, 10, (0, 10)), (0.01, 10, (1, 1))])
-def test_epoch_plan(epochs, steps, expected):
-    assert epoch_plan(epochs, steps) == expected
+@pytest.mark.parametrize("epochs, steps, points, expected", [
+    (3, 10, 1, (3, 10)), (0.5, 10, 1, (1, 5)), (1.5, 10, 1, (2, 7)), (0, 10, 1, (0, 10)), (0.01, 10, 1, (1, 1)),
+    (1, 100, 4, (4, 25)), (2, 10, 4, (4, 5)), (1, 2, 4, (2, 1)), (6, 10, 4, (6, 10))])
+def test_epoch_plan(epochs, steps, points, expected):
+    assert epoch_plan(epochs, steps, points) == expected

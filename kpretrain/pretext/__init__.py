@@ -25,7 +25,7 @@ TASK_NAMES = tuple(TASKS)
 DEFAULT_MIXED_TASKS = ("rotation", "noise", "overlay")
 
 __all__ = ["PretextTask", "RotationTask", "NoiseTask", "OverlayTask", "JigsawTask", "ContrastiveTask",
-           "ContrastiveModel", "MixedTask", "TASKS", "create_task", "OptionError"]
+           "ContrastiveModel", "MixedTask", "TASKS", "TASK_NAMES", "create_task", "task_options", "OptionError"]
 
 
 def task_options(cls: type[PretextTask]) -> list[str]:
@@ -54,7 +54,7 @@ def create_task(name: str, options: dict | None = None, seed: int = 0, *,
             raise RecipeError(f"{key}.{option}: unknown option for task {name!r}; allowed: {', '.join(allowed)}")
     options = dict(options)
     if name == "mixed":
-        options["tasks"] = _mixed_subtasks(options.get("tasks", DEFAULT_MIXED_TASKS), seed, f"{key}.tasks")
+        options["tasks"] = _mixed_subtasks(options.get("tasks") or DEFAULT_MIXED_TASKS, seed, f"{key}.tasks")
     try:
         return cls(seed=seed, **options)
     except OptionError as exc:

@@ -94,6 +94,9 @@ class PretextTask(keras.layers.Layer):
         """Human-readable name of class `label` (for plots)."""
         return f"class {label}"
 
+    def check_images(self, shape: tf.TensorShape) -> None:
+        """Raise a one-line `RecipeError` if the task cannot label image batches of this shape."""
+
     def seeds(self, step, count: int) -> list[tf.Tensor]:
         """`count` independent stateless seeds (int32 [2]) for batch number `step`."""
         step = tf.cast(tf.math.floormod(tf.cast(step, tf.int64), 2**31 - 1), tf.int32)
@@ -109,6 +112,7 @@ class PretextTask(keras.layers.Layer):
         """
         if isinstance(images.element_spec, tuple):
             images = images.map(lambda x, *_: x)
+        self.check_images(images.element_spec.shape)
         numbered = images.map(lambda x: (tf.cast(x, tf.float32), self.next_step()))
         return numbered.map(self.transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
             tf.data.AUTOTUNE)

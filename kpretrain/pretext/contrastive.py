@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kpretrain.errors import RecipeError
 from kpretrain.pretext.base import OptionError, PretextTask, check_number
 
 
@@ -89,7 +90,7 @@ class ContrastiveTask(PretextTask):
     def build_model(self, backbone: keras.Model, *, head: str = "mlp", seed: int = 0) -> keras.Model:
         """`ContrastiveModel`: backbone plus projection head (`mlp`: Dense-ReLU-Dense, or `linear`)."""
         if head not in ("mlp", "linear"):
-            raise OptionError("head", head, "mlp, linear")
+            raise RecipeError(f"pretrain.head: got {head!r}; allowed for the contrastive projection: mlp, linear")
         dim = backbone.output_shape[-1]
         projection = keras.Sequential(name="projection")
         projection.add(keras.Input(shape=(dim,)))

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kpretrain.errors import RecipeError
 from kpretrain.pretext.base import OptionError, PretextTask
 
 DEFAULT_PERMUTATIONS = {2: 24, 3: 100}
@@ -48,6 +49,11 @@ class JigsawTask(PretextTask):
         config.update({"grid": self.grid, "num_permutations": self.num_permutations})
         return config
 
+    def check_images(self, shape):
+        if shape[1] is None or shape[2] is None or min(shape[1], shape[2]) < self.grid:
+            raise RecipeError(f"pretrain.options.grid: {self.grid} needs images with a known height and width of at "
+                              f"least {self.grid} pixels; got {shape[1]}x{shape[2]}")
+
     def transform(self, images, step):
         (label_seed,) = self.seeds(step, 1)
         labels = tf.random.stateless_uniform([tf.shape(images)[0]], seed=label_seed, maxval=self.num_classes,
@@ -61,10 +67,9 @@ class JigsawTask(PretextTask):
 
     def _permute_tiles(self, images, sources):
         """Output tile j of example i is input tile `sources[i, j]`."""
+        self.check_images(images.shape)
         g = self.grid
         height, width, channels = images.shape[1], images.shape[2], images.shape[3]
-        if height is None or width is None:
-            raise ValueError("JigsawTask needs images with a static height and width")
         th, tw = height // g, width // g
         top, left = (height - g * th) // 2, (width - g * tw) // 2
         region = images[:, top:top + g * th, left:left + g * tw, :]

@@ -65,6 +65,10 @@ class MixedTask(PretextTask):
         order = tf.argsort(tf.random.stateless_uniform([count], seed=order_seed))
         return tf.gather(order, tf.math.floormod(step, count))
 
+    def check_images(self, shape):
+        for task in self.tasks:
+            task.check_images(shape)
+
     def transform(self, images, step):
         active = self.active_task(step)
         branches = [lambda task=task: task.transform(images, step) for task in self.tasks]

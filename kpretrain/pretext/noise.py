@@ -16,7 +16,8 @@ class NoiseTask(PretextTask):
     or `speckle` (x + s·x·N(0,1)) noise, clipped to [0, 1], with the strength s drawn from `strength`.
 
     `levels=N` makes N+1 classes: 0 clean, k the k-th of N strengths evenly spaced from min to max of `strength`.
-    `p` is the probability of a noisy image.
+    `p` is the probability of a noisy image.  Speckle leaves black pixels black, and salt and pepper may hit
+    no pixel at very low strengths, so a noisy image can occasionally equal the clean one.
     """
 
     task_name = "noise"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kpretrain.errors import RecipeError
 from kpretrain.pretext.base import OptionError, PretextTask
 
 ALL_ANGLES = (0, 90, 180, 270)
@@ -40,11 +41,14 @@ class RotationTask(PretextTask):
         config.update({"angles": list(self.angles), "all_rotations": self.all_rotations})
         return config
 
-    def transform(self, images, step):
-        height, width = images.shape[1], images.shape[2]
+    def check_images(self, shape):
+        height, width = shape[1], shape[2]
         if height != width and any(a % 180 for a in self.angles):
-            raise ValueError(f"RotationTask: 90° and 270° rotations would change the shape of {height}x{width} "
-                             f"images; use angles=[0, 180] for non-square images")
+            raise RecipeError(f"pretrain.options.angles: {list(self.angles)} would change the shape of "
+                              f"{height}x{width} images; allowed for non-square images: [0, 180]")
+
+    def transform(self, images, step):
+        self.check_images(images.shape)
         rotated = [tf.image.rot90(images, a // 90) if a else images for a in self.angles]
         batch = tf.shape(images)[0]
         if self.all_rotations:

@@ -36,8 +36,9 @@ def task_examples(task: PretextTask, images: np.ndarray, n: int) -> list[tuple[n
 def save_task_grid(task: PretextTask, images: np.ndarray, path: str, n: int = 16, title: str | None = None) -> str:
     """Write a PNG grid of `n` pretext examples made from float32 `images` [N,H,W,C] in [0, 1]; returns `path`."""
     examples = task_examples(task, np.asarray(images, np.float32), n)
-    cols = 2 * math.ceil(math.sqrt(len(examples)) / 2) if isinstance(task, ContrastiveTask) else math.ceil(
-        math.sqrt(len(examples)))
+    cols = math.ceil(math.sqrt(len(examples)))
+    if isinstance(task, ContrastiveTask):
+        cols += cols % 2  # both views of an image on the same row
     rows = math.ceil(len(examples) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows + (0.4 if title else 0)), squeeze=False)
     for ax in axes.ravel():

@@ -46,12 +46,14 @@ def plot_curves(metrics: dict, path: str) -> None:
             if "pretext" not in entry:
                 continue
             monitor = entry["pretext"][0]["monitor"]
+            x = entry["pretext"][0].get("epoch")
             for key, style in ((f"val_{monitor}", "-"), (monitor, "--")):
                 mean, _ = _mean_curve(entry["pretext"], key)
                 if mean is not None:
-                    ax.plot(range(1, len(mean) + 1), mean, color=f"C{i}", ls=style, marker="o", ms=3,
+                    xs = x[:len(mean)] if x else range(1, len(mean) + 1)
+                    ax.plot(xs, mean, color=f"C{i}", ls=style, marker="o", ms=3,
                             label=f"{name} {'val' if key.startswith('val_') else 'train'}")
-        ax.set_xlabel("pre-training epoch")
+        ax.set_xlabel("pre-training epochs (passes over the data)")
         ax.set_ylabel("pretext accuracy")
         ax.set_title("pretext task")
         ax.grid(alpha=0.3)

@@ -65,10 +65,11 @@ def history_csv(metrics: dict) -> str:
     for name, entry in metrics["arms"].items():
         for stage, histories in (("pretrain", entry.get("pretext", [])), ("finetune", entry["history"])):
             for hist in histories:
-                series = {k: v for k, v in hist.items() if isinstance(v, list)}
+                series = {k: v for k, v in hist.items() if isinstance(v, list) and k != "epoch"}
                 n = max((len(v) for v in series.values()), default=0)
+                positions = hist.get("epoch") or list(range(1, n + 1))
                 for epoch in range(n):
-                    row = {"arm": name, "seed": hist["seed"], "stage": stage, "epoch": epoch + 1}
+                    row = {"arm": name, "seed": hist["seed"], "stage": stage, "epoch": positions[epoch]}
                     for k, v in series.items():
                         if epoch < len(v):
                             row[k] = v[epoch]

@@ -22,24 +22,30 @@ class StageResult:
     epochs: int = 0
     steps_per_epoch: int = 0
     wall_time_s: float = 0.0
+    data_epochs: list = field(default_factory=list)  # position of each history point, in passes over the data
 
 
-def epoch_plan(epochs: float, steps_per_epoch: int) -> tuple[int, int]:
-    """(Keras epochs, steps per Keras epoch) for a possibly fractional number of data epochs."""
+def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tuple[int, int]:
+    """(Keras epochs, steps per Keras epoch) for a possibly fractional number of data epochs.
+
+    With `min_points`, short stages are cut into at least that many Keras epochs, so that their
+    validation curve has that many points.
+    """
     if epochs <= 0:
         return 0, steps_per_epoch
-    if float(epochs).is_integer():
-        return int(epochs), steps_per_epoch
-    keras_epochs = math.ceil(epochs)
     total = max(1, int(round(epochs * steps_per_epoch)))
+    keras_epochs = int(epochs) if float(epochs).is_integer() else math.ceil(epochs)
+    keras_epochs = min(total, max(keras_epochs, min_points))
+    if keras_epochs == epochs:
+        return keras_epochs, steps_per_epoch
     return keras_epochs, max(1, total // keras_epochs)
 
 
 def fit_stage(model: keras.Model, train: tf.data.Dataset, *, epochs: float, steps_per_epoch: int,
               optimizer: OptimizerConfig, compile_kwargs: dict, validation: tf.data.Dataset | None = None,
-              callbacks=(), jit_compile: bool = False, verbose: int = 0) -> StageResult:
+              callbacks=(), jit_compile: bool = False, verbose: int = 0, min_points: int = 1) -> StageResult:
     """Compile `model` with a fresh optimizer and fit it on the repeated `train` dataset."""
-    keras_epochs, steps = epoch_plan(epochs, steps_per_epoch)
+    keras_epochs, steps = epoch_plan(epochs, steps_per_epoch, min_points)
     if keras_epochs == 0:
         return StageResult()
     model.compile(optimizer=create_optimizer(optimizer, steps, keras_epochs), jit_compile=jit_compile,
@@ -48,7 +54,8 @@ def fit_stage(model: keras.Model, train: tf.data.Dataset, *, epochs: float, step
     history = model.fit(train.repeat(), epochs=keras_epochs, steps_per_epoch=steps, validation_data=validation,
                         callbacks=list(callbacks), verbose=verbose, shuffle=False)
     return StageResult(history={k: [float(v) for v in vals] for k, vals in history.history.items()},
-                       epochs=keras_epochs, steps_per_epoch=steps, wall_time_s=time.perf_counter() - start)
+                       epochs=keras_epochs, steps_per_epoch=steps, wall_time_s=time.perf_counter() - start,
+                       data_epochs=[round((i + 1) * steps / steps_per_epoch, 4) for i in range(keras_epochs)])
 
 
 def predict_classes(model: keras.Model, images: tf.data.Dataset) -> np.ndarray:
