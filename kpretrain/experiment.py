@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import datetime as dt
 import json
 import math
@@ -32,6 +33,7 @@ from kpretrain.models.initialisation import reinitialise_from_statistics, reinit
 from kpretrain.models.loading import load_backbone
 from kpretrain.recipe import Recipe, pretrains, transfers
 from kpretrain.training.head_init import logistic_regression_head
+from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 from kpretrain.training.knn import backbone_features, knn_accuracy
 from kpretrain.training.unfreezing import GradualUnfreezing
 from kpretrain.report import io
@@ -198,10 +200,8 @@ class Experiment:
         r = self.recipe
         os.makedirs(os.path.join(out_dir, "units"), exist_ok=True)
         io.write_text(os.path.join(out_dir, "recipe.yaml"), yaml.safe_dump(r.to_dict(), sort_keys=False))
-        if r.runtime.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        if r.runtime.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
+        configure_runtime(r.runtime)
+        self.log(describe_device(self.strategy, r.runtime.distribute))
         started = time.perf_counter()
         results: dict[str, list[dict]] = {name: [] for name in self.arms}
         export_source = None
@@ -222,16 +222,13 @@ class Experiment:
         io.write_json(os.path.join(out_dir, "metrics.json"), metrics)
         return metrics
 
-    @contextlib.contextmanager
+    @functools.cached_property
+    def strategy(self) -> tf.distribute.Strategy | None:
+        """One distribution strategy for the whole run (`runtime.distribute`), or None."""
+        return distribution_strategy(self.recipe.runtime.distribute)
+
     def _scope(self):
-        mode = self.recipe.runtime.distribute
-        if mode == "none":
-            yield
-            return
-        strategy = (tf.distribute.MirroredStrategy() if mode == "mirrored"
-                    else tf.distribute.MultiWorkerMirroredStrategy())
-        with strategy.scope():
-            yield
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def _run_unit(self, out_dir: str, seed: int, name: str, arm: Recipe) -> dict:
         """Pretrain (if the arm does), transfer, fine-tune and evaluate one arm for one seed."""

@@ -185,11 +185,15 @@ class Recipe:
 # ---------------------------------------------------------------------------------------------------
 def load_recipe(path: str, overrides: list[str] | tuple = ()) -> Recipe:
     """Read `path` with `yaml.safe_load`, apply `--set` overrides, validate; raise RecipeError."""
-    raw = read_yaml(path)
-    raw = apply_overrides(raw, overrides)
+    return recipe_from_dict(load_raw(path, overrides))
+
+
+def load_raw(path: str, overrides: list[str] | tuple = ()) -> dict:
+    """The recipe as a plain dict, `--set` overrides applied and `name` defaulting to the file name."""
+    raw = apply_overrides(read_yaml(path), overrides)
     if not raw.get("name"):
         raw["name"] = os.path.splitext(os.path.basename(path))[0]
-    return recipe_from_dict(raw)
+    return raw
 
 
 def read_yaml(path: str) -> dict:

@@ -24,8 +24,9 @@ import yaml
 from kpretrain.errors import InputError, RecipeError
 from kpretrain.experiment import Experiment
 from kpretrain.models.freezing import freeze_to_depth
-from kpretrain.recipe import Recipe, apply_overrides, pretrains, read_yaml, recipe_from_dict
+from kpretrain.recipe import Recipe, apply_overrides, load_raw, pretrains, recipe_from_dict
 from kpretrain.report import io
+from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 
 SPEC_OPTIONS = {"int": ("step", "sampling"), "float": ("step", "sampling"), "choice": ()}
 UNSEARCHABLE = ("name", "seeds", "baselines", "tune", "runtime")  # identity, the plan, or how (not what) trains
@@ -115,20 +116,24 @@ def parse_space(space: dict) -> list[Dimension]:
     return [Dimension.parse(key, spec) for key, spec in space.items()]
 
 
+def with_values(raw: dict, values: dict) -> dict:
+    """The raw recipe with `values` (recipe key -> value) set as keys."""
+    # as YAML text, not JSON: YAML reads JSON's 1e-05 as a string
+    return apply_overrides(raw, [f"{k}={yaml.safe_dump(v, default_flow_style=True)}" for k, v in values.items()])
+
+
 def trial_recipe(raw: dict, values: dict) -> Recipe:
-    """The recipe `raw` with `values` (recipe key -> value) set, validated."""
-    return recipe_from_dict(apply_overrides(raw, [f"{key}={json.dumps(value)}" for key, value in values.items()]))
+    """The recipe `raw` with `values` set, validated."""
+    return recipe_from_dict(with_values(raw, values))
 
 
 def searched_arm(recipe: Recipe) -> int:
     """Position of the searched arm in `recipe.arm_recipes()`: `tune.arm`, else the first that is no baseline."""
     names = list(recipe.arm_recipes())
-    if recipe.tune.arm is None:
-        return next(i for i, name in enumerate(names) if name not in recipe.baselines)
-    if recipe.tune.arm not in names:
-        raise RecipeError(f"recipe key 'tune.arm': {recipe.tune.arm!r} is not an arm of this recipe; "
-                          f"allowed: {', '.join(names)}")
-    return names.index(recipe.tune.arm)
+    arm = recipe.tune.arm or next((name for name in names if name not in recipe.baselines), None)
+    if arm not in names:
+        raise RecipeError(f"recipe key 'tune.arm': {arm!r} is not an arm of this recipe; allowed: {', '.join(names)}")
+    return names.index(arm)
 
 
 class ProtocolHyperModel(keras_tuner.HyperModel):
@@ -143,9 +148,13 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         recipe = recipe_from_dict(raw)
         self.dims = parse_space(recipe.tune.space)
         self.arm_index = searched_arm(recipe)
+        for dim in self.dims:
+            if dim.key.startswith("arms.") and dim.key.split(".")[1] not in (recipe.arms or {}):
+                raise RecipeError(f"recipe key 'tune.space.{dim.key}': the recipe has no arm "
+                                  f"{dim.key.split('.')[1]!r}; allowed arms: {', '.join(recipe.arms or {}) or 'none'}")
         self.smoke = smoke
         self.strategy = strategy
-        self._last: tuple | None = None  # (values, experiment, arm) of the latest trial
+        self._last: tuple | None = None  # (values, experiment, arm) of the latest trial built or fitted
 
     def check(self) -> None:
         """Before any trial: each bound and choice, set alone, validates and reaches the searched arm."""
@@ -199,14 +208,6 @@ def _lookup(tree: dict, key: str):
     for part in key.split("."):
         tree = tree.get(part, _MISSING) if isinstance(tree, dict) else _MISSING
     return tree
-
-
-def distribution_strategy(mode: str) -> tf.distribute.Strategy | None:
-    """`runtime.distribute`: mirrored over every GPU (else every logical CPU), multi-worker, or none."""
-    if mode == "mirrored":
-        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    return tf.distribute.MultiWorkerMirroredStrategy() if mode == "multi_worker" else None
 
 
 class _NoTensorBoard:
@@ -271,8 +272,7 @@ def _fmt(value) -> str:
 
 def best_recipe_text(raw: dict, best: dict) -> str:
     """The recipe with the best values set as keys (tune section kept), as YAML with a provenance comment."""
-    text = yaml.safe_dump(apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in best["values"].items()]),
-                          sort_keys=False)
+    text = yaml.safe_dump(with_values(raw, best["values"]), sort_keys=False)
     recipe_from_dict(yaml.safe_load(text))  # runnable as written
     return (f"# best of kpretrain tune {raw['name']}: trial {best['trial_id']}, val_accuracy {best['score']:.4f}\n"
             + text)
@@ -291,12 +291,21 @@ def plot_search(rows: list[dict], dims: list[Dimension], path: str) -> None:
                              squeeze=False)
     for ax, dim in zip(axes.flat, dims):
         points = [(r["values"][dim.key], r["score"]) for r in done if dim.key in r["values"]]
-        xs = [str(x) if dim.kind == "choice" else x for x, _ in points]
+        if dim.kind == "choice":  # every choice on the axis, in the recipe's order
+            labels = [str(v) for v in dim.values]
+            xs = [labels.index(str(x)) for x, _ in points]
+            ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        else:  # the whole range searched
+            xs = [x for x, _ in points]
+            lo, hi = dim.values
+            if dim.sampling == "log":
+                ax.set_xscale("log")
+                ax.set_xlim(lo / (hi / lo) ** 0.05, hi * (hi / lo) ** 0.05)
+            else:
+                ax.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
         ax.scatter(xs, [y for _, y in points], color="C0")
-        if points:
-            ax.scatter(xs[:1], [points[0][1]], color="red", zorder=3, label="best")
-        if dim.sampling == "log":
-            ax.set_xscale("log")
+        ax.scatter(xs[:1], [y for _, y in points[:1]], color="red", zorder=3)
         ax.set_xlabel(dim.key)
         ax.set_ylabel("val_accuracy")
     for ax in list(axes.flat)[len(dims):]:
@@ -307,14 +316,10 @@ def plot_search(rows: list[dict], dims: list[Dimension], path: str) -> None:
 
 
 def _difference(a, b, prefix: str = "") -> str | None:
-    """First key (dotted) where two JSON-like trees differ."""
+    """First key (dotted) where two JSON-like trees differ; keys only one has (a newer schema) are skipped."""
     if isinstance(a, dict) and isinstance(b, dict):
-        for key in dict.fromkeys([*a, *b]):
-            found = _difference(a.get(key, _MISSING), b.get(key, _MISSING), f"{prefix}{key}.")
-            if found:
-                return found
-        return None
-    return None if a == b else prefix.rstrip(".") or "<top>"
+        return next(filter(None, (_difference(a[k], b[k], f"{prefix}{k}.") for k in a if k in b)), None)
+    return None if a == b else prefix.rstrip(".")
 
 
 # ---- the command --------------------------------------------------------------------------------------
@@ -324,37 +329,26 @@ def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None
     """`kpretrain tune`: validate everything, search (resuming a finished or interrupted one), write the outputs."""
     sets = [*sets, *([f"tune.tuner={tuner}"] if tuner else []),
             *([f"tune.max_trials={max_trials}"] if max_trials is not None else [])]
-    raw = apply_overrides(read_yaml(path), sets)
-    if not raw.get("name"):
-        raw["name"] = os.path.splitext(os.path.basename(path))[0]
+    raw = load_raw(path, sets)
     recipe = recipe_from_dict(raw)
     worker = is_worker()
     if final and worker:
         raise InputError("--final: only the chief (KERASTUNER_TUNER_ID=chief) re-runs the best recipe")
-    hypermodel = ProtocolHyperModel(raw, smoke=smoke)
+    hypermodel = ProtocolHyperModel(raw, smoke=smoke, strategy=_runtime(recipe))
     print("\n".join(Experiment(recipe, smoke=smoke).prepare()))
     hypermodel.check()
-    project = os.path.join(directory, recipe.name)
-    signature = {"recipe": recipe.to_dict(), "smoke": smoke}
-    signature["recipe"]["tune"].pop("max_trials")
-    _check_resumable(os.path.join(project, "search.json"), signature, overwrite and not worker)
-
-    if recipe.runtime.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if recipe.runtime.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    hypermodel.strategy = distribution_strategy(recipe.runtime.distribute)
-    gpus = tf.config.list_physical_devices("GPU")
-    print((f"device: {len(gpus)} GPU ({', '.join(g.name for g in gpus)})" if gpus else "device: CPU (no GPU visible)")
-          + (f"; {recipe.runtime.distribute} over {hypermodel.strategy.num_replicas_in_sync} replicas"
-             if hypermodel.strategy else ""))
     arm_name = list(recipe.arm_recipes())[hypermodel.arm_index]
+    project = os.path.join(directory, recipe.name)
+    signature = {**recipe.arm_recipes()[arm_name].to_dict(), "smoke": smoke}  # what a trial's score depends on
+    signature["tune"].pop("max_trials")
+    _check_resumable(os.path.join(project, "search.json"), signature, overwrite and not worker)
     print(f"tune {recipe.name}: {recipe.tune.tuner}, {recipe.tune.max_trials} trials over "
           f"{', '.join(d.key for d in hypermodel.dims)}; arm {arm_name}, seed {recipe.seeds[0]}, scored on validation")
     try:
         search = make_tuner(recipe.tune.tuner, hypermodel, max_trials=recipe.tune.max_trials,
                             max_epochs=recipe.arm_recipes()[arm_name].finetune.epochs, directory=directory,
-                            project_name=recipe.name, overwrite=overwrite and not worker, seed=recipe.seeds[0] + 1)
+                            project_name=recipe.name, overwrite=overwrite and not worker,
+                            seed=recipe.seeds[0] + 1)  # KerasTuner takes seed 0 as "no seed"
     except OSError as exc:
         raise InputError(f"--dir {directory!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
     if not worker:
@@ -366,27 +360,42 @@ def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None
     if worker:
         print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: no trials left")
         return 0
-
-    rows = trial_rows(search.oracle, hypermodel.dims)
-    print(summary_table(rows, hypermodel.dims))
-    for row in rows:
-        if "error" in row:
-            print(f"trial {row['trial_id']} {row['status'].lower()}: {row['error']}", file=sys.stderr)
-            if debug:
-                print(search.oracle.trials[row["trial_id"]].message, file=sys.stderr)
-    best = rows[0] if rows and rows[0]["status"] == "COMPLETED" else None
-    io.write_json(os.path.join(project, "best.json"),
-                  {"recipe": recipe.name, "objective": "val_accuracy", "direction": "max", "tuner": recipe.tune.tuner,
-                   "arm": arm_name, "seed": recipe.seeds[0], "smoke": smoke, "best": best, "trials": rows})
+    best = write_outputs(search.oracle, hypermodel.dims, raw, project, debug,
+                         {"recipe": recipe.name, "objective": "val_accuracy", "direction": "max",
+                          "tuner": recipe.tune.tuner, "arm": arm_name, "seed": recipe.seeds[0], "smoke": smoke})
     if best is None:
         print("kpretrain: no trial completed; see the errors above (rerun with --debug for tracebacks)",
               file=sys.stderr)
         return 1
-    io.write_text(os.path.join(project, "best_recipe.yaml"), best_recipe_text(raw, best))
-    plot_search(rows, hypermodel.dims, os.path.join(project, "tune.png"))
-    print(f"best: trial {best['trial_id']}, val_accuracy {best['score']:.4f}: {json.dumps(best['values'])}")
-    print(f"results: {project}/best.json, {project}/tune.png; run it: kpretrain run {project}/best_recipe.yaml")
     return _final(project, best, raw, smoke, debug) if final else 0
+
+
+def _runtime(recipe: Recipe) -> tf.distribute.Strategy | None:
+    """Apply the recipe's runtime settings, print the device; returns the distribution strategy."""
+    configure_runtime(recipe.runtime)
+    strategy = distribution_strategy(recipe.runtime.distribute)
+    print(describe_device(strategy, recipe.runtime.distribute))
+    return strategy
+
+
+def write_outputs(oracle: keras_tuner.Oracle, dims: list[Dimension], raw: dict, project: str, debug: bool,
+                  info: dict) -> dict | None:
+    """Print the summary; write best.json, and when a trial completed best_recipe.yaml and tune.png; returns the best."""
+    rows = trial_rows(oracle, dims)
+    print(summary_table(rows, dims))
+    for row in rows:
+        if "error" in row:
+            print(f"trial {row['trial_id']} {row['status'].lower()}: {row['error']}", file=sys.stderr)
+            if debug:
+                print(oracle.trials[row["trial_id"]].message, file=sys.stderr)
+    best = rows[0] if rows and rows[0]["status"] == "COMPLETED" else None
+    io.write_json(os.path.join(project, "best.json"), {**info, "best": best, "trials": rows})
+    if best is not None:
+        io.write_text(os.path.join(project, "best_recipe.yaml"), best_recipe_text(raw, best))
+        plot_search(rows, dims, os.path.join(project, "tune.png"))
+        print(f"best: trial {best['trial_id']}, val_accuracy {best['score']:.4f}: {json.dumps(best['values'])}")
+        print(f"results: {project}/best.json, {project}/tune.png; run it: kpretrain run {project}/best_recipe.yaml")
+    return best
 
 
 def _check_resumable(path: str, signature: dict, overwrite: bool) -> None:

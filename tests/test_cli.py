@@ -88,7 +88,7 @@ def test_smoke_run_writes_every_artifact(tiny_recipe, tmp_path, capsys):
 def test_pairing_same_labelled_subset_and_head_init(tiny_recipe, tmp_path):
     """Scratch arms with identical protocols give identical results for the same seed."""
     out = tmp_path / "run"
-    arms = "arms={again: {pretrain: {task: none, epochs: 0}}}"
+    arms = "arms={again: {pretrain: {task: none, epochs: 0}, transfer: {frozen_depth: 0}}}"
     assert main(["run", tiny_recipe, "--smoke", "--out", str(out), "--set", arms,
                  "--set", "runtime.deterministic=true"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -104,7 +104,9 @@ def test_supervised_pretraining_mnist_to_fashion(tmp_path):
     metrics = run(str(path), tmp_path / "run", "--smoke")
     natural = metrics["arms"]["supervised"]
     assert natural["protocol"]["task"] == "supervised" and natural["protocol"]["pretrain_dataset"] == "mnist"
-    assert natural["pretext"][0]["monitor"] == "accuracy" and len(natural["pretext"][0]["val_accuracy"]) == 1
+    pretext = natural["pretext"][0]
+    assert pretext["monitor"] == "accuracy"
+    assert len(pretext["val_accuracy"]) == len(pretext["epoch"]) >= 1 and pretext["epoch"][-1] <= 1.0
 
 
 def test_supervised_on_the_downstream_data_set_is_refused(tiny, capsys):

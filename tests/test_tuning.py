@@ -1,0 +1,239 @@
+"""`kpretrain tune`: space parsing, a resumable search on tiny data, Hyperband, chief + workers, MirroredStrategy."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import kpretrain.experiment
+from kpretrain.cli import main
+from kpretrain.recipe import load_recipe
+
+SPACE = {"pretrain.epochs": {"int": [0, 1]}, "pretrain.task": {"choice": ["rotation", "overlay"]},
+         "transfer.frozen_depth": {"int": [0, 1]}}
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def tiny_npz(path, n_train=300, n_test=60, classes=4, seed=0):
+    """Images whose class is a bright quadrant."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, classes, n)
+        x = rng.integers(0, 60, (n, 16, 16, 1)).astype(np.uint8)
+        for i, c in enumerate(y):
+            r, q = divmod(int(c), 2)
+            x[i, r * 8:(r + 1) * 8, q * 8:(q + 1) * 8] += 150
+        return x, y
+
+    (x_train, y_train), (x_test, y_test) = make(n_train), make(n_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return str(path)
+
+
+def write_recipe(tmp_path, space=SPACE, **sections):
+    recipe = {
+        "name": "tiny", "seeds": [0, 1],
+        "data": {"dataset": "tiny", "path": tiny_npz(tmp_path / "tiny.npz"), "labels_per_class": 10,
+                 "validation": 40, "batch_size": 32},
+        "backbone": {"name": "small_cnn", "options": {"widths": [4, 8, 8]}},
+        "pretrain": {"task": "overlay", "epochs": 1},
+        "transfer": {"frozen_depth": 1},
+        "finetune": {"epochs": 2},
+        "tune": {"max_trials": 2, "space": space},
+        **sections,
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return str(path)
+
+
+def trials(project: Path) -> dict:
+    """trial id -> trial.json of every trial KerasTuner recorded."""
+    found = {}
+    for path in sorted(project.glob("trial_*/trial.json")):
+        trial = json.loads(path.read_text())
+        found[trial["trial_id"]] = trial
+    return found
+
+
+def lookup(tree, key):
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
+def test_search_writes_outputs_resumes_extends_and_starts_over(tmp_path, capsys):
+    recipe = write_recipe(tmp_path)
+    project = tmp_path / "runs" / "tiny"
+    args = ["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]
+    assert main(args) == 0
+    first = trials(project)
+    assert sorted(first) == ["0", "1"] and all(t["status"] == "COMPLETED" for t in first.values())
+    out = capsys.readouterr().out
+    assert "Running Trial #2" in out and "| trial | pretrain.epochs | pretrain.task | transfer.frozen_depth |" in out
+    assert "device: CPU" in out
+
+    best = json.loads((project / "best.json").read_text())
+    assert len(best["trials"]) == 2 and best["arm"] == "overlay"
+    assert best["best"]["score"] == max(t["score"] for t in best["trials"])
+    assert set(best["best"]["values"]) == set(SPACE)
+    assert (project / "tune.png").stat().st_size > 0
+    assert not list(project.glob("*.tmp"))
+    loaded = load_recipe(str(project / "best_recipe.yaml"))
+    for key, value in best["best"]["values"].items():
+        assert lookup(loaded.to_dict(), key) == value, key
+    assert loaded.tune.space == SPACE and loaded.name == "tiny"
+    assert main(["run", str(project / "best_recipe.yaml"), "--smoke", "--dry-run"]) == 0
+    capsys.readouterr()
+
+    assert main(args) == 0  # resumes a finished search: nothing runs
+    assert "Running Trial" not in capsys.readouterr().out
+    assert trials(project) == first
+
+    assert main(args + ["--max-trials", "3"]) == 0  # exactly one more
+    extended = trials(project)
+    assert sorted(extended) == ["0", "1", "2"] and {k: extended[k] for k in first} == first
+
+    assert main(args + ["--set", "finetune.epochs=3"]) == 2  # another recipe cannot resume this search
+    assert "finetune.epochs differs" in capsys.readouterr().err
+
+    assert main(args + ["--max-trials", "1", "--overwrite", "--final"]) == 0
+    assert sorted(trials(project)) == ["0"]
+    assert len(json.loads((project / "best.json").read_text())["trials"]) == 1
+    out = capsys.readouterr().out
+    assert "| scratch |" in out and "Δ vs scratch" in out
+    (final,) = (project / "final").iterdir()
+    metrics = json.loads((final / "metrics.json").read_text())
+    assert metrics["seeds"] == [0, 1] and "scratch" in metrics["arms"] and len(metrics["arms"]) == 2
+
+
+BAD_SPACES = [
+    ({"pretrain.epoch": {"int": [0, 2]}}, "tune.space.pretrain.epoch", "did you mean 'pretrain.epochs'"),
+    ({"pretrain.epochs": {"int": [2, 0]}}, "tune.space.pretrain.epochs", "lo < hi"),
+    ({"pretrain.epochs": {"int": [0, 1.5]}}, "tune.space.pretrain.epochs", "integers"),
+    ({"pretrain.epochs": {"range": [0, 1]}}, "tune.space.pretrain.epochs", "{int: [lo, hi]}"),
+    ({"pretrain.epochs": 3}, "tune.space.pretrain.epochs", "{choice: [a, b, ...]}"),
+    ({"pretrain.epochs": {"int": [0, 2], "sampling": "cubic"}}, "tune.space.pretrain.epochs", "linear, or log"),
+    ({"pretrain.epochs": {"int": [0, 4], "step": 0}}, "tune.space.pretrain.epochs", "step"),
+    ({"pretrain.optimizer.learning_rate": {"float": ["1e-4", 1.0e-2]}}, "tune.space.pretrain.optimizer.learning_rate",
+     "write 1.0e-4"),
+    ({"pretrain.optimizer.learning_rate": {"float": [0.0, 1.0e-2], "sampling": "log"}},
+     "tune.space.pretrain.optimizer.learning_rate", "log with lo > 0"),
+    ({"pretrain.task": {"choice": []}}, "tune.space.pretrain.task", "non-empty"),
+    ({"pretrain.task": {"choice": ["rotation", "rotation"]}}, "tune.space.pretrain.task", "distinct"),
+    ({"pretrain.task": {"choice": ["rotation", "spin"]}}, "tune.space.pretrain.task", "'spin' is not allowed"),
+    ({"pretrain.task": {"choice": ["rotation"], "step": 2}}, "tune.space.pretrain.task", "unknown option 'step'"),
+    ({"transfer.frozen_depth": {"int": [0, 7]}}, "tune.space.transfer.frozen_depth", "exceeds the 3 blocks"),
+    ({"seeds": {"int": [1, 3]}}, "tune.space.seeds", "cannot be searched"),
+    ({"runtime.jit_compile": {"choice": [True, False]}}, "tune.space.runtime.jit_compile", "cannot be searched"),
+    ({"arms.other.pretrain.epochs": {"int": [0, 2]}}, "tune.space.arms.other.pretrain.epochs", "no arm 'other'"),
+    ({}, "tune.space", "empty"),
+]
+
+
+@pytest.mark.parametrize("space,key,hint", BAD_SPACES, ids=[f"{c[1]}:{c[2]}" for c in BAD_SPACES])
+def test_bad_space_is_exit_2_naming_the_key(tmp_path, capsys, space, key, hint):
+    recipe = write_recipe(tmp_path, space=space)
+    assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"'{key}" in err and hint in err, err
+    assert len(err.strip().splitlines()) <= 3
+    assert not (tmp_path / "runs").exists()
+
+
+def test_space_key_the_searched_arm_overrides_is_rejected(tmp_path, capsys):
+    """The arm sets pretrain.task itself, so searching the top-level key would change nothing."""
+    recipe = write_recipe(tmp_path, space={"pretrain.task": {"choice": ["rotation", "noise"]}},
+                          arms={"rot": {"pretrain": {"task": "rotation"}}})
+    assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]) == 2
+    assert "search 'arms.rot.pretrain.task'" in capsys.readouterr().err
+    assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs"), "--set", "tune.arm=nope"]) == 2
+    assert "'tune.arm': 'nope' is not an arm" in capsys.readouterr().err
+
+
+def test_hyperband_resumes_trained_weights_without_pretraining_again(tmp_path, monkeypatch):
+    space = {"pretrain.epochs": {"choice": [1]},
+             "pretrain.optimizer.learning_rate": {"float": [1.0e-5, 1.0e-2], "sampling": "log"}}  # 1e-05 in YAML
+    recipe = write_recipe(tmp_path, space=space, finetune={"epochs": 3})  # 3 trials, then 1 resumed
+    calls = []
+    pretrain = kpretrain.experiment.Experiment.pretrain
+    monkeypatch.setattr(kpretrain.experiment.Experiment, "pretrain",
+                        lambda self, *a, **kw: calls.append(1) or pretrain(self, *a, **kw))
+    assert main(["tune", recipe, "--smoke", "--tuner", "hyperband", "--max-trials", "4",
+                 "--dir", str(tmp_path / "runs")]) == 0
+    found = trials(tmp_path / "runs" / "tiny")
+    assert len(found) == 4 and all(t["status"] == "COMPLETED" for t in found.values())
+    resumed = [t for t in found.values() if "tuner/trial_id" in t["hyperparameters"]["values"]]
+    assert len(resumed) == 1 and resumed[0]["hyperparameters"]["values"]["tuner/epochs"] == 3
+    assert len(calls) == 3  # the resumed trial starts from the saved checkpoint
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_chief_and_two_workers_run_every_trial_once(tmp_path):
+    recipe = write_recipe(tmp_path)
+    command = [sys.executable, "-m", "kpretrain.cli", "tune", recipe, "--smoke", "--max-trials", "4", "--dir", "runs"]
+    env = {**ENV, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    procs = {tuner_id: subprocess.Popen(command, cwd=tmp_path, env={**env, "KERASTUNER_TUNER_ID": tuner_id},
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for tuner_id in ("chief", "tuner0", "tuner1")}
+    outputs = {tuner_id: proc.communicate(timeout=400)[0] for tuner_id, proc in procs.items()}
+    for tuner_id, proc in procs.items():
+        assert proc.returncode == 0, f"{tuner_id}:\n{outputs[tuner_id][-3000:]}"
+    project = tmp_path / "runs" / "tiny"
+    found = trials(project)
+    assert sorted(found) == ["0", "1", "2", "3"] and all(t["status"] == "COMPLETED" for t in found.values())
+    run_times = json.loads((project / "oracle.json").read_text())["run_times"]
+    assert run_times == {trial_id: 1 for trial_id in found}
+    assert (project / "tuner0.json").exists() and (project / "tuner1.json").exists()  # both workers ran trials
+    assert "no trials left" in outputs["tuner0"] and "| trial |" in outputs["chief"]
+    assert len(json.loads((project / "best.json").read_text())["trials"]) == 4
+
+
+MIRRORED = """
+import contextlib, json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, keras_tuner, yaml
+from kpretrain.tuning import ProtocolHyperModel, distribution_strategy
+raw = yaml.safe_load(open(sys.argv[1]))
+result = {}
+for mode in ("none", "mirrored"):
+    strategy = distribution_strategy(mode)
+    hypermodel = ProtocolHyperModel(raw, smoke=True, strategy=strategy)
+    hp = keras_tuner.HyperParameters()
+    hp.values = {"pretrain.epochs": 1, "pretrain.task": "overlay", "transfer.frozen_depth": 1}
+    with strategy.scope() if strategy else contextlib.nullcontext():  # as KerasTuner's Tuner builds
+        model = hypermodel.build(hp)
+    history = keras.callbacks.History()
+    metrics = hypermodel.fit(hp, model, callbacks=[history])
+    result[mode] = {"replicas": model.distribute_strategy.num_replicas_in_sync, "metrics": sorted(metrics),
+                    "history": {k: len(v) for k, v in history.history.items()},
+                    "variable": type(model.trainable_weights[0].value).__name__}
+print("RESULT " + json.dumps(result))
+"""
+
+
+def test_fit_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    recipe = write_recipe(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, recipe], capture_output=True, text=True, timeout=300,
+                          env=ENV, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    single, mirrored = result["none"], result["mirrored"]
+    assert single["replicas"] == 1 and mirrored["replicas"] == 2
+    assert mirrored["variable"] == "MirroredVariable"
+    assert mirrored["history"] == single["history"] and "val_accuracy" in mirrored["history"]
+    assert mirrored["metrics"] == single["metrics"] == ["val_accuracy", "val_accuracy_raw"]
