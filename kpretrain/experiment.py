@@ -38,7 +38,7 @@ from kpretrain.training.knn import backbone_features, knn_accuracy
 from kpretrain.training.unfreezing import GradualUnfreezing
 from kpretrain.report import io
 from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, set_bn_state
-from kpretrain.training.callbacks import RefreshedValidation
+from kpretrain.training.callbacks import RefreshedEvaluation, RefreshedValidation
 from kpretrain.training.stages import accuracy, fit_stage
 
 
@@ -319,9 +319,11 @@ class Experiment:
                                                              drop_remainder=len(x_val) >= batch)).cache()
             compile_kwargs, monitor = task.compile_kwargs(), task.monitor
         epochs = self.budget.cap(arm.pretrain.epochs if epochs is None else epochs, self.budget.epochs)
+        bn_batches = self.budget.cap(r.evaluation.bn_refresh_batches, self.budget.bn_batches)
+        evaluation = RefreshedEvaluation(validation, train if r.evaluation.bn_refresh else None, bn_batches)
         result = fit_stage(model, train, epochs=epochs, steps_per_epoch=self._steps(len(x_pre), batch, True),
                            optimizer=arm.pretrain.optimizer, compile_kwargs=compile_kwargs,
-                           validation=validation, jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose,
+                           callbacks=[evaluation], jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose,
                            min_points=PRETEXT_CURVE_POINTS)
         return {
             "task": arm.pretrain.task, "dataset": source, "images": int(len(x_pre)), "epochs": epochs,

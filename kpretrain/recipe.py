@@ -110,7 +110,7 @@ class EvaluationConfig:
 
     knn: bool = _spec(default=True, doc="kNN accuracy (k=20, cosine) of the transferred backbone's features")
     bn_refresh: bool = _spec(default=True, doc="recompute BN moving statistics on training batches before the final evaluation")
-    bn_refresh_batches: int = _spec(default=200, minimum=1, doc="at most this many training batches for the refresh")
+    bn_refresh_batches: int = _spec(default=50, minimum=1, doc="at most this many training batches for the refresh")
     bn_warn_points: float = _spec(default=2.0, minimum=0.0, doc="warn when raw and refreshed accuracy differ by more (points)")
 
 

@@ -70,6 +70,8 @@ def test_smoke_run_writes_every_artifact(tiny_recipe, tmp_path, capsys):
         assert all(len(h["val_accuracy"]) == 1 for h in arm["history"])
         assert np.asarray(arm["confusion"][0]).sum() == metrics["data"]["test"]
     assert "pretext" in metrics["arms"]["overlay"] and "pretext" not in metrics["arms"]["scratch"]
+    pretext = metrics["arms"]["overlay"]["pretext"][0]  # pretext validation, raw and BN-refreshed, per point
+    assert len(pretext["val_accuracy"]) == len(pretext["val_accuracy_raw"]) == len(pretext["epoch"]) >= 1
     # frozen block 1 in the overlay arm: fewer trainable parameters than scratch
     assert metrics["arms"]["overlay"]["trainable_params"] < metrics["arms"]["scratch"]["trainable_params"]
     assert metrics["arms"]["overlay"]["protocol"]["task"] == "overlay"
