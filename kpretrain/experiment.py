@@ -24,7 +24,7 @@ import yaml
 
 import kpretrain
 from kpretrain.data import SCALING, DatasetArrays, Splits, image_batches, labelled_batches, load_dataset, make_splits
-from kpretrain.errors import InputError, RecipeError
+from kpretrain.errors import RecipeError
 from kpretrain.models.backbones import block_names, create_backbone
 from kpretrain.models.freezing import freeze_to_depth, resolve_depth
 from kpretrain.models.heads import attach_head, create_head

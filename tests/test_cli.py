@@ -16,41 +16,6 @@ from kpretrain.cli import main
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 
-def tiny_npz(path, n_train=400, n_test=100, classes=4, seed=0):
-    """Images whose class is a bright quadrant: learnable in a few steps."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, classes, n)
-        x = rng.integers(0, 60, (n, 16, 16, 1)).astype(np.uint8)
-        for i, c in enumerate(y):
-            r, q = divmod(int(c), 2)
-            x[i, r * 8:(r + 1) * 8, q * 8:(q + 1) * 8] += 150
-        return x, y
-
-    x_train, y_train = make(n_train)
-    x_test, y_test = make(n_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return str(path)
-
-
-@pytest.fixture
-def tiny_recipe(tmp_path):
-    data = tiny_npz(tmp_path / "tiny.npz")
-    recipe = {
-        "name": "tiny",
-        "seeds": [0, 1],
-        "data": {"dataset": "tiny", "path": data, "labels_per_class": 20, "validation": 40, "batch_size": 32},
-        "backbone": {"name": "small_cnn", "options": {"widths": [4, 8, 8]}},
-        "pretrain": {"task": "overlay", "epochs": 1},
-        "transfer": {"frozen_depth": 1},
-        "finetune": {"epochs": 2},
-    }
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    return str(path)
-
-
 def test_smoke_run_writes_every_artifact(tiny_recipe, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", tiny_recipe, "--smoke", "--out", str(out)]) == 0

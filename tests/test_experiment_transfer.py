@@ -2,36 +2,23 @@
 
 import json
 
-import numpy as np
 import pytest
 import yaml
 
 from kpretrain.cli import main
-from tests.test_cli import tiny_npz
+from tests.helpers import tiny_npz, tiny_recipe_dict
 
 
 @pytest.fixture
 def tiny(tmp_path):
-    """A tiny downstream set and a second tiny set (other seed) for supervised pre-training."""
-    data = tiny_npz(tmp_path / "tiny.npz")
-    other = tmp_path / "other"
-    other.mkdir()
-    tiny_npz(other / "other.npz", seed=7)
-    recipe = {
-        "name": "tiny_transfer",
-        "seeds": [0, 1],
-        "data": {"dataset": "tiny", "path": data, "labels_per_class": 20, "validation": 40, "batch_size": 32},
-        "backbone": {"name": "small_cnn", "options": {"widths": [4, 8, 8]}},
-        "pretrain": {"task": "overlay", "epochs": 1},
-        "transfer": {"frozen_depth": 1},
-        "finetune": {"epochs": 2},
-        "arms": {
-            "frozen_all": {"transfer": {"frozen_depth": "all"}},
-            "stats": {"transfer": {"init": "statistics", "frozen_depth": 0}},
-            "warm": {"transfer": {"frozen_depth": "all", "head_init": "logistic_regression"}},
-            "gradual": {"transfer": {"frozen_depth": 3, "unfreeze": {"every": 1, "backbone_lr_factor": 0.5}},
-                        "finetune": {"epochs": 3}},
-        },
+    """A tiny data set and a recipe with one arm per transfer protocol."""
+    recipe = tiny_recipe_dict(tiny_npz(tmp_path / "tiny.npz"), name="tiny_transfer")
+    recipe["arms"] = {
+        "frozen_all": {"transfer": {"frozen_depth": "all"}},
+        "stats": {"transfer": {"init": "statistics", "frozen_depth": 0}},
+        "warm": {"transfer": {"frozen_depth": "all", "head_init": "logistic_regression"}},
+        "gradual": {"transfer": {"frozen_depth": 3, "unfreeze": {"every": 1, "backbone_lr_factor": 0.5}},
+                    "finetune": {"epochs": 3}},
     }
     path = tmp_path / "transfer.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))

@@ -7,7 +7,6 @@ import os
 import pytest
 
 from kpretrain.cli import main
-from tests.test_cli import tiny_recipe  # noqa: F401  (fixture)
 
 RECIPES = sorted(glob.glob("recipes/*.yaml"))
 LOCAL = [r for r in RECIPES if "cifar10" not in r]  # CIFAR-10 comes from TFDS (online) or a local copy
@@ -39,7 +38,7 @@ def test_cifar10_recipe_without_data_fails_cleanly(tmp_path, monkeypatch, capsys
 
 
 @pytest.mark.parametrize("task", ["rotation", "noise", "jigsaw", "contrastive", "mixed"])
-def test_every_task_runs_as_an_arm(task, tiny_recipe, tmp_path):  # noqa: F811
+def test_every_task_runs_as_an_arm(task, tiny_recipe, tmp_path):
     out = tmp_path / "run"
     assert main(["run", tiny_recipe, "--smoke", "--set", "seeds=[0]", "--set", f"pretrain.task={task}",
                  "--out", str(out)]) == 0

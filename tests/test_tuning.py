@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 import kpretrain.experiment
 from kpretrain.cli import main
+from tests import helpers
 from kpretrain.recipe import load_recipe
 
 SPACE = {"pretrain.epochs": {"int": [0, 1]}, "pretrain.task": {"choice": ["rotation", "overlay"]},
@@ -20,21 +20,8 @@ SPACE = {"pretrain.epochs": {"int": [0, 1]}, "pretrain.task": {"choice": ["rotat
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def tiny_npz(path, n_train=300, n_test=60, classes=4, seed=0):
-    """Images whose class is a bright quadrant."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, classes, n)
-        x = rng.integers(0, 60, (n, 16, 16, 1)).astype(np.uint8)
-        for i, c in enumerate(y):
-            r, q = divmod(int(c), 2)
-            x[i, r * 8:(r + 1) * 8, q * 8:(q + 1) * 8] += 150
-        return x, y
-
-    (x_train, y_train), (x_test, y_test) = make(n_train), make(n_test)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return str(path)
+def tiny_npz(path):
+    return helpers.tiny_npz(path, n_train=300, n_test=60)
 
 
 def write_recipe(tmp_path, space=SPACE, **sections):
