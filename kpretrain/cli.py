@@ -7,6 +7,7 @@ unless --debug, no run directory left behind).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -85,29 +86,40 @@ def main(argv=None) -> int:
         return 130
 
 
-def _quiet_tensorflow(debug: bool = False) -> None:
-    """Import TensorFlow and initialise its devices with native stderr muted (unless --debug).
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """Redirect file descriptor 2 to /dev/null for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _start_tensorflow(debug: bool = False, distribute: str = "none") -> None:
+    """Import TensorFlow and initialise its devices (and the distribution strategy), native stderr muted
+    unless --debug.
 
     TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are written before its log settings apply;
-    they would bury the one-line messages this CLI promises.
+    they would bury the one-line messages this CLI promises.  MultiWorkerMirroredStrategy must exist
+    before TensorFlow runs its first op.
     """
     import logging
 
-    if not debug:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        try:
-            import tensorflow as tf
+    with contextlib.nullcontext() if debug else _native_stderr_muted():
+        import tensorflow as tf
 
-            tf.config.list_physical_devices()
-            tf.constant(0)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(devnull)
+        if distribute != "none":
+            from kpretrain.training.runtime import distribution_strategy
 
+            distribution_strategy(distribute)
+        tf.config.list_physical_devices()
+        tf.constant(0)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         import absl.logging
@@ -122,7 +134,7 @@ def cmd_run(args) -> int:
     from kpretrain.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.sets)
-    _quiet_tensorflow(args.debug)
+    _start_tensorflow(args.debug, "none" if args.dry_run else recipe.runtime.distribute)
     from kpretrain.experiment import Experiment, default_out_dir
 
     experiment = Experiment(recipe, smoke=args.smoke)
@@ -172,7 +184,7 @@ def cmd_show_task(args) -> int:
     from kpretrain.recipe import load_recipe, pretrains
 
     recipe = load_recipe(args.recipe, args.sets)
-    _quiet_tensorflow(args.debug)
+    _start_tensorflow(args.debug)
     from kpretrain.data import load_dataset
     from kpretrain.pretext import create_task
     from kpretrain.pretext.show import save_task_grid
@@ -191,7 +203,9 @@ def cmd_show_task(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    _quiet_tensorflow()
+    from kpretrain.recipe import load_recipe
+
+    _start_tensorflow(args.debug, load_recipe(args.recipe, args.sets).runtime.distribute)
     from kpretrain.tuning import tune
 
     return tune(args.recipe, args.sets, tuner=args.tuner, max_trials=args.max_trials, directory=args.dir,

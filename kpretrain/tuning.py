@@ -185,6 +185,7 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp):
         experiment, arm = self.trial(self.declare(hp))
+        configure_runtime(experiment.recipe.runtime)  # KerasTuner's clear_session() resets the dtype policy
         seed = experiment.recipe.seeds[0]
         keras.utils.set_random_seed(seed)
         return experiment.downstream_model(experiment.initial_backbone(arm, seed), arm, seed)

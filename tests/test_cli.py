@@ -147,3 +147,34 @@ def test_smoke_run_of_the_default_recipe_on_real_fashion_mnist(tmp_path):
     assert list(metrics["arms"]) == ["scratch", "overlay"]
     assert all(len(a["test_accuracy"]) == 3 for a in metrics["arms"].values())
     assert (out / "backbone" / "saved_model.pb").exists()
+
+
+def test_mixed_precision_and_xla_run_and_export_float32(tiny_recipe, tmp_path):
+    import keras
+
+    out = tmp_path / "run"
+    try:
+        assert main(["run", tiny_recipe, "--smoke", "--out", str(out), "--set", "seeds=[0]",
+                     "--set", "runtime.mixed_precision=true", "--set", "runtime.jit_compile=true"]) == 0
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(0.0 <= a["test_accuracy"][0] <= 1.0 for a in metrics["arms"].values())
+    assert json.loads((out / "backbone" / "kpretrain.json").read_text())["input_dtype"] == "float32"
+
+
+def test_multi_worker_strategy_is_created_at_start_up(tiny_recipe, tmp_path):
+    """runtime.distribute: multi_worker (a one-worker TF_CONFIG cluster) must exist before TensorFlow's first op."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}})
+    proc = subprocess.run([sys.executable, "-m", "kpretrain.cli", "run", tiny_recipe, "--smoke", "--set", "seeds=[0]",
+                           "--set", "runtime.distribute=multi_worker", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CONFIG": tf_config})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "multi_worker over 1 replicas" in proc.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["complete"] is True

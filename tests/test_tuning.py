@@ -224,3 +224,18 @@ def test_fit_under_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert mirrored["variable"] == "MirroredVariable"
     assert mirrored["history"] == single["history"] and "val_accuracy" in mirrored["history"]
     assert mirrored["metrics"] == single["metrics"] == ["val_accuracy", "val_accuracy_raw"]
+
+
+def test_trial_under_mixed_precision_and_xla(tmp_path, capsys):
+    """runtime.mixed_precision and runtime.jit_compile apply inside trials (checked on the CPU)."""
+    import keras
+
+    recipe = write_recipe(tmp_path, space={"pretrain.epochs": {"int": [0, 1]}})
+    try:
+        assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs"), "--max-trials", "1",
+                     "--set", "runtime.mixed_precision=true", "--set", "runtime.jit_compile=true"]) == 0
+        assert keras.mixed_precision.global_policy().name == "mixed_float16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    (trial,) = trials(tmp_path / "runs" / "tiny").values()
+    assert trial["status"] == "COMPLETED" and 0.0 <= trial["score"] <= 1.0

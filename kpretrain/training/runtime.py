@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import tensorflow as tf
 
 from kpretrain.recipe import RuntimeConfig
 
 
+@functools.lru_cache(maxsize=None)
 def distribution_strategy(mode: str) -> tf.distribute.Strategy | None:
-    """`runtime.distribute`: mirrored over every GPU (else every logical CPU), multi-worker, or none."""
+    """`runtime.distribute`: mirrored over every GPU (else every logical CPU), multi-worker, or none.
+
+    One strategy per process and mode; `multi_worker` must be created before TensorFlow runs any op
+    (the CLI does so at start-up).
+    """
     if mode == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
