@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import traceback
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -120,6 +121,10 @@ def _start_tensorflow(debug: bool = False, distribute: str = "none") -> None:
             distribution_strategy(distribute)
         tf.config.list_physical_devices()
         tf.constant(0)
+    if debug:
+        import keras
+
+        keras.config.disable_traceback_filtering()  # --debug shows the whole traceback, Keras frames included
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     try:
         import absl.logging
@@ -136,6 +141,7 @@ def cmd_run(args) -> int:
     recipe = load_recipe(args.recipe, args.sets)
     _start_tensorflow(args.debug, "none" if args.dry_run else recipe.runtime.distribute)
     from kpretrain.experiment import Experiment, default_out_dir
+    from kpretrain.training.runtime import is_chief
 
     experiment = Experiment(recipe, smoke=args.smoke)
     plan = experiment.prepare()
@@ -144,6 +150,13 @@ def cmd_run(args) -> int:
         print("dry run: recipe and data are valid; nothing was trained")
         return EXIT_OK
     out_dir = args.out or default_out_dir(recipe)
+    if not is_chief(experiment.strategy):  # every worker trains; the chief alone writes the run directory
+        out_dir = tempfile.mkdtemp(prefix="kpretrain-worker-")
+        print(f"multi-worker: this worker's files go to {out_dir} (removed at the end); the chief writes the results")
+        try:
+            return _run_and_report(experiment, plan, out_dir, args.debug, created=True, chief=False)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
     created = not os.path.exists(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -153,6 +166,13 @@ def cmd_run(args) -> int:
         os.remove(probe)
     except OSError as exc:
         raise InputError(f"--out {out_dir!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
+    return _run_and_report(experiment, plan, out_dir, args.debug, created)
+
+
+def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, created: bool, chief: bool = True) -> int:
+    """Print the plan, run every unit into `out_dir`, print the summary; exit code."""
+    from kpretrain.errors import InputError
+
     print("\n".join(plan))
     print(f"run directory: {out_dir}")
     try:
@@ -165,17 +185,17 @@ def cmd_run(args) -> int:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     except Exception as exc:  # noqa: BLE001 - any failure while training is exit 1
-        if args.debug:
+        if debug:
             traceback.print_exc()
         print(f"kpretrain: training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              f"(rerun with --debug for the traceback; partial results in {out_dir})", file=sys.stderr)
+              f"(rerun with --debug for the traceback{f'; partial results in {out_dir}' if chief else ''})", file=sys.stderr)
         return EXIT_FAILED
     from kpretrain.report.tables import markdown_table
 
     print(markdown_table(metrics))
     for warning in metrics["warnings"]:
         print(f"warning: {warning}")
-    print(f"results: {out_dir}/report.md")
+    print(f"results: {out_dir}/report.md" if chief else "results: in the chief's run directory")
     return EXIT_OK
 
 
@@ -203,13 +223,29 @@ def cmd_show_task(args) -> int:
 
 
 def cmd_tune(args) -> int:
+    from kpretrain.errors import InputError
     from kpretrain.recipe import load_recipe
 
-    _start_tensorflow(args.debug, load_recipe(args.recipe, args.sets).runtime.distribute)
+    distribute = load_recipe(args.recipe, args.sets).runtime.distribute
+    workers = _tf_config_workers()
+    if distribute == "multi_worker" and workers > 1:
+        raise InputError(f"runtime.distribute=multi_worker: a search cannot span the {workers} workers of TF_CONFIG; "
+                         "distribute it with KerasTuner's chief and workers (KERASTUNER_TUNER_ID), trials on "
+                         "mirrored or none")
+    _start_tensorflow(args.debug, distribute)
     from kpretrain.tuning import tune
 
     return tune(args.recipe, args.sets, tuner=args.tuner, max_trials=args.max_trials, directory=args.dir,
                 overwrite=args.overwrite, smoke=args.smoke, final=args.final, debug=args.debug)
+
+
+def _tf_config_workers() -> int:
+    """Tasks that train (chief and workers) in the TF_CONFIG cluster; 1 without one."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    except (json.JSONDecodeError, AttributeError):
+        return 1
+    return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
 
 
 def cmd_report(args) -> int:

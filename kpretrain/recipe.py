@@ -271,6 +271,9 @@ def recipe_from_dict(raw: dict) -> Recipe:
             for forbidden in ("name", "seeds", "data", "arms", "baselines", "evaluation", "runtime", "tune"):
                 if overrides and forbidden in overrides:
                     raise RecipeError(f"recipe key 'arms.{name}.{forbidden}': arms share {forbidden}; set it at the top level")
+    if recipe.runtime.deterministic and recipe.runtime.jit_compile:
+        raise RecipeError("recipe key 'runtime.jit_compile': XLA is off under op determinism (Keras falls back "
+                          "silently); set runtime.deterministic=false or runtime.jit_compile=false")
     recipe.arm_recipes()  # validates every arm
     return recipe
 

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -150,12 +151,19 @@ def test_smoke_run_of_the_default_recipe_on_real_fashion_mnist(tmp_path):
 
 
 def test_mixed_precision_and_xla_run_and_export_float32(tiny_recipe, tmp_path):
+    """XLA really on: not even an earlier run's op determinism (process-wide) may turn it off."""
+    import warnings
+
     import keras
+    import tensorflow as tf
 
     out = tmp_path / "run"
+    tf.config.experimental.enable_op_determinism()  # as a deterministic run earlier in this process leaves it
     try:
-        assert main(["run", tiny_recipe, "--smoke", "--out", str(out), "--set", "seeds=[0]",
-                     "--set", "runtime.mixed_precision=true", "--set", "runtime.jit_compile=true"]) == 0
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*jit_compile")  # Keras's fall-back to no XLA
+            assert main(["run", tiny_recipe, "--smoke", "--out", str(out), "--set", "seeds=[0]",
+                         "--set", "runtime.mixed_precision=true", "--set", "runtime.jit_compile=true"]) == 0
         assert keras.mixed_precision.global_policy().name == "mixed_float16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -164,17 +172,43 @@ def test_mixed_precision_and_xla_run_and_export_float32(tiny_recipe, tmp_path):
     assert json.loads((out / "backbone" / "kpretrain.json").read_text())["input_dtype"] == "float32"
 
 
-def test_multi_worker_strategy_is_created_at_start_up(tiny_recipe, tmp_path):
-    """runtime.distribute: multi_worker (a one-worker TF_CONFIG cluster) must exist before TensorFlow's first op."""
+def _free_ports(n: int) -> list[int]:
     import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}})
-    proc = subprocess.run([sys.executable, "-m", "kpretrain.cli", "run", tiny_recipe, "--smoke", "--set", "seeds=[0]",
-                           "--set", "runtime.distribute=multi_worker", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CONFIG": tf_config})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "multi_worker over 1 replicas" in proc.stdout
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["complete"] is True
+    probes = [socket.socket() for _ in range(n)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def test_multi_worker_run_on_two_workers(tiny_recipe, tmp_path):
+    """runtime.distribute: multi_worker over a two-worker TF_CONFIG cluster on 127.0.0.1: both workers train
+    the same models (same results), the chief (worker 0) alone writes the run directory."""
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    out = tmp_path / "run"
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "kpretrain.cli", "run", tiny_recipe, "--smoke", "--set", "seeds=[0]",
+             "--set", "runtime.distribute=multi_worker", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "TF_CONFIG": tf_config, "TMPDIR": str(tmp_path)}))
+    try:
+        results = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    for proc, (stdout, stderr) in zip(procs, results):
+        assert proc.returncode == 0, stderr[-2000:]
+        assert "multi_worker over 2 replicas" in stdout
+    accuracies = [re.findall(r"(\w+): test acc ([0-9.]+), raw ([0-9.]+)", stdout) for stdout, _ in results]
+    assert len(accuracies[0]) == 2 and accuracies[0] == accuracies[1]  # scratch and overlay: same on both workers
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["complete"] is True and (out / "backbone" / "saved_model.pb").exists()
+    assert "results: in the chief's run directory" in results[1][0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.npz", "tiny.yaml"]  # worker 1's files removed

@@ -84,6 +84,7 @@ def test_set_creates_nested_sections():
     (["arms={a: {data: {batch_size: 3}}}"], "'arms.a.data'"),
     (["baselines=[scrach]"], "'baselines'"),
     (["nmae=x"], "did you mean 'name'"),
+    (["runtime.deterministic=true", "runtime.jit_compile=true"], "'runtime.jit_compile': XLA is off under op determinism"),
 ])
 def test_bad_values_name_the_key(tmp_path, overrides, needle):
     with pytest.raises(RecipeError) as info:

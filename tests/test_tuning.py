@@ -145,6 +145,17 @@ def test_space_key_the_searched_arm_overrides_is_rejected(tmp_path, capsys):
     assert "'tune.arm': 'nope' is not an arm" in capsys.readouterr().err
 
 
+def test_search_across_tf_config_workers_is_refused_before_tensorflow_starts(tmp_path, capsys, monkeypatch):
+    """A MultiWorkerMirroredStrategy search would wait for its peers forever; it is exit 2 at once instead."""
+    workers = ["127.0.0.1:1", "127.0.0.1:2"]
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": 0}}))
+    recipe = write_recipe(tmp_path)
+    assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs"),
+                 "--set", "runtime.distribute=multi_worker"]) == 2
+    assert "cannot span the 2 workers of TF_CONFIG" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_hyperband_resumes_trained_weights_without_pretraining_again(tmp_path, monkeypatch):
     space = {"pretrain.epochs": {"choice": [1]},
              "pretrain.optimizer.learning_rate": {"float": [1.0e-5, 1.0e-2], "sampling": "log"}}  # 1e-05 in YAML

@@ -6,6 +6,7 @@ import functools
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 from kpretrain.recipe import RuntimeConfig
 
@@ -20,13 +21,41 @@ def distribution_strategy(mode: str) -> tf.distribute.Strategy | None:
     if mode == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
-    return tf.distribute.MultiWorkerMirroredStrategy() if mode == "multi_worker" else None
+    return MultiWorkerMirroredStrategy() if mode == "multi_worker" else None
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """`tf.distribute.MultiWorkerMirroredStrategy` whose `reduce` accepts what Keras 3's `fit` passes it.
+
+    With two or more workers, Keras 3 (up to 3.15 at least) reduces a nested batch and scalar logs with
+    `axis=0`, which TensorFlow's collective reduce rejects (tensorflow/tensorflow#72388): `fit` fails at its
+    first step.  Reducing each leaf, over replicas only when it is a scalar, is what Keras means.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        def reduce_leaf(leaf):
+            local = leaf.values[0] if isinstance(leaf, tf.distribute.DistributedValues) else tf.convert_to_tensor(leaf)
+            return super(MultiWorkerMirroredStrategy, self).reduce(reduce_op, leaf, axis if local.shape.rank else None)
+
+        return tf.nest.map_structure(reduce_leaf, value)
+
+
+def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
+    """Whether this process writes the results: yes, except on a non-chief worker of a multi-worker cluster
+    (the chief is the `chief` task, else worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    jobs = resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" if "chief" in jobs else (resolver.task_type, resolver.task_id) == ("worker", 0)
 
 
 def configure_runtime(runtime: RuntimeConfig) -> None:
     """Apply op determinism and the mixed-precision policy (process-wide)."""
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():  # process-wide: a later run or trial must not inherit it
+        tf_config.disable_op_determinism()  # (no public API; Keras reads the same flag to refuse XLA)
     keras.mixed_precision.set_global_policy("mixed_float16" if runtime.mixed_precision else "float32")
 
 
