@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-trials", type=int, help="default: tune.max_trials; raising it resumes with more trials")
     tune.add_argument("--dir", default="tuner_runs", help="tuner directory (default tuner_runs/); results in DIR/<name>/")
     tune.add_argument("--overwrite", action="store_true", help="start the search over instead of resuming it")
-    tune.add_argument("--smoke", action="store_true", help="tiny data and a few batches per trial")
+    tune.add_argument("--smoke", action="store_true", help="tiny data, a few batches per trial, at most 3 trials unless --max-trials")
     tune.add_argument("--final", action="store_true", help="re-run the best recipe with all seeds, report test accuracy")
     tune.add_argument("--debug", action="store_true")
 

@@ -324,6 +324,9 @@ def _difference(a, b, prefix: str = "") -> str | None:
 
 
 # ---- the command --------------------------------------------------------------------------------------
+SMOKE_TRIALS = 3  # --smoke runs at most this many trials unless --max-trials says otherwise
+
+
 def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None = None,
          directory: str = "tuner_runs", overwrite: bool = False, smoke: bool = False, final: bool = False,
          debug: bool = False) -> int:
@@ -332,6 +335,9 @@ def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None
             *([f"tune.max_trials={max_trials}"] if max_trials is not None else [])]
     raw = load_raw(path, sets)
     recipe = recipe_from_dict(raw)
+    if smoke and max_trials is None and recipe.tune.max_trials > SMOKE_TRIALS:
+        raw.setdefault("tune", {})["max_trials"] = SMOKE_TRIALS
+        recipe = recipe_from_dict(raw)
     worker = is_worker()
     if final and worker:
         raise InputError("--final: only the chief (KERASTUNER_TUNER_ID=chief) re-runs the best recipe")

@@ -145,6 +145,13 @@ def test_space_key_the_searched_arm_overrides_is_rejected(tmp_path, capsys):
     assert "'tune.arm': 'nope' is not an arm" in capsys.readouterr().err
 
 
+def test_smoke_search_runs_three_trials_unless_told(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, tune={"max_trials": 30, "space": {"transfer.frozen_depth": {"int": [0, 3]}}})
+    assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]) == 0
+    assert "random, 3 trials over transfer.frozen_depth" in capsys.readouterr().out
+    assert len(trials(tmp_path / "runs" / "tiny")) == 3
+
+
 def test_search_across_tf_config_workers_is_refused_before_tensorflow_starts(tmp_path, capsys, monkeypatch):
     """A MultiWorkerMirroredStrategy search would wait for its peers forever; it is exit 2 at once instead."""
     workers = ["127.0.0.1:1", "127.0.0.1:2"]
