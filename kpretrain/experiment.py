@@ -248,10 +248,8 @@ class Experiment:
                          f"pretext val acc {unit['pretrain']['final_val_accuracy']:.3f} "
                          f"({unit['pretrain']['wall_time_s']:.0f}s)")
             model = self.downstream_model(backbone, arm, seed)
-            unit["frozen_blocks"] = self._frozen
+            unit.update(self.transfer(model, arm, seed))
             unit["trainable_params"] = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-            if self._head_init is not None:
-                unit["head_init"] = self._head_init
             if r.evaluation.knn:
                 unit["knn_accuracy"] = self.knn_test_accuracy(backbone, seed)
             callbacks = []
@@ -260,10 +258,11 @@ class Experiment:
                                                bn=arm.transfer.bn,
                                                backbone_lr_factor=arm.transfer.unfreeze.backbone_lr_factor)
                 callbacks.append(unfreezing)
-            unit.update(self.finetune(model, arm, seed, callbacks=callbacks))
+            finetuned, raw_bn = self.finetune(model, arm, seed, callbacks=callbacks)
+            unit.update(finetuned)
             if arm.transfer.unfreeze is not None:
                 unit["unfreeze_schedule"] = [[int(e), list(b)] for e, b in unfreezing.schedule]
-            unit.update(self.evaluate_test(model, seed))
+            unit.update(self.evaluate_test(model, seed, raw_bn))
         io.write_json(os.path.join(out_dir, "units", f"seed{seed}.{name}.finetune.json"),
                       {k: v for k, v in unit.items() if k != "pretrain"})
         warn = ""
@@ -334,20 +333,24 @@ class Experiment:
         }
 
     def downstream_model(self, backbone: keras.Model, arm: Recipe, seed: int) -> keras.Model:
-        """Re-initialise (transfer.init), freeze, and attach a fresh downstream head (same init in every arm)."""
+        """`backbone` with a fresh downstream head (the same initial head in every arm); `transfer` comes next."""
+        keras.utils.set_random_seed(seed)
+        head = create_head(arm.finetune.head, backbone.output_shape[-1], self.data.num_classes, seed=seed,
+                           name="downstream_head")
+        return attach_head(backbone, head)
+
+    def transfer(self, model: keras.Model, arm: Recipe, seed: int) -> dict:
+        """Apply the transfer protocol to a `downstream_model` whose backbone is pre-trained (or not): re-initialise
+        (transfer.init), freeze, warm-start the head (transfer.head_init).  Returns the unit's record of it."""
         t = arm.transfer
+        backbone, head = model.layers[1], model.layers[2]  # attach_head: images -> backbone -> head
         if t.init == "statistics":
             reinitialise_from_statistics(backbone, seed, t.init_pooling)
         elif t.init == "random":
             source = (self._sources[arm.backbone.from_].get("metadata") or {}) if arm.backbone.from_ else {}
             reinitialise_random(backbone, source.get("backbone", arm.backbone.name),
                                 source.get("options", arm.backbone.options), seed)
-        self._frozen = freeze_to_depth(backbone, t.frozen_depth, t.bn)
-        keras.utils.set_random_seed(seed)  # same head init and data order in every arm
-        head = create_head(arm.finetune.head, backbone.output_shape[-1], self.data.num_classes, seed=seed,
-                           name="downstream_head")
-        model = attach_head(backbone, head)
-        self._head_init = None
+        record: dict = {"frozen_blocks": freeze_to_depth(backbone, t.frozen_depth, t.bn)}
         if t.head_init == "logistic_regression":
             refresh_images, validation, y_val, bn_batches = self._eval_sets(seed)
             if self.recipe.evaluation.bn_refresh:  # features as the model will see them in training mode
@@ -355,10 +358,11 @@ class Experiment:
             split = self.splits[seed]
             labelled = image_batches(self.data.x_train[split.labelled], self.recipe.data.batch_size, shuffle=False,
                                      seed=seed)
-            self._head_init = logistic_regression_head(backbone, head, labelled, self.data.y_train[split.labelled],
-                                                       self.data.num_classes)
-            self._head_init["val_accuracy_before_finetune"] = accuracy(model, validation, y_val)[0]
-        return model
+            record["head_init"] = logistic_regression_head(backbone, head, labelled,
+                                                           self.data.y_train[split.labelled], self.data.num_classes)
+            record["head_init"]["val_accuracy_before_finetune"] = accuracy(model, validation, y_val)[0]
+        keras.utils.set_random_seed(seed)  # same data order and dropout in fine-tuning, whatever the protocol
+        return record
 
     def knn_test_accuracy(self, backbone: keras.Model, seed: int, k: int = 20) -> float:
         """kNN (k=20, cosine) test accuracy of the transferred backbone's features, labelled subset as memory."""
@@ -378,10 +382,12 @@ class Experiment:
         bn_batches = self.budget.cap(r.evaluation.bn_refresh_batches, self.budget.bn_batches)
         return refresh_images, validation, y_val, bn_batches
 
-    def finetune(self, model: keras.Model, arm: Recipe, seed: int, callbacks=(), epochs: int | None = None) -> dict:
+    def finetune(self, model: keras.Model, arm: Recipe, seed: int, callbacks=(),
+                 epochs: int | None = None) -> tuple[dict, list]:
         """Fit the downstream model on the labelled subset; validation (raw and BN-refreshed) every epoch.
 
-        Ends with the BN statistics refreshed (when `evaluation.bn_refresh`); the test split is not touched.
+        Returns (record, BN statistics as training left them).  Ends with the BN statistics refreshed (when
+        `evaluation.bn_refresh`); the test split is not touched.
         """
         r, d, split = self.recipe, self.data, self.splits[seed]
         batch = r.data.batch_size
@@ -398,27 +404,27 @@ class Experiment:
                            verbose=r.runtime.verbose)
         out = {"history": result.history, "finetune_epochs": epochs, "finetune_wall_time_s": result.wall_time_s}
         out["val_accuracy_raw"] = accuracy(model, validation, y_val)[0]
-        self._raw_bn = bn_state(model)
+        raw_bn = bn_state(model)
         if r.evaluation.bn_refresh:
             refresh_batch_norm(model, refresh_images, bn_batches)
-            self._refreshed_bn = bn_state(model)
             out["val_accuracy_refreshed"] = accuracy(model, validation, y_val)[0]
             out["val_accuracy"] = out["val_accuracy_refreshed"]
         else:
             out["val_accuracy"] = out["val_accuracy_raw"]
-        return out
+        return out, raw_bn
 
-    def evaluate_test(self, model: keras.Model, seed: int) -> dict:
-        """Test accuracy once, at the end: raw BN statistics, then refreshed; confusion matrix of the latter."""
+    def evaluate_test(self, model: keras.Model, seed: int, raw_bn: list) -> dict:
+        """Test accuracy once, at the end: refreshed BN statistics (as `finetune` left them), then the raw ones
+        training produced (`raw_bn`); confusion matrix of the former."""
         r, d = self.recipe, self.data
         test = labelled_batches(d.x_test, d.y_test, r.data.batch_size, shuffle=False, seed=seed)
         out = {}
         if r.evaluation.bn_refresh:
-            # finetune() left the model refreshed; measure raw with the statistics training produced
+            refreshed_bn = bn_state(model)
             out["test_accuracy_refreshed"], predicted = accuracy(model, test, d.y_test)
-            set_bn_state(model, self._raw_bn)
+            set_bn_state(model, raw_bn)
             out["test_accuracy_raw"] = accuracy(model, test, d.y_test)[0]
-            set_bn_state(model, self._refreshed_bn)
+            set_bn_state(model, refreshed_bn)
             out["test_accuracy"] = out["test_accuracy_refreshed"]
         else:
             out["test_accuracy_raw"], predicted = accuracy(model, test, d.y_test)

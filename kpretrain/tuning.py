@@ -191,17 +191,20 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         return experiment.downstream_model(experiment.initial_backbone(arm, seed), arm, seed)
 
     def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0):
-        """Pre-train the backbone (unless a Hyperband round resumes trained weights), then fine-tune `model`."""
+        """Pre-train the backbone and transfer (unless a Hyperband round resumes trained weights), then fine-tune."""
         experiment, arm = self.trial(self.declare(hp))
         seed = experiment.recipe.seeds[0]
+        backbone = model.layers[1]  # attach_head: [images, backbone, head]
         with self.strategy.scope() if self.strategy else contextlib.nullcontext():
-            if pretrains(arm) and "tuner/trial_id" not in hp.values:
-                backbone = model.layers[1]  # attach_head: [images, backbone, head]
-                freeze_to_depth(backbone, 0)
-                experiment.pretrain(backbone, arm, seed)
+            if "tuner/trial_id" in hp.values:  # Hyperband: weights of an earlier round, transferred already
                 freeze_to_depth(backbone, arm.transfer.frozen_depth, arm.transfer.bn)
-            result = experiment.finetune(model, arm, seed, callbacks=callbacks,
-                                         epochs=None if epochs is None else epochs - initial_epoch)
+            else:
+                if pretrains(arm):
+                    freeze_to_depth(backbone, 0)
+                    experiment.pretrain(backbone, arm, seed)
+                experiment.transfer(model, arm, seed)
+            result, _ = experiment.finetune(model, arm, seed, callbacks=callbacks,
+                                            epochs=None if epochs is None else epochs - initial_epoch)
         return {"val_accuracy": result["val_accuracy"], "val_accuracy_raw": result["val_accuracy_raw"]}
 
 
