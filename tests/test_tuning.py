@@ -146,7 +146,8 @@ def test_space_key_the_searched_arm_overrides_is_rejected(tmp_path, capsys):
 
 
 def test_smoke_search_runs_three_trials_unless_told(tmp_path, capsys):
-    recipe = write_recipe(tmp_path, tune={"max_trials": 30, "space": {"transfer.frozen_depth": {"int": [0, 3]}}})
+    recipe = write_recipe(tmp_path, tune={"max_trials": 30, "space": {"transfer.frozen_depth": {"int": [0, 3]}}},
+                          pretrain={"task": "overlay", "epochs": 0}, finetune={"epochs": 1})  # cheap trials
     assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]) == 0
     assert "random, 3 trials over transfer.frozen_depth" in capsys.readouterr().out
     assert len(trials(tmp_path / "runs" / "tiny")) == 3
