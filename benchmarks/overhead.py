@@ -5,6 +5,12 @@ same number of epochs; runs are interleaved and repeated, and the median of each
 ratio is the training stage alone (goal <= 1.05); the second adds kpretrain's per-epoch validation with
 raw and BN-refreshed accuracy against Keras' plain `validation_data`.
 
+A third figure is kpretrain's training throughput (images/s of the training-only stage, compile and first-step
+tracing included, as in the ratio above) as a fraction of the same model's compute ceiling on this machine: the
+tight-loop rate of a train step on one in-memory float32 batch (`tf.constant`), timed after warm-up as the
+faster of a `tf.function` GradientTape step and `model.train_on_batch` (goal >= 0.9).  The tight loops run
+interleaved with the training-only repeats, one epoch's worth of steps each, and their medians are used.
+
     python benchmarks/overhead.py [--quick]
 """
 
@@ -19,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from kpretrain.data import labelled_batches, load_dataset  # noqa: E402
 from kpretrain.models.backbones import create_backbone  # noqa: E402
@@ -62,6 +69,51 @@ def kpretrain_stage(x, y, xv, yv, epochs, batch, validate):
     return time.perf_counter() - start
 
 
+def tight_loops(x, y, batch, warmup=10):
+    """{name: time(steps) -> seconds} for train steps on one batch already in memory, both variants traced.
+
+    Each variant gets its own model, built and compiled like the others (Adam 1e-3, same loss and metric).
+    """
+    xb = tf.constant(x[:batch].astype("float32") / 255.0)
+    yb = tf.constant(y[:batch].astype("int32"))
+
+    tape_model = build()
+    kwargs = compile_kwargs()
+    tape_model.compile(optimizer=keras.optimizers.Adam(1e-3), **kwargs)
+    loss_fn, metric, optimizer = kwargs["loss"], kwargs["metrics"][0], tape_model.optimizer
+
+    @tf.function
+    def tape_step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = tape_model(images, training=True)
+            loss = loss_fn(labels, logits)
+        grads = tape.gradient(loss, tape_model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, tape_model.trainable_variables))
+        metric.update_state(labels, logits)
+        return loss
+
+    def time_tape(steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = tape_step(xb, yb)
+        loss.numpy()  # wait for the last step
+        return time.perf_counter() - start
+
+    tob_model = build()
+    tob_model.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_kwargs())
+
+    def time_train_on_batch(steps):
+        start = time.perf_counter()
+        for _ in range(steps):
+            tob_model.train_on_batch(xb, yb)  # returns numpy values, so each step has finished
+        return time.perf_counter() - start
+
+    loops = {"tf.function GradientTape": time_tape, "train_on_batch": time_train_on_batch}
+    for timed in loops.values():
+        timed(warmup)  # tracing and first-step costs are not timed
+    return loops
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images and repeats (a few minutes on 2 cores)")
@@ -73,7 +125,10 @@ def main():
     batch = 128
     print(f"{n} Fashion-MNIST images, batch {batch}, {epochs} epochs per measurement, {repeats} repeats, "
           f"interleaved")
+    steps_per_epoch = int(np.ceil(n / batch))
     results = {}
+    loops = tight_loops(x, y, batch)
+    loop_times = {name: [] for name in loops}
     for validate in (False, True):
         times = {"hand-written fit": [], "kpretrain stage": []}
         hand_written(x[:1024], y[:1024], xv[:256], yv[:256], 1, batch, validate)  # warm up both paths
@@ -81,14 +136,31 @@ def main():
         for _ in range(repeats):
             times["hand-written fit"].append(hand_written(x, y, xv, yv, epochs, batch, validate))
             times["kpretrain stage"].append(kpretrain_stage(x, y, xv, yv, epochs, batch, validate))
+            if not validate:  # the compute ceiling, side by side with the training-only runs
+                for name, timed in loops.items():
+                    loop_times[name].append(timed(steps_per_epoch))
         label = "with validation" if validate else "training only"
         medians = {k: statistics.median(v) for k, v in times.items()}
         for k, v in times.items():
             print(f"  {label:16s} {k:17s} median {medians[k] / epochs:6.2f} s/epoch  "
                   f"(runs: {', '.join(f'{t:.1f}' for t in v)} s)")
         results[label] = medians["kpretrain stage"] / medians["hand-written fit"]
+        if not validate:
+            results["kpretrain images/s"] = n * epochs / medians["kpretrain stage"]
+            loop_rates = {}
+            for name, v in loop_times.items():
+                rates = [steps_per_epoch * batch / t for t in v]
+                loop_rates[name] = statistics.median(rates)
+                print(f"  {label:16s} tight loop, {name:24s} median {loop_rates[name]:6.0f} images/s  "
+                      f"(runs: {', '.join(f'{r:.0f}' for r in rates)} images/s, {steps_per_epoch} steps each)")
+            results["tight loop"] = max(loop_rates.items(), key=lambda item: item[1])
     print(f"ratio with validation (raw + BN-refreshed vs Keras validation_data): {results['with validation']:.2f}")
     print(f"epoch-time ratio kpretrain/hand-written: {results['training only']:.2f}")
+    loop_name, loop_rate = results["tight loop"]
+    kp_rate = results["kpretrain images/s"]
+    print(f"tight-loop train step: {loop_rate:.0f} images/s ({loop_name}, one in-memory batch of {batch})")
+    print(f"kpretrain training throughput: {kp_rate:.0f} images/s = {kp_rate / loop_rate:.2f} of the tight loop "
+          f"(goal >= 0.9)")
 
 
 if __name__ == "__main__":

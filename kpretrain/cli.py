@@ -209,9 +209,12 @@ def cmd_show_task(args) -> int:
     from kpretrain.pretext import create_task
     from kpretrain.pretext.show import save_task_grid
 
-    arm = next((a for a in recipe.arm_recipes().values() if pretrains(a)), None)
+    from kpretrain.pretext.registry import LABELLED_TASKS
+
+    arm = next((a for a in recipe.arm_recipes().values() if pretrains(a) and a.pretrain.task not in LABELLED_TASKS), None)
     if arm is None:
-        raise RecipeError("recipe key 'pretrain.task': the recipe has no pre-training arm to show; set pretrain.task")
+        raise RecipeError("recipe key 'pretrain.task': the recipe has no pretext task that makes labels to show; "
+                          "set pretrain.task, e.g. overlay")
     data = load_dataset(arm.pretrain.dataset or recipe.data.dataset, recipe.data.path if not arm.pretrain.dataset else None)
     task = create_task(arm.pretrain.task, arm.pretrain.options, seed=0)
     n = max(2, args.n)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import json
 import os
 import types
 import typing
@@ -19,8 +20,9 @@ from typing import Literal, Optional, Union
 import yaml
 
 from kpretrain.errors import RecipeError
+from kpretrain.pretext.registry import TASK_NAMES
 
-PRETEXT_TASKS = ("none", "rotation", "noise", "overlay", "jigsaw", "contrastive", "mixed", "supervised")
+PRETEXT_TASKS = ("none", *TASK_NAMES)
 BASELINES = ("scratch",)
 
 
@@ -112,6 +114,9 @@ class EvaluationConfig:
     bn_refresh: bool = _spec(default=True, doc="recompute BN moving statistics on training batches before the final evaluation")
     bn_refresh_batches: int = _spec(default=50, minimum=1, doc="at most this many training batches for the refresh")
     bn_warn_points: float = _spec(default=2.0, minimum=0.0, doc="warn when raw and refreshed accuracy differ by more (points)")
+    raw: str = _spec(default="final", choices=("final", "every_epoch"),
+                     doc="stale-BN (raw) accuracy: at the last epoch (validation and test) or at every validation")
+    validate_every: int = _spec(default=1, minimum=1, doc="validate every k fine-tuning epochs; the last always")
 
 
 @dataclass
@@ -159,7 +164,35 @@ class Recipe:
         return _to_plain(self)
 
     def arm_recipes(self) -> dict[str, "Recipe"]:
-        """Each arm's fully resolved recipe, baselines included, in run order."""
+        """Each arm's fully resolved recipe, baselines (matched scratches included) first, in run order."""
+        return self._resolve()[0]
+
+    def baseline_pairs(self) -> dict[str, str]:
+        """Arm name -> the name of its matched scratch (same backbone, data and fine-tuning), for every non-baseline arm."""
+        return self._resolve()[1]
+
+    def _resolve(self) -> tuple[dict[str, "Recipe"], dict[str, str]]:
+        arms = self._declared_arms()
+        if "scratch" not in self.baselines or "scratch" not in arms:
+            return arms, {}
+        baselines = {name: arm for name, arm in arms.items() if name in self.baselines}
+        signatures = {json.dumps(arms["scratch"].to_dict(), sort_keys=True): "scratch"}
+        pairs = {}
+        for name, arm in arms.items():
+            if name in self.baselines:
+                continue
+            matched = _baseline("scratch", {k: v for k, v in arm.to_dict().items() if k != "arms"})
+            key = json.dumps(matched.to_dict(), sort_keys=True)
+            if key not in signatures:
+                signatures[key] = f"scratch-{name}"
+                if signatures[key] in arms:
+                    raise RecipeError(f"recipe key 'arms.{signatures[key]}': the name is taken by the matched scratch of "
+                                      f"arm {name!r} (its backbone or fine-tuning differ from the top level); rename the arm")
+                baselines[signatures[key]] = matched
+            pairs[name] = signatures[key]
+        return {**baselines, **{n: a for n, a in arms.items() if n not in baselines}}, pairs
+
+    def _declared_arms(self) -> dict[str, "Recipe"]:
         base = self.to_dict()
         base.pop("arms", None)
         arms: dict[str, Recipe] = {}
@@ -442,12 +475,12 @@ def _deep_merge(base: dict, overrides: dict, prefix: str) -> dict:
 
 
 def _baseline(name: str, base: dict) -> Recipe:
+    """`scratch`: the backbone, data and fine-tuning of `base`; no pre-training, no loaded weights, default transfer."""
     raw = copy.deepcopy(base)
     if name == "scratch":
-        raw["pretrain"] = {**raw["pretrain"], "task": "none", "epochs": 0}
+        raw["pretrain"] = {"epochs": 0}
         raw["backbone"] = {**raw["backbone"], "from": None}
-        raw["transfer"] = {**raw["transfer"], "frozen_depth": 0, "unfreeze": None, "init": "weights",
-                           "head_init": "none"}
+        raw["transfer"] = {}
     arm = _build(Recipe, raw, "")
     arm.arms = None
     return arm

@@ -16,15 +16,14 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-import keras
 import keras_tuner
 import tensorflow as tf
 import yaml
 
 from kpretrain.errors import InputError, RecipeError
 from kpretrain.experiment import Experiment
-from kpretrain.models.freezing import freeze_to_depth
-from kpretrain.recipe import Recipe, apply_overrides, load_raw, pretrains, recipe_from_dict
+from kpretrain.protocol import build_model, run_unit
+from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict
 from kpretrain.report import io
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 
@@ -127,27 +126,32 @@ def trial_recipe(raw: dict, values: dict) -> Recipe:
     return recipe_from_dict(with_values(raw, values))
 
 
-def searched_arm(recipe: Recipe) -> int:
-    """Position of the searched arm in `recipe.arm_recipes()`: `tune.arm`, else the first that is no baseline."""
+def searched_arm(recipe: Recipe) -> str:
+    """The searched arm: `tune.arm`, else the first that is no baseline (its name may change with the values:
+    an arm without `arms:` is named after its task)."""
     names = list(recipe.arm_recipes())
-    arm = recipe.tune.arm or next((name for name in names if name not in recipe.baselines), None)
+    arm = recipe.tune.arm or next(iter(_protocol_arms(recipe)), None)
     if arm not in names:
         raise RecipeError(f"recipe key 'tune.arm': {arm!r} is not an arm of this recipe; allowed: {', '.join(names)}")
-    return names.index(arm)
+    return arm
+
+
+def _protocol_arms(recipe: Recipe) -> list[str]:
+    pairs = recipe.baseline_pairs()
+    return [name for name in recipe.arm_recipes() if name in pairs or "scratch" not in recipe.baselines
+            and name not in recipe.baselines]
 
 
 class ProtocolHyperModel(keras_tuner.HyperModel):
-    """A trial: the searched arm with the trial's values, pre-trained, transferred and fine-tuned on the first seed.
-
-    `fit` runs under `strategy` (KerasTuner's Tuner builds under it); it returns validation accuracy only.
-    """
+    """A trial: the searched arm with the trial's values on the first seed, through `protocol.run_unit` (the
+    sequence `kpretrain run` executes); `fit` returns validation accuracy only and never touches test data."""
 
     def __init__(self, raw: dict, *, smoke: bool = False, strategy: tf.distribute.Strategy | None = None):
         super().__init__(name=raw.get("name"))
         self.raw = raw
         recipe = recipe_from_dict(raw)
         self.dims = parse_space(recipe.tune.space)
-        self.arm_index = searched_arm(recipe)
+        self.arm_name = searched_arm(recipe)
         for dim in self.dims:
             if dim.key.startswith("arms.") and dim.key.split(".")[1] not in (recipe.arms or {}):
                 raise RecipeError(f"recipe key 'tune.space.{dim.key}': the recipe has no arm "
@@ -161,13 +165,12 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         for dim in self.dims:
             for value in dim.corners():
                 try:
-                    experiment, arm = self.trial({dim.key: value})
-                    name = list(experiment.arms)[self.arm_index]
-                    local = dim.key.removeprefix(f"arms.{name}.")
+                    _, arm = self.trial({dim.key: value})
+                    local = dim.key.removeprefix(f"arms.{self.arm_name}.")
                     if _lookup(arm.to_dict(), local) != value:
-                        raise RecipeError(f"the searched arm {name!r} does not receive it"
+                        raise RecipeError(f"the searched arm {self.arm_name!r} does not receive it"
                                           + ("" if local != dim.key else f" (it sets {local} itself: search "
-                                                                         f"'arms.{name}.{local}')"))
+                                                                         f"'arms.{self.arm_name}.{local}')"))
                 except InputError as exc:
                     raise RecipeError(f"recipe key 'tune.space.{dim.key}': {value!r} fails: {exc}") from None
 
@@ -176,7 +179,8 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         if self._last is None or self._last[0] != values:
             experiment = Experiment(trial_recipe(self.raw, values), smoke=self.smoke)
             experiment.prepare()
-            self._last = (values, experiment, list(experiment.arms.values())[self.arm_index])
+            name = searched_arm(experiment.recipe)
+            self._last = (values, experiment, experiment.arms[name])
         return self._last[1:]
 
     def declare(self, hp: keras_tuner.HyperParameters) -> dict:
@@ -186,26 +190,18 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         experiment, arm = self.trial(self.declare(hp))
         configure_runtime(experiment.recipe.runtime)  # KerasTuner's clear_session() resets the dtype policy
-        seed = experiment.recipe.seeds[0]
-        keras.utils.set_random_seed(seed)
-        return experiment.downstream_model(experiment.initial_backbone(arm, seed), arm, seed)
+        return build_model(arm, experiment.seed_data(experiment.recipe.seeds[0]))
 
     def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0):
-        """Pre-train the backbone and transfer (unless a Hyperband round resumes trained weights), then fine-tune."""
+        """`run_unit` on the trial's model; a Hyperband round that resumes trained weights skips pre-training."""
         experiment, arm = self.trial(self.declare(hp))
-        seed = experiment.recipe.seeds[0]
-        backbone = model.layers[1]  # attach_head: [images, backbone, head]
-        with self.strategy.scope() if self.strategy else contextlib.nullcontext():
-            if "tuner/trial_id" in hp.values:  # Hyperband: weights of an earlier round, transferred already
-                freeze_to_depth(backbone, arm.transfer.frozen_depth, arm.transfer.bn)
-            else:
-                if pretrains(arm):
-                    freeze_to_depth(backbone, 0)
-                    experiment.pretrain(backbone, arm, seed)
-                experiment.transfer(model, arm, seed)
-            result, _ = experiment.finetune(model, arm, seed, callbacks=callbacks,
-                                            epochs=None if epochs is None else epochs - initial_epoch)
-        return {"val_accuracy": result["val_accuracy"], "val_accuracy_raw": result["val_accuracy_raw"]}
+        unit = run_unit(arm, experiment.seed_data(experiment.recipe.seeds[0]), model=model,
+                        resumed="tuner/trial_id" in hp.values, callbacks=callbacks, test=False,
+                        epochs=None if epochs is None else epochs - initial_epoch, scope=self._scope)
+        return {"val_accuracy": unit.finetune.val_accuracy, "val_accuracy_raw": unit.finetune.val_accuracy_raw}
+
+    def _scope(self):
+        return self.strategy.scope() if self.strategy else contextlib.nullcontext()
 
 
 def _lookup(tree: dict, key: str):
@@ -347,7 +343,7 @@ def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None
     hypermodel = ProtocolHyperModel(raw, smoke=smoke, strategy=_runtime(recipe))
     print("\n".join(Experiment(recipe, smoke=smoke).prepare()))
     hypermodel.check()
-    arm_name = list(recipe.arm_recipes())[hypermodel.arm_index]
+    arm_name = hypermodel.arm_name
     project = os.path.join(directory, recipe.name)
     signature = {**recipe.arm_recipes()[arm_name].to_dict(), "smoke": smoke}  # what a trial's score depends on
     signature["tune"].pop("max_trials")

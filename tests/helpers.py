@@ -3,16 +3,19 @@
 import numpy as np
 
 
-def tiny_npz(path, n_train=400, n_test=100, classes=4, seed=0):
-    """An .npz of 16x16 images whose class is a bright quadrant: learnable in a few steps."""
+def tiny_npz(path, n_train=400, n_test=100, classes=4, seed=0, size=16):
+    """An .npz of size x size images whose class is a bright cell of a grid (quadrants for 4 classes):
+    learnable in a few steps."""
     rng = np.random.default_rng(seed)
+    grid = int(np.ceil(np.sqrt(classes)))
+    cell = size // grid
 
     def make(n):
         y = rng.integers(0, classes, n)
-        x = rng.integers(0, 60, (n, 16, 16, 1)).astype(np.uint8)
+        x = rng.integers(0, 60, (n, size, size, 1)).astype(np.uint8)
         for i, c in enumerate(y):
-            r, q = divmod(int(c), 2)
-            x[i, r * 8:(r + 1) * 8, q * 8:(q + 1) * 8] += 150
+            r, q = divmod(int(c), grid)
+            x[i, r * cell:(r + 1) * cell, q * cell:(q + 1) * cell] += 150
         return x, y
 
     (x_train, y_train), (x_test, y_test) = make(n_train), make(n_test)

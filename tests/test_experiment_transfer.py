@@ -37,7 +37,17 @@ def test_arms_record_their_protocol(tiny):
     recipe, tmp = tiny
     metrics = run(recipe, tmp / "run", "evaluation.bn_refresh_batches=2", "seeds=[0]")
     arms = metrics["arms"]
-    assert list(arms) == ["scratch", "frozen_all", "stats", "warm", "gradual"]
+    # gradual overrides finetune.epochs: it gets its own matched scratch, trained for as long as it is
+    assert list(arms) == ["scratch", "scratch-gradual", "frozen_all", "stats", "warm", "gradual"]
+    assert arms["gradual"]["baseline"] == "scratch-gradual" and arms["stats"]["baseline"] == "scratch"
+    assert arms["scratch-gradual"]["protocol"]["finetune_epochs"] == 3 and arms["scratch"]["protocol"]["finetune_epochs"] == 2
+    assert arms["scratch-gradual"]["protocol"]["task"] == "none"
+    # the four pre-trained arms differ only in transfer settings: one pre-training per seed, recorded with its arms
+    assert len(metrics["pretraining"]) == 1
+    assert metrics["pretraining"][0]["arms"] == ["frozen_all", "stats", "warm", "gradual"]
+    assert {arms[a]["pretrain_unit"][0] for a in ("frozen_all", "stats", "warm", "gradual")} == {"seed0.frozen_all.pretrain"}
+    assert sorted(p.name for p in (tmp / "run" / "units").glob("*.pretrain.*")) == [
+        "seed0.frozen_all.pretrain.json", "seed0.frozen_all.pretrain.weights.h5"]
     assert arms["frozen_all"]["protocol"]["frozen_depth"] == "all"
     assert arms["stats"]["protocol"]["init"] == "statistics"
     assert arms["warm"]["protocol"]["head_init"] == "logistic_regression"
@@ -46,6 +56,10 @@ def test_arms_record_their_protocol(tiny):
     assert arms["scratch"]["trainable_params"] > arms["stats"]["trainable_params"] - 1
     for entry in arms.values():
         assert len(entry["knn_accuracy"]) == 1 and all(0 <= a <= 1 for a in entry["knn_accuracy"])
+    # kNN depends on the backbone's weights only: the same whichever arm (depth, BN policy, head warm start)
+    # computes it, and the same for both scratches (same initial weights)
+    assert arms["frozen_all"]["knn_accuracy"] == arms["warm"]["knn_accuracy"] == arms["gradual"]["knn_accuracy"]
+    assert arms["scratch"]["knn_accuracy"] == arms["scratch-gradual"]["knn_accuracy"]
     # the logistic warm start is far better than chance (0.25) before any fine-tuning
     warm = arms["warm"]["head_init"]
     assert all(w["val_accuracy_before_finetune"] > 0.5 for w in warm), warm
@@ -67,7 +81,9 @@ def test_backbone_from_round_trip(tiny):
         assert arm["protocol"]["source_backbone"] == str(path)
         assert arm["protocol"]["frozen_depth"] == depth
         # frozen features equal the exported ones: kNN accuracy of the reloaded backbone is that of the source
-        assert arm["knn_accuracy"] == pytest.approx(first["arms"]["overlay"]["knn_accuracy"], abs=1e-9)
+        # (a SavedModel hides its BN layers, so its kNN cannot refresh them and is not compared)
+        if depth != "all":
+            assert arm["knn_accuracy"] == pytest.approx(first["arms"]["overlay"]["knn_accuracy"], abs=1e-9)
 
 
 def test_saved_model_source_allows_only_0_or_all(tiny, capsys):

@@ -47,7 +47,11 @@ def test_named_arms_override_any_protocol_key(tmp_path):
     raw = dict(BASE, arms={"frozen_all": {"transfer": {"frozen_depth": "all"}},
                            "rot": {"pretrain": {"task": "rotation"}, "finetune.epochs": 5}})
     arms = load_recipe(write(tmp_path, raw)).arm_recipes()
-    assert list(arms) == ["scratch", "frozen_all", "rot"]
+    # rot fine-tunes for 5 epochs: its matched scratch does too (the other arms share `scratch`)
+    assert list(arms) == ["scratch", "scratch-rot", "frozen_all", "rot"]
+    assert load_recipe(write(tmp_path, raw)).baseline_pairs() == {"frozen_all": "scratch", "rot": "scratch-rot"}
+    assert arms["scratch-rot"].finetune.epochs == 5 and arms["scratch-rot"].pretrain.task == "none"
+    assert arms["scratch-rot"].transfer.frozen_depth == 0 and arms["scratch"].finetune.epochs == BASE["finetune"]["epochs"]
     assert arms["frozen_all"].transfer.frozen_depth == "all"
     assert arms["rot"].pretrain.task == "rotation" and arms["rot"].finetune.epochs == 5
     assert arms["rot"].transfer.frozen_depth == 1

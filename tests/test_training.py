@@ -7,7 +7,8 @@ import tensorflow as tf
 
 from kpretrain.models.backbones import create_backbone
 from kpretrain.models.freezing import freeze_to_depth
-from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm
+from kpretrain.models.heads import attach_head, create_head
+from kpretrain.training.bn_refresh import batch_norm_layers, bn_state, refresh_batch_norm
 from kpretrain.training.stages import epoch_plan
 
 
@@ -68,6 +69,41 @@ def test_refresh_fixes_stale_statistics_on_a_trained_model():
     refresh_batch_norm(model, tf.data.Dataset.from_tensor_slices(x).batch(100))
     fresh = model.evaluate(x, y, verbose=0)[1]
     assert fresh > stale + 0.1 and fresh > 0.85
+
+
+def _classifier():
+    backbone = create_backbone("small_cnn", (28, 28, 1), seed=0, widths=(8, 16, 32))
+    return backbone, attach_head(backbone, create_head("linear", backbone.output_shape[-1], 10, seed=0))
+
+
+def test_refresh_after_unfreezing_a_block_matches_a_fresh_model():
+    """A changed set of trainable BN layers must retrace the cached forward pass, not reuse the stale graph."""
+    images = tf.data.Dataset.from_tensor_slices(
+        np.random.default_rng(3).random((96, 28, 28, 1), dtype=np.float32)).batch(32)
+    backbone, model = _classifier()
+    freeze_to_depth(backbone, 2)
+    refresh_batch_norm(model, images)
+    fresh_backbone, fresh_model = _classifier()
+    fresh_model.set_weights(model.get_weights())
+
+    freeze_to_depth(backbone, 1)
+    refresh_batch_norm(model, images)
+    freeze_to_depth(fresh_backbone, 1)
+    refresh_batch_norm(fresh_model, images)
+
+    got, want = batch_norm_layers(model), batch_norm_layers(fresh_model)
+    assert [layer.name for layer in got] == [layer.name for layer in want]
+    assert any(layer.name.startswith("block2_") for layer in got)
+    for layer in got:
+        assert np.all(layer.moving_variance.numpy() > 0), layer.name
+    for layer, ref in zip(got, want):
+        np.testing.assert_allclose(layer.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=1e-5,
+                                   err_msg=layer.name)
+        np.testing.assert_allclose(layer.moving_mean.numpy(), ref.moving_mean.numpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=layer.name)
+    for (m0, v0), (m1, v1) in zip(bn_state(model), bn_state(fresh_model)):  # frozen block1 BN untouched
+        np.testing.assert_allclose(m0, m1, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(v0, v1, rtol=1e-5)
 
 
 @pytest.mark.parametrize("epochs, steps, points, expected", [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import kpretrain.experiment
+import kpretrain.protocol.unit
 from kpretrain.cli import main
 from tests import helpers
 from kpretrain.recipe import load_recipe
@@ -95,7 +95,7 @@ def test_search_writes_outputs_resumes_extends_and_starts_over(tmp_path, capsys)
     assert sorted(trials(project)) == ["0"]
     assert len(json.loads((project / "best.json").read_text())["trials"]) == 1
     out = capsys.readouterr().out
-    assert "| scratch |" in out and "Δ vs scratch" in out
+    assert "| scratch |" in out and "Δ vs its scratch" in out
     (final,) = (project / "final").iterdir()
     metrics = json.loads((final / "metrics.json").read_text())
     assert metrics["seeds"] == [0, 1] and "scratch" in metrics["arms"] and len(metrics["arms"]) == 2
@@ -182,9 +182,8 @@ def test_hyperband_resumes_trained_weights_without_pretraining_again(tmp_path, m
              "pretrain.optimizer.learning_rate": {"float": [1.0e-5, 1.0e-2], "sampling": "log"}}  # 1e-05 in YAML
     recipe = write_recipe(tmp_path, space=space, finetune={"epochs": 3})  # 3 trials, then 1 resumed
     calls = []
-    pretrain = kpretrain.experiment.Experiment.pretrain
-    monkeypatch.setattr(kpretrain.experiment.Experiment, "pretrain",
-                        lambda self, *a, **kw: calls.append(1) or pretrain(self, *a, **kw))
+    pretrain = kpretrain.protocol.unit.pretrain
+    monkeypatch.setattr(kpretrain.protocol.unit, "pretrain", lambda *a, **kw: calls.append(1) or pretrain(*a, **kw))
     assert main(["tune", recipe, "--smoke", "--tuner", "hyperband", "--max-trials", "4",
                  "--dir", str(tmp_path / "runs")]) == 0
     found = trials(tmp_path / "runs" / "tiny")
@@ -271,3 +270,62 @@ def test_trial_under_mixed_precision_and_xla(tmp_path, capsys):
         keras.mixed_precision.set_global_policy("float32")
     (trial,) = trials(tmp_path / "runs" / "tiny").values()
     assert trial["status"] == "COMPLETED" and 0.0 <= trial["score"] <= 1.0
+
+
+PROTOCOLS = {  # one arm per protocol option; each must score in a trial what `kpretrain run` records
+    "depth0": {"transfer": {"frozen_depth": 0}},
+    "depth1": {"transfer": {"frozen_depth": 1}},
+    "depth_all": {"transfer": {"frozen_depth": "all"}},
+    "bn_train": {"transfer": {"frozen_depth": 2, "bn": "train"}},
+    "unfreeze": {"transfer": {"frozen_depth": 2, "unfreeze": {"every": 1, "backbone_lr_factor": 0.5}}},
+    "init_statistics": {"transfer": {"init": "statistics"}},
+    "init_random": {"transfer": {"init": "random"}},
+    "head_init": {"transfer": {"frozen_depth": "all", "head_init": "logistic_regression"}},
+    "supervised": {"pretrain": {"task": "supervised", "dataset": "kmnist"}},  # tiny data under that name
+    "from_keras": {"backbone": {"from": "BACKBONE"}, "pretrain": {"epochs": 0}, "transfer": {"frozen_depth": 1}},
+}
+
+
+@pytest.fixture(scope="module")
+def protocol_run(tmp_path_factory):
+    """One deterministic run of every protocol option on tiny data (one seed), shared by the trial checks."""
+    import keras_tuner  # noqa: F401  (imported before the run, as `kpretrain tune` does)
+    from kpretrain.models.backbones import create_backbone
+
+    tmp = tmp_path_factory.mktemp("protocols")
+    backbone = tmp / "source.keras"
+    create_backbone("small_cnn", (28, 28, 1), seed=7, widths=(4, 8, 8)).save(backbone)
+    arms = json.loads(json.dumps(PROTOCOLS).replace("BACKBONE", str(backbone)))
+    path = write_recipe(tmp, space={"evaluation.bn_warn_points": {"choice": [2.0]}}, arms=arms,  # changes nothing
+                        runtime={"deterministic": True}, finetune={"epochs": 3, "optimizer": {"learning_rate": 0.01}},
+                        seeds=[0], data={"dataset": "tiny", "path": str(tmp / "tiny.npz"), "labels_per_class": 20,
+                              "validation": 100, "batch_size": 32})
+    # 28x28 images, so that $KPRETRAIN_DATA_DIR/kmnist.npz (other tiny data) can stand in for KMNIST
+    helpers.tiny_npz(tmp / "tiny.npz", n_train=300, n_test=60, size=28)
+    helpers.tiny_npz(tmp / "kmnist.npz", n_train=300, n_test=60, classes=10, seed=1, size=28)
+    env = pytest.MonkeyPatch()
+    env.setenv("KPRETRAIN_DATA_DIR", str(tmp))
+    assert main(["run", path, "--out", str(tmp / "run")]) == 0
+    yield path, tmp / "run"
+    env.undo()
+
+
+@pytest.mark.parametrize("arm", ["scratch", *PROTOCOLS])
+def test_a_trial_scores_the_validation_accuracy_the_run_records(protocol_run, arm, monkeypatch):
+    """A tuner trial (KerasTuner calls build, then fit) is the protocol `kpretrain run` executes: same score."""
+    import keras_tuner
+
+    from kpretrain.recipe import load_raw
+    from kpretrain.tuning import ProtocolHyperModel
+
+    path, run_dir = protocol_run
+    monkeypatch.setenv("KPRETRAIN_DATA_DIR", str(Path(path).parent))
+    raw = load_raw(path, [f"tune.arm={arm}"])
+    raw["arms"] = {name: protocol for name, protocol in raw["arms"].items() if name == arm} or None  # the others wait
+    hypermodel = ProtocolHyperModel(raw)
+    hp = keras_tuner.HyperParameters()
+    scores = hypermodel.fit(hp, hypermodel.build(hp))
+    recorded = json.loads((run_dir / "units" / f"seed0.{arm}.finetune.json").read_text())
+    assert scores["val_accuracy"] == pytest.approx(recorded["val_accuracy"], abs=1e-6)
+    # the stale-BN number is the more sensitive one: it changes whenever a block trains differently
+    assert scores["val_accuracy_raw"] == pytest.approx(recorded["val_accuracy_raw"], abs=1e-6)

@@ -51,7 +51,23 @@ def mlp_head(feature_dim, num_classes, *, seed=0, name="head", hidden=256, dropo
     return keras.Model(inputs, logits, name=name)
 
 
-def attach_head(backbone: keras.Model, head: keras.Model, name: str = "classifier") -> keras.Model:
-    """Functional model `images -> head(backbone(images))`; backbone and head stay separate sub-models."""
-    inputs = keras.Input(shape=backbone.input_shape[1:], name="images")
-    return keras.Model(inputs, head(backbone(inputs)), name=name)
+class HeadedModel(keras.Model):
+    """Functional model `images -> head(backbone(images))`; `.backbone` and `.head` are its sub-models, by name."""
+
+    def __init__(self, backbone: keras.Model, head: keras.Model, name: str = "classifier", **kwargs):
+        inputs = keras.Input(shape=backbone.input_shape[1:], name="images")
+        super().__init__(inputs, head(backbone(inputs)), name=name, **kwargs)
+        self.backbone_name, self.head_name = backbone.name, head.name
+
+    @property
+    def backbone(self) -> keras.Model:
+        return self.get_layer(self.backbone_name)
+
+    @property
+    def head(self) -> keras.Model:
+        return self.get_layer(self.head_name)
+
+
+def attach_head(backbone: keras.Model, head: keras.Model, name: str = "classifier") -> HeadedModel:
+    """`backbone` followed by `head`, as a `HeadedModel`."""
+    return HeadedModel(backbone, head, name=name)

@@ -60,6 +60,7 @@ class PretextTask(keras.layers.Layer):
     task_name = "pretext"
     num_classes = 2
     batch_multiplier = 1  # output batch size / input batch size
+    needs_labels = False  # True: trained on the data set's own labels (`make_dataset` takes (images, labels))
 
     def __init__(self, seed: int | None = None, **kwargs):
         kwargs.setdefault("trainable", False)

@@ -12,11 +12,20 @@ from kpretrain.report import io  # noqa: E402
 
 
 def _mean_curve(histories: list[dict], key: str):
-    series = [h[key] for h in histories if key in h and h[key]]
+    """(mean over seeds, the seeds' series) of `key`; epochs that were not measured are NaN."""
+    series = [np.array([np.nan if v is None else v for v in h[key]], dtype=float)
+              for h in histories if key in h and h[key]]
     if not series:
         return None, []
     n = min(len(s) for s in series)
     return np.mean([s[:n] for s in series], axis=0), series
+
+
+def _plot(ax, ys, **kwargs):
+    """Plot measured points only (epochs 1..n), joined across epochs that were not validated."""
+    xs = np.arange(1, len(ys) + 1)
+    keep = np.isfinite(ys)
+    ax.plot(xs[keep], ys[keep], **kwargs)
 
 
 def plot_curves(metrics: dict, path: str) -> None:
@@ -30,11 +39,11 @@ def plot_curves(metrics: dict, path: str) -> None:
         if mean is None:
             continue
         for s in series:
-            ax.plot(range(1, len(s) + 1), s, color=color, alpha=0.25, lw=1)
-        ax.plot(range(1, len(mean) + 1), mean, color=color, lw=2, marker="o", ms=3, label=f"{name} (n={len(series)})")
+            _plot(ax, s, color=color, alpha=0.25, lw=1)
+        _plot(ax, mean, color=color, lw=2, marker="o", ms=3, label=f"{name} (n={len(series)})")
         raw, _ = _mean_curve(entry["history"], "val_accuracy_raw")
         if raw is not None and "val_accuracy_refreshed" in entry["history"][0]:
-            ax.plot(range(1, len(raw) + 1), raw, color=color, lw=1, ls=":", label=f"{name}, stale BN")
+            _plot(ax, raw, color=color, lw=1, ls=":", marker="x", ms=5, label=f"{name}, stale BN")
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title("downstream (BN refreshed; dotted: raw)" if metrics["evaluation"]["bn_refresh"] else "downstream")
@@ -50,8 +59,9 @@ def plot_curves(metrics: dict, path: str) -> None:
             for key, style in ((f"val_{monitor}", "-"), (monitor, "--")):
                 mean, _ = _mean_curve(entry["pretext"], key)
                 if mean is not None:
-                    xs = x[:len(mean)] if x else range(1, len(mean) + 1)
-                    ax.plot(xs, mean, color=f"C{i}", ls=style, marker="o", ms=3,
+                    xs = np.asarray(x[:len(mean)] if x else range(1, len(mean) + 1), dtype=float)
+                    keep = np.isfinite(mean)
+                    ax.plot(xs[keep], mean[keep], color=f"C{i}", ls=style, marker="o", ms=3,
                             label=f"{name} {'val' if key.startswith('val_') else 'train'}")
         ax.set_xlabel("pre-training epochs (passes over the data)")
         ax.set_ylabel("pretext accuracy")

@@ -20,7 +20,6 @@ def mean_std(values) -> tuple[float, float]:
 def summary_rows(metrics: dict) -> list[dict]:
     """One row per arm: mean/std of test accuracy (raw and refreshed) and the paired difference to scratch."""
     arms = metrics["arms"]
-    base = arms.get(BASELINE)
     rows = []
     for name, entry in arms.items():
         mean, std = mean_std(entry["test_accuracy"])
@@ -31,12 +30,16 @@ def summary_rows(metrics: dict) -> list[dict]:
                "init": entry["protocol"].get("init", "weights")}
         if entry.get("knn_accuracy"):
             row["knn_accuracy_mean"] = mean_std(entry["knn_accuracy"])[0]
-        if base is not None and name != BASELINE:
+        baseline = entry.get("baseline") or (  # runs before matched baselines paired every arm with scratch
+            BASELINE if name != BASELINE and not name.startswith(BASELINE + "-") else None)
+        base = arms.get(baseline)
+        if base is not None:
             paired = dict(zip(base["seeds"], base["test_accuracy"]))
             diffs = [acc - paired[s] for s, acc in zip(entry["seeds"], entry["test_accuracy"]) if s in paired]
             if diffs:
                 row["diff_mean"], row["diff_std"] = mean_std(diffs)
                 row["diff_n"] = len(diffs)
+                row["baseline"] = baseline
         rows.append(row)
     return rows
 
@@ -47,11 +50,12 @@ def pct(x: float) -> str:
 
 def markdown_table(metrics: dict) -> str:
     """Arm x mean ± std test accuracy, raw accuracy, paired difference vs scratch (points)."""
-    lines = ["| arm | task | frozen | test acc % (mean ± std) | raw (no BN refresh) % | Δ vs scratch (pts) | "
+    lines = ["| arm | task | frozen | test acc % (mean ± std) | raw (no BN refresh) % | Δ vs its scratch (pts) | "
              "kNN % (frozen features) | trainable params |",
              "|---|---|---|---|---|---|---|---|"]
     for row in summary_rows(metrics):
-        diff = "—" if "diff_mean" not in row else f"{100 * row['diff_mean']:+.2f} ± {100 * row['diff_std']:.2f}"
+        diff = "—" if "diff_mean" not in row else f"{100 * row['diff_mean']:+.2f} ± {100 * row['diff_std']:.2f}" + (
+            f" (vs {row['baseline']})" if row["baseline"] != BASELINE else "")
         knn = pct(row["knn_accuracy_mean"]) if "knn_accuracy_mean" in row else "—"
         lines.append(f"| {row['arm']} | {row['task']} | {row['frozen_depth']} | {pct(row['test_accuracy_mean'])} ± "
                      f"{pct(row['test_accuracy_std'])} (n={row['n']}) | {pct(row['test_accuracy_raw_mean'])} | {diff} | "
@@ -92,18 +96,20 @@ def run_report(metrics: dict) -> str:
     for row in rows:
         if "diff_mean" in row:
             n = row["diff_n"]
-            verdict = verdict_line(row["arm"], row["diff_mean"], row["diff_std"], n)
+            verdict = verdict_line(row["arm"], row["diff_mean"], row["diff_std"], n, row["baseline"])
             lines.append(f"- {verdict}")
     lines += ["", f"Test accuracy is measured {'after refreshing' if metrics['evaluation']['bn_refresh'] else 'without refreshing'} "
               "the batch-norm moving statistics on training batches; the raw column shows the accuracy before.", ""]
-    if metrics["warnings"]:
-        lines += ["## Warnings", ""] + [f"- {w}" for w in metrics["warnings"]] + [""]
+    warnings = [*metrics["warnings"], *convergence_lines(metrics)]
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     lines += ["## Setup", "",
               f"- data: {d['dataset']} ({d['source']}), image {tuple(d['image_shape'])}, {d['num_classes']} classes, "
               f"scaling {d['scaling']}",
               f"- per seed: {d['labelled']} labelled, {d['validation']} validation, {d['unlabelled']} unlabelled pool; "
               f"test {d['test']}",
               f"- seeds: {metrics['seeds']}",
+              *_time_line(metrics),
               f"- wall time: {metrics['wall_time_s']:.0f} s on {metrics['environment']['device']} "
               f"({metrics['environment']['cpu_count']} cores), TensorFlow {metrics['environment']['tensorflow']}, "
               f"Keras {metrics['environment']['keras']}", ""]
@@ -120,14 +126,39 @@ def run_report(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def verdict_line(arm: str, diff: float, std: float, n: int) -> str:
-    """One line saying how the arm compares to scratch (mean ± std of paired differences over seeds)."""
+def _time_line(metrics: dict) -> list[str]:
+    split = metrics.get("time_split")
+    if not split:
+        return []
+    wall = max(split["wall"], 1e-9)
+    return [f"- time split: training {split['training']:.0f} s ({100 * split['training'] / wall:.0f} %), evaluation "
+            f"{split['evaluation']:.0f} s ({100 * split['evaluation'] / wall:.0f} %), other {split['other']:.0f} s"]
+
+
+def convergence_lines(metrics: dict, tolerance: float = 0.005) -> list[str]:
+    """Arms whose seed-mean validation accuracy still rose by `tolerance` or more over the last 20 % of epochs."""
+    lines = []
+    for name, entry in metrics["arms"].items():
+        curves = [[v for v in h.get("val_accuracy", []) if v is not None] for h in entry["history"]]
+        n = min((len(c) for c in curves), default=0)
+        if n < 5:
+            continue
+        mean = np.mean([c[:n] for c in curves], axis=0)
+        start = mean[int(np.floor(0.8 * (n - 1)))]
+        if mean[-1] - start >= tolerance:
+            lines.append(f"{name}: validation accuracy still rising (+{100 * (mean[-1] - start):.1f} pts over the last "
+                         f"20 % of validations); raise finetune.epochs")
+    return lines
+
+
+def verdict_line(arm: str, diff: float, std: float, n: int, baseline: str = BASELINE) -> str:
+    """One line saying how the arm compares to its matched scratch (mean ± std of paired differences over seeds)."""
     if n < 2:
-        return f"{arm} vs scratch: {100 * diff:+.2f} pts (1 seed: no estimate of noise; run more seeds)"
+        return f"{arm} vs {baseline}: {100 * diff:+.2f} pts (1 seed: no estimate of noise; run more seeds)"
     se = std / math.sqrt(n)
     if se == 0:
         word = "gain" if diff > 0 else "loss" if diff < 0 else "no difference"
-        return f"{arm} vs scratch: {100 * diff:+.2f} pts, identical on every seed ({word}, {n} seeds)"
+        return f"{arm} vs {baseline}: {100 * diff:+.2f} pts, identical on every seed ({word}, {n} seeds)"
     t = diff / se
     word = ("consistent gain" if t > 2 else "consistent loss" if t < -2 else "no clear difference")
-    return f"{arm} vs scratch: {100 * diff:+.2f} ± {100 * std:.2f} pts over {n} seeds ({word}; t = {t:.1f})"
+    return f"{arm} vs {baseline}: {100 * diff:+.2f} ± {100 * std:.2f} pts over {n} seeds ({word}; t = {t:.1f})"

@@ -56,16 +56,23 @@ def refresh_batch_norm(model: keras.Model, images: tf.data.Dataset, max_batches:
 
 
 def _compiled_forward(model: keras.Model):
-    """(shared momentum variable, compiled training-mode forward pass), cached per model."""
+    """(shared momentum variable, compiled training-mode forward pass), cached per model and per BN trainable set.
+
+    Keras fixes at trace time which BN layers use batch statistics, so a changed `trainable` set needs a new trace."""
+    key = tuple(layer.trainable for layer in batch_norm_layers(model, trainable_only=False))
     if model not in _COMPILED:
-        momentum = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+        _COMPILED[model] = (tf.Variable(0.0, trainable=False, dtype=tf.float32), {})
+    momentum, forwards = _COMPILED[model]
+    if key not in forwards:
+
+        owner = weakref.ref(model)  # the cache must not keep its key alive
 
         @tf.function(reduce_retracing=True)
         def forward(x):
-            model(x, training=True)  # updates only BN moving statistics; no gradients are applied
+            owner()(x, training=True)  # updates only BN moving statistics; no gradients are applied
 
-        _COMPILED[model] = (momentum, forward)
-    return _COMPILED[model]
+        forwards[key] = forward
+    return momentum, forwards[key]
 
 
 def bn_state(model: keras.Model) -> list:

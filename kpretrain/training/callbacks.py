@@ -1,4 +1,4 @@
-"""Callbacks of the downstream stage."""
+"""Callbacks of the training stages: validation with raw and with refreshed batch-norm statistics."""
 
 from __future__ import annotations
 
@@ -8,60 +8,83 @@ import tensorflow as tf
 
 from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, set_bn_state
 from kpretrain.training.stages import accuracy
+from kpretrain.training.timing import Clock, measure
 
 
-class RefreshedValidation(keras.callbacks.Callback):
-    """Per-epoch validation accuracy with raw and with refreshed BN statistics (logged as
-    `val_accuracy_raw` and `val_accuracy_refreshed`; `val_accuracy` is the one the protocol uses).
+class _Validation(keras.callbacks.Callback):
+    """Shared schedule: validate every `every` epochs and always after the last; raw (stale-BN) numbers at every
+    validation (`raw="every_epoch"`) or after the last epoch only (`raw="final"`).
 
-    The refresh is undone after measuring, so training itself is unaffected.
+    `records` holds one entry per epoch for every logged key (None where not measured).  After the last epoch
+    the refreshed statistics stay in the model (`keep_refreshed`) and `raw_bn` holds the statistics training left.
     """
 
-    def __init__(self, validation: tf.data.Dataset, labels: np.ndarray, refresh_images: tf.data.Dataset | None,
-                 refresh_batches: int = 50):
+    def __init__(self, refresh_data: tf.data.Dataset | None, refresh_batches: int, every: int, raw: str,
+                 clock: Clock | None, keep_refreshed: bool):
         super().__init__()
-        self.validation = validation
-        self.labels = labels
-        self.refresh_images = refresh_images
-        self.refresh_batches = refresh_batches
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        raw, _ = accuracy(self.model, self.validation, self.labels)
-        logs["val_accuracy_raw"] = raw
-        if self.refresh_images is None:
-            logs["val_accuracy"] = raw
-            return
-        saved = bn_state(self.model)
-        refresh_batch_norm(self.model, self.refresh_images, self.refresh_batches)
-        refreshed, _ = accuracy(self.model, self.validation, self.labels)
-        set_bn_state(self.model, saved)
-        logs["val_accuracy_refreshed"] = refreshed
-        logs["val_accuracy"] = refreshed
-
-
-class RefreshedEvaluation(keras.callbacks.Callback):
-    """Validation of any compiled model (pretext models included) with raw and refreshed BN statistics.
-
-    Logs every metric of `model.evaluate` as `val_<name>` (BN refreshed on `refresh_data`, when given)
-    and `val_<name>_raw`; the refresh is undone after measuring.
-    """
-
-    def __init__(self, validation: tf.data.Dataset, refresh_data: tf.data.Dataset | None, refresh_batches: int = 50):
-        super().__init__()
-        self.validation = validation
+        self.keep_refreshed = keep_refreshed
         self.refresh_data = refresh_data
         self.refresh_batches = refresh_batches
+        self.every = every
+        self.raw = raw
+        self.clock = clock
+        self.records: dict[str, list] = {}
+        self.raw_bn: list | None = None
+
+    def measure(self) -> dict:
+        """{metric name: value} of the model as it is."""
+        raise NotImplementedError
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        raw = self.model.evaluate(self.validation, verbose=0, return_dict=True)
-        refreshed = raw
-        if self.refresh_data is not None:
-            saved = bn_state(self.model)
-            refresh_batch_norm(self.model, self.refresh_data, self.refresh_batches)
-            refreshed = self.model.evaluate(self.validation, verbose=0, return_dict=True)
+        last = epoch + 1 >= self.params.get("epochs", epoch + 1)
+        values = {}
+        if last or (epoch + 1) % self.every == 0:
+            with measure(self.clock, "evaluation"):
+                values = self._validate(last)
+        for key in {*self.records, *values}:
+            self.records.setdefault(key, [None] * epoch).append(values.get(key))
+        logs.update(values)
+
+    def _validate(self, last: bool) -> dict:
+        values = {}
+        with_raw = self.raw == "every_epoch" or last or self.refresh_data is None
+        if with_raw:
+            values.update({f"val_{k}_raw": v for k, v in self.measure().items()})
+        if self.refresh_data is None:
+            return {**values, **{k.removesuffix("_raw"): v for k, v in values.items()}}
+        saved = bn_state(self.model)
+        refresh_batch_norm(self.model, self.refresh_data, self.refresh_batches)
+        refreshed = self.measure()
+        if last and self.keep_refreshed:
+            self.raw_bn = saved  # the model keeps the refreshed statistics: the next evaluation needs them
+        else:
             set_bn_state(self.model, saved)
-        for name in raw:
-            logs[f"val_{name}_raw"] = float(raw[name])
-            logs[f"val_{name}"] = float(refreshed[name])
+        return {**values, **{f"val_{k}": v for k, v in refreshed.items()},
+                **{f"val_{k}_refreshed": v for k, v in refreshed.items() if k == "accuracy"}}
+
+
+class RefreshedValidation(_Validation):
+    """Validation accuracy of a classifier (logged as `val_accuracy`, `val_accuracy_refreshed`, `val_accuracy_raw`)."""
+
+    def __init__(self, validation: tf.data.Dataset, labels: np.ndarray, refresh_images: tf.data.Dataset | None,
+                 refresh_batches: int = 50, *, every: int = 1, raw: str = "final", clock: Clock | None = None):
+        super().__init__(refresh_images, refresh_batches, every, raw, clock, keep_refreshed=True)
+        self.validation = validation
+        self.labels = labels
+
+    def measure(self) -> dict:
+        return {"accuracy": accuracy(self.model, self.validation, self.labels)[0]}
+
+
+class RefreshedEvaluation(_Validation):
+    """Validation of any compiled model (pretext models included): every `model.evaluate` metric as `val_<name>`
+    (BN refreshed on `refresh_data` when given) and `val_<name>_raw`."""
+
+    def __init__(self, validation: tf.data.Dataset, refresh_data: tf.data.Dataset | None, refresh_batches: int = 50,
+                 *, every: int = 1, raw: str = "final", clock: Clock | None = None):
+        super().__init__(refresh_data, refresh_batches, every, raw, clock, keep_refreshed=False)
+        self.validation = validation
+
+    def measure(self) -> dict:
+        return {k: float(v) for k, v in self.model.evaluate(self.validation, verbose=0, return_dict=True).items()}

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from kpretrain.recipe import OptimizerConfig
 from kpretrain.training.optimizers import create_optimizer
+from kpretrain.training.timing import Clock, measure
 
 
 @dataclass
@@ -43,16 +44,18 @@ def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tupl
 
 def fit_stage(model: keras.Model, train: tf.data.Dataset, *, epochs: float, steps_per_epoch: int,
               optimizer: OptimizerConfig, compile_kwargs: dict, validation: tf.data.Dataset | None = None,
-              callbacks=(), jit_compile: bool = False, verbose: int = 0, min_points: int = 1) -> StageResult:
-    """Compile `model` with a fresh optimizer and fit it on the repeated `train` dataset."""
+              callbacks=(), jit_compile: bool = False, verbose: int = 0, min_points: int = 1,
+              clock: Clock | None = None) -> StageResult:
+    """Compile `model` with a fresh optimizer and fit it on the repeated `train` dataset (timed as training)."""
     keras_epochs, steps = epoch_plan(epochs, steps_per_epoch, min_points)
     if keras_epochs == 0:
         return StageResult()
     model.compile(optimizer=create_optimizer(optimizer, steps, keras_epochs), jit_compile=jit_compile,
                   **compile_kwargs)
     start = time.perf_counter()
-    history = model.fit(train.repeat(), epochs=keras_epochs, steps_per_epoch=steps, validation_data=validation,
-                        callbacks=list(callbacks), verbose=verbose, shuffle=False)
+    with measure(clock, "training"):
+        history = model.fit(train.repeat(), epochs=keras_epochs, steps_per_epoch=steps, validation_data=validation,
+                            callbacks=list(callbacks), verbose=verbose, shuffle=False)
     return StageResult(history={k: [float(v) for v in vals] for k, vals in history.history.items()},
                        epochs=keras_epochs, steps_per_epoch=steps, wall_time_s=time.perf_counter() - start,
                        data_epochs=[round((i + 1) * steps / steps_per_epoch, 4) for i in range(keras_epochs)])

@@ -1,0 +1,51 @@
+"""Fine-tuning stage: the downstream head (and unfrozen blocks) on the labelled subset, validated as it goes."""
+
+from __future__ import annotations
+
+from kpretrain.models.heads import HeadedModel
+from kpretrain.protocol.inputs import SeedData
+from kpretrain.protocol.results import FinetuneResult
+from kpretrain.recipe import Recipe
+from kpretrain.training.callbacks import RefreshedValidation
+from kpretrain.training.stages import fit_stage
+from kpretrain.training.timing import Clock
+from kpretrain.training.unfreezing import GradualUnfreezing
+
+
+def classification_compile_kwargs() -> dict:
+    import keras
+
+    return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+
+
+def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(), epochs: int | None = None,
+             clock: Clock | None = None) -> FinetuneResult:
+    """Fit `model` on the labelled subset; refreshed validation every `evaluation.validate_every` epochs.
+
+    Gradual unfreezing (`transfer.unfreeze`) and validation are set up here, so every caller gets them.  Ends
+    with refreshed BN statistics in the model (when `evaluation.bn_refresh`); the test split is not touched.
+    """
+    r = inputs.recipe
+    ev = r.evaluation
+    validation = RefreshedValidation(inputs.validation, inputs.y_validation,
+                                     inputs.refresh_images() if ev.bn_refresh else None, inputs.bn_batches,
+                                     every=ev.validate_every, raw=ev.raw, clock=clock)
+    stage_callbacks = [validation]
+    unfreezing = None
+    if arm.transfer.unfreeze is not None:
+        unfreezing = GradualUnfreezing(model.backbone, arm.transfer.frozen_depth, every=arm.transfer.unfreeze.every,
+                                       bn=arm.transfer.bn, backbone_lr_factor=arm.transfer.unfreeze.backbone_lr_factor)
+        stage_callbacks.insert(0, unfreezing)
+    epochs = inputs.epochs(arm.finetune.epochs if epochs is None else epochs)
+    result = fit_stage(model, inputs.train_batches(), epochs=epochs, steps_per_epoch=inputs.steps(len(inputs.labelled[1])),
+                       optimizer=arm.finetune.optimizer, compile_kwargs=classification_compile_kwargs(),
+                       callbacks=[*stage_callbacks, *callbacks], jit_compile=r.runtime.jit_compile,
+                       verbose=r.runtime.verbose, clock=clock)
+    history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **validation.records}
+    last = {k: v[-1] for k, v in validation.records.items()}
+    return FinetuneResult(
+        history=history, epochs=epochs, val_accuracy=last["val_accuracy"], val_accuracy_raw=last["val_accuracy_raw"],
+        val_accuracy_refreshed=last.get("val_accuracy_refreshed"), wall_time_s=result.wall_time_s,
+        unfreeze_schedule=[[int(e), list(b)] for e, b in unfreezing.schedule] if unfreezing else None,
+        raw_bn=validation.raw_bn or [])

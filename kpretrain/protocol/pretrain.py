@@ -1,0 +1,84 @@
+"""Pre-training stage: the arm's pretext task on unlabelled images (never validation or test images)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from kpretrain.data import image_batches, labelled_batches
+from kpretrain.pretext import create_task
+from kpretrain.protocol.inputs import SeedData
+from kpretrain.protocol.results import PretrainResult
+from kpretrain.recipe import Recipe
+from kpretrain.training.callbacks import RefreshedEvaluation
+from kpretrain.training.stages import fit_stage
+from kpretrain.training.timing import Clock
+
+PRETEXT_CURVE_POINTS = 4  # a short pre-training stage is validated at least this often
+
+
+def pretraining_key(arm: Recipe) -> str:
+    """What shapes the pre-trained weights of a seed (pre-training section, backbone; data is shared)."""
+    import json
+
+    return json.dumps({"pretrain": arm.to_dict()["pretrain"], "backbone": arm.to_dict()["backbone"]}, sort_keys=True)
+
+
+def pretraining_images(arm: Recipe, inputs: SeedData):
+    """(train images, validation images, train labels, validation labels, source name, num_classes).
+
+    On the downstream data set: the labelled subset and the unlabelled pool (validation held out as it is
+    downstream).  On another data set: a seeded 10 % (at most 1,000) validation hold-out of its train split.
+    """
+    r, split, seed = inputs.recipe, inputs.split, inputs.seed
+    source = arm.pretrain.dataset or r.data.dataset
+    if source == r.data.dataset:
+        pool = np.sort(np.concatenate([split.labelled, split.unlabelled]))
+        d = inputs.data
+        return d.x_train[pool], d.x_train[split.validation], None, None, source, d.num_classes
+    other = inputs.pretrain_data[source]
+    held = np.random.default_rng(seed).permutation(len(other.y_train))
+    n_val = min(1000, len(held) // 10)
+    train, val = np.sort(held[n_val:]), np.sort(held[:n_val])
+    return (other.x_train[train], other.x_train[val], other.y_train[train], other.y_train[val], source,
+            other.num_classes)
+
+
+def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: float | None = None,
+             clock: Clock | None = None) -> PretrainResult:
+    """Train `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights."""
+    seed, batch, r = inputs.seed, inputs.batch_size, inputs.recipe
+    keras.utils.set_random_seed(seed)
+    x_pre, x_val, y_pre, y_val, source, num_classes = pretraining_images(arm, inputs)
+    task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed, num_classes=num_classes)
+    model = task.build_model(backbone, seed=seed, **({"head": arm.pretrain.head} if arm.pretrain.head else {}))
+    if task.needs_labels:
+        train = task.make_dataset(labelled_batches(x_pre, y_pre, batch, shuffle=True, seed=seed, drop_remainder=True))
+        validation = task.make_dataset(labelled_batches(x_val, y_val, batch, shuffle=False, seed=seed)).cache()
+    else:
+        train = task.make_dataset(image_batches(x_pre, batch, shuffle=True, seed=seed, drop_remainder=True))
+        val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
+        validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
+                                                         drop_remainder=len(x_val) >= batch)).cache()
+    epochs = inputs.epochs(arm.pretrain.epochs if epochs is None else epochs)
+    evaluation = RefreshedEvaluation(validation, train if r.evaluation.bn_refresh else None, inputs.bn_batches,
+                                     raw=r.evaluation.raw, clock=clock)
+    result = fit_stage(model, train, epochs=epochs, steps_per_epoch=inputs.steps(len(x_pre), True),
+                       optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(), callbacks=[evaluation],
+                       jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose, min_points=PRETEXT_CURVE_POINTS,
+                       clock=clock)
+    monitor = task.monitor
+    history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **evaluation.records}
+    finals = [v for v in history.get(f"val_{monitor}", []) if v is not None]
+    return PretrainResult(
+        task=arm.pretrain.task, dataset=source, images=int(len(x_pre)), epochs=epochs,
+        steps_per_epoch=result.steps_per_epoch, monitor=monitor, history={"epoch": result.data_epochs, **history},
+        final_val_accuracy=finals[-1] if finals else float("nan"), wall_time_s=result.wall_time_s,
+        seconds=clock.split() if clock is not None else {}, weights=tuple(backbone.get_weights()))
+
+
+def shared(result: PretrainResult, unit: str, arms) -> PretrainResult:
+    """`result` named as the pre-training unit `unit`, used by `arms`."""
+    return dataclasses.replace(result, unit=unit, arms=tuple(arms))

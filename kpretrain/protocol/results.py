@@ -1,0 +1,113 @@
+"""Typed results of the stages of a unit (seed x arm); `record()` gives what `units/` and `metrics.json` hold."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+
+def _plain(obj) -> dict:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.repr}
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainResult:
+    """A pre-training stage: its curve, and the backbone weights it produced (shared by every arm that uses it)."""
+
+    task: str
+    dataset: str
+    images: int
+    epochs: float
+    steps_per_epoch: int
+    monitor: str
+    history: dict
+    final_val_accuracy: float
+    wall_time_s: float
+    seconds: dict
+    unit: str = ""  # units/<unit>.json: the pre-training unit (named after the first arm that uses it)
+    arms: tuple = ()  # every arm of this seed that starts from these weights
+    weights: tuple = dataclasses.field(default=(), repr=False, compare=False)
+
+    def record(self) -> dict:
+        return {**_plain(self), "arms": list(self.arms)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferResult:
+    """Transfer: which blocks are frozen, and the head warm start (if any)."""
+
+    frozen_blocks: tuple
+    head_init: Optional[dict] = None
+
+    def record(self) -> dict:
+        out = {"frozen_blocks": list(self.frozen_blocks)}
+        if self.head_init is not None:
+            out["head_init"] = self.head_init
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneResult:
+    """Fine-tuning: per-epoch history (None where not validated) and the final validation accuracy."""
+
+    history: dict
+    epochs: int
+    val_accuracy: float
+    val_accuracy_raw: float
+    val_accuracy_refreshed: Optional[float]
+    wall_time_s: float
+    unfreeze_schedule: Optional[list] = None
+    raw_bn: list = dataclasses.field(default_factory=list, repr=False, compare=False)
+
+    def record(self) -> dict:
+        out = {"history": self.history, "finetune_epochs": self.epochs, "finetune_wall_time_s": self.wall_time_s,
+               "val_accuracy": self.val_accuracy, "val_accuracy_raw": self.val_accuracy_raw}
+        if self.val_accuracy_refreshed is not None:
+            out["val_accuracy_refreshed"] = self.val_accuracy_refreshed
+        if self.unfreeze_schedule is not None:
+            out["unfreeze_schedule"] = self.unfreeze_schedule
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TestResult:
+    """Test accuracy (refreshed BN when `evaluation.bn_refresh`, and raw), confusion matrix of the former."""
+
+    test_accuracy: float
+    test_accuracy_raw: float
+    test_accuracy_refreshed: Optional[float]
+    confusion: list
+
+    def record(self) -> dict:
+        out = _plain(self)
+        if self.test_accuracy_refreshed is None:
+            out.pop("test_accuracy_refreshed")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class UnitResult:
+    """One seed x arm, every stage it ran."""
+
+    seed: int
+    arm: str
+    transfer: TransferResult
+    finetune: FinetuneResult
+    trainable_params: int
+    seconds: dict
+    pretrain: Optional[PretrainResult] = None
+    test: Optional[TestResult] = None
+    knn_accuracy: Optional[float] = None
+
+    def record(self) -> dict:
+        """Flat record of the unit (without the pre-training curve, which its own unit records)."""
+        out = {"seed": self.seed, "arm": self.arm, "trainable_params": self.trainable_params, "seconds": self.seconds}
+        if self.pretrain is not None:
+            out["pretrain_unit"] = self.pretrain.unit
+        out.update(self.transfer.record())
+        out.update(self.finetune.record())
+        if self.knn_accuracy is not None:
+            out["knn_accuracy"] = self.knn_accuracy
+        if self.test is not None:
+            out.update(self.test.record())
+        return out

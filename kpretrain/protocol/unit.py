@@ -1,0 +1,72 @@
+"""The one place that orders the stages of a unit (seed x arm): `kpretrain run` and tuner trials both call it."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import keras
+import numpy as np
+
+from kpretrain.models.backbones import create_backbone
+from kpretrain.models.freezing import freeze_to_depth
+from kpretrain.models.heads import HeadedModel, attach_head, create_head
+from kpretrain.models.loading import load_backbone
+from kpretrain.protocol.evaluate import evaluate_test, knn_test_accuracy
+from kpretrain.protocol.finetune import finetune
+from kpretrain.protocol.inputs import SeedData
+from kpretrain.protocol.pretrain import pretrain
+from kpretrain.protocol.results import PretrainResult, UnitResult
+from kpretrain.protocol.transfer import refreeze, transfer
+from kpretrain.recipe import Recipe, pretrains
+from kpretrain.training.timing import Clock
+
+
+def initial_backbone(arm: Recipe, inputs: SeedData) -> keras.Model:
+    """The arm's backbone before pre-training: loaded from `backbone.from`, or random weights of the seed."""
+    if arm.backbone.from_:
+        backbone, info = load_backbone(arm.backbone.from_, inputs.data.image_shape)
+        inputs.sources[arm.backbone.from_] = info
+        return backbone
+    return create_backbone(arm.backbone.name, inputs.data.image_shape, seed=inputs.seed, **arm.backbone.options)
+
+
+def build_model(arm: Recipe, inputs: SeedData) -> HeadedModel:
+    """The downstream model before any stage: initial backbone and a fresh head (the same head in every arm)."""
+    keras.utils.set_random_seed(inputs.seed)
+    backbone = initial_backbone(arm, inputs)
+    head = create_head(arm.finetune.head, backbone.output_shape[-1], inputs.data.num_classes, seed=inputs.seed,
+                       name="downstream_head")
+    return attach_head(backbone, head)
+
+
+def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedModel | None = None,
+             pretrained: PretrainResult | None = None, resumed: bool = False, callbacks=(), epochs: int | None = None,
+             test: bool = True, scope: Callable = contextlib.nullcontext) -> UnitResult:
+    """Pre-train (or take `pretrained` weights), transfer, fine-tune, evaluate one arm for one seed.
+
+    `model` (from `build_model`) is trained in place; `resumed=True` means its weights come from an earlier
+    round (Hyperband), so pre-training and transfer's re-initialisation are skipped and only freezing is applied.
+    `test=False` (tuner trials) touches neither the test split nor kNN.  `callbacks` go to fine-tuning.
+    """
+    clock = Clock()
+    with scope():
+        model = model if model is not None else build_model(arm, inputs)
+        backbone = model.backbone
+        if resumed:
+            transferred = refreeze(model, arm)
+        else:
+            if pretrains(arm):
+                if pretrained is None:
+                    freeze_to_depth(backbone, 0)
+                    pretrained = pretrain(backbone, arm, inputs, clock=clock)
+                else:
+                    backbone.set_weights(list(pretrained.weights))
+            transferred = transfer(model, arm, inputs, clock=clock)
+        trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+        knn = knn_test_accuracy(backbone, inputs, clock=clock) if test and inputs.recipe.evaluation.knn else None
+        finetuned = finetune(model, arm, inputs, callbacks=callbacks, epochs=epochs, clock=clock)
+        tested = evaluate_test(model, inputs, finetuned, clock=clock) if test else None
+    return UnitResult(seed=inputs.seed, arm=name, transfer=transferred, finetune=finetuned, trainable_params=trainable,
+                      seconds=clock.split(), pretrain=pretrained, test=tested, knn_accuracy=knn)
+
