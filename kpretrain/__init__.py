@@ -1,3 +1,3 @@
 """kpretrain: does pre-training help my model, and under which settings?"""
 
-__version__ = "0.1.1"
+__version__ = "0.2.0"
