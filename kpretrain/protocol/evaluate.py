@@ -9,9 +9,8 @@ import numpy as np
 
 from kpretrain.models.freezing import freeze_to_depth
 from kpretrain.models.heads import HeadedModel
-from kpretrain.protocol.finetune import FinetuneResult
 from kpretrain.protocol.inputs import SeedData
-from kpretrain.protocol.results import TestResult
+from kpretrain.protocol.results import FinetuneResult, TestResult
 from kpretrain.training.bn_refresh import batch_norm_layers, bn_state, refresh_batch_norm, set_bn_state
 from kpretrain.training.knn import backbone_features, knn_accuracy
 from kpretrain.training.stages import accuracy

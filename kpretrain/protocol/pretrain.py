@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -21,8 +22,6 @@ PRETEXT_CURVE_POINTS = 4  # a short pre-training stage is validated at least thi
 
 def pretraining_key(arm: Recipe) -> str:
     """What shapes the pre-trained weights of a seed (pre-training section, backbone; data is shared)."""
-    import json
-
     return json.dumps({"pretrain": arm.to_dict()["pretrain"], "backbone": arm.to_dict()["backbone"]}, sort_keys=True)
 
 
