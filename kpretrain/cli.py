@@ -271,15 +271,16 @@ def cmd_report(args) -> int:
         import csv
 
         fields = ["run", "recipe", "arm", "task", "frozen_depth", "n", "test_accuracy_mean", "test_accuracy_std",
-                  "test_accuracy_raw_mean", "diff_mean", "diff_std", "trainable_params"]
+                  "test_accuracy_raw_mean", "baseline", "diff_mean", "diff_std", "trainable_params"]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     else:
-        print("| run | arm | task | frozen | test acc % | raw % | Δ vs scratch (pts) |")
+        print("| run | arm | task | frozen | test acc % | raw % | Δ vs its scratch (pts) |")
         print("|---|---|---|---|---|---|---|")
         for r in rows:
-            diff = "—" if "diff_mean" not in r else f"{100 * r['diff_mean']:+.2f} ± {100 * r['diff_std']:.2f}"
+            diff = "—" if "diff_mean" not in r else f"{100 * r['diff_mean']:+.2f} ± {100 * r['diff_std']:.2f}" + (
+                f" (vs {r['baseline']})" if r["baseline"] != "scratch" else "")
             print(f"| {r['run']} | {r['arm']} | {r['task']} | {r['frozen_depth']} | {100 * r['test_accuracy_mean']:.2f} ± "
                   f"{100 * r['test_accuracy_std']:.2f} (n={r['n']}) | {100 * r['test_accuracy_raw_mean']:.2f} | {diff} |")
     return EXIT_OK
