@@ -57,6 +57,7 @@ class Experiment:
         self.pretrain_data: dict[str, DatasetArrays] = {}
         self._seed_data: dict[int, SeedData] = {}
         self._sources: dict[str, dict] = {}  # backbone.from -> what loading it found, shared by every seed
+        self._initial: dict[str, keras.Model] = {}  # arm -> its first seed's initial backbone, for the plan
 
     # ---- preparation: everything that can be checked without training -------------------------------
     def seed_data(self, seed: int) -> SeedData:
@@ -75,7 +76,6 @@ class Experiment:
             split = make_splits(self.data.y_train, num_classes=self.data.num_classes,
                                 validation=validation, labels_per_class=labels_per_class, seed=seed)
             self._seed_data[seed] = SeedData(r, self.data, split, seed, self.budget, self.pretrain_data, self._sources)
-        self._initial = {}  # arm -> its seed-0 backbone, for the plan
         for name, arm in self.arms.items():
             backbone = self._initial[name] = initial_backbone(arm, self.seed_data(r.seeds[0]))
             self._check_transfer(name, arm, backbone)
