@@ -26,7 +26,7 @@ import kpretrain
 from kpretrain.data import SCALING, DatasetArrays, load_dataset, make_splits
 from kpretrain.errors import RecipeError
 from kpretrain.models.backbones import block_names
-from kpretrain.models.freezing import freeze_to_depth, resolve_depth
+from kpretrain.models.freezing import resolve_depth
 from kpretrain.pretext import LABELLED_TASKS, create_task
 from kpretrain.protocol import FULL, SMOKE, SeedData, initial_backbone, pretrain, pretraining_key, run_unit
 from kpretrain.protocol.pretrain import shared
@@ -152,7 +152,7 @@ class Experiment:
                     self.pretrain_data[source].y_train)
                 epochs = self.budget.cap(arm.pretrain.epochs, self.budget.epochs)
                 labels = "with its labels" if arm.pretrain.task in LABELLED_TASKS else "labels unused"
-                first = next(n for n, a in self.arms.items() if pretrains(a) and pretraining_key(a) == pretraining_key(arm))
+                first = self.sharing_pretraining(arm)[0]
                 stages.append(f"pretrain {arm.pretrain.task} on {source} ({n} images, {labels}) for {epochs:g} epochs"
                               if first == name else f"pre-trained weights shared with {first}")
             if not transfers(arm):
@@ -173,6 +173,11 @@ class Experiment:
             f"{'at every validation' if ev.raw == 'every_epoch' else 'at the last epoch'} and on test"
             if ev.bn_refresh else "BN refresh off"))
         return lines
+
+    def sharing_pretraining(self, arm: Recipe) -> list[str]:
+        """The arms, in run order, that pre-train as `arm` does (and so share its pre-trained weights per seed)."""
+        key = pretraining_key(arm)
+        return [name for name, other in self.arms.items() if pretrains(other) and pretraining_key(other) == key]
 
     # ---- the run ----------------------------------------------------------------------------------
     @functools.cached_property
@@ -203,7 +208,7 @@ class Experiment:
                 if pretrains(arm):
                     key = pretraining_key(arm)
                     if key not in shared_weights:
-                        shared_weights[key] = self._pretrain_unit(out_dir, inputs, name, arm, key)
+                        shared_weights[key] = self._pretrain_unit(out_dir, inputs, name, arm)
                         pretrainings.append(shared_weights[key])
                     pretrained = shared_weights[key]
                 unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope)
@@ -225,13 +230,12 @@ class Experiment:
                  f"+ other {split['other']:.0f}s")
         return metrics
 
-    def _pretrain_unit(self, out_dir: str, inputs: SeedData, name: str, arm: Recipe, key: str) -> PretrainResult:
+    def _pretrain_unit(self, out_dir: str, inputs: SeedData, name: str, arm: Recipe) -> PretrainResult:
         """Pre-train once for every arm of this seed with these pre-training settings; record it as its own unit."""
-        users = [n for n, a in self.arms.items() if pretrains(a) and pretraining_key(a) == key]
+        users = self.sharing_pretraining(arm)
         unit = f"seed{inputs.seed}.{name}.pretrain"
         with self.scope():
             backbone = initial_backbone(arm, inputs)
-            freeze_to_depth(backbone, 0)
             result = shared(pretrain(backbone, arm, inputs, clock=Clock()), unit, users)
             weights = os.path.join(out_dir, "units", f"{unit}.weights.h5")
             with io.atomic_path(weights) as tmp:

@@ -137,9 +137,8 @@ def searched_arm(recipe: Recipe) -> str:
 
 
 def _protocol_arms(recipe: Recipe) -> list[str]:
-    pairs = recipe.baseline_pairs()
-    return [name for name in recipe.arm_recipes() if name in pairs or "scratch" not in recipe.baselines
-            and name not in recipe.baselines]
+    baselines = {*recipe.baselines, *recipe.baseline_pairs().values()}
+    return [name for name in recipe.arm_recipes() if name not in baselines]
 
 
 class ProtocolHyperModel(keras_tuner.HyperModel):

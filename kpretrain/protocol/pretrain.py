@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from kpretrain.data import image_batches, labelled_batches
+from kpretrain.models.freezing import freeze_to_depth
 from kpretrain.pretext import create_task
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import PretrainResult
@@ -22,7 +23,8 @@ PRETEXT_CURVE_POINTS = 4  # a short pre-training stage is validated at least thi
 
 def pretraining_key(arm: Recipe) -> str:
     """What shapes the pre-trained weights of a seed (pre-training section, backbone; data is shared)."""
-    return json.dumps({"pretrain": arm.to_dict()["pretrain"], "backbone": arm.to_dict()["backbone"]}, sort_keys=True)
+    plain = arm.to_dict()
+    return json.dumps({"pretrain": plain["pretrain"], "backbone": plain["backbone"]}, sort_keys=True)
 
 
 def pretraining_images(arm: Recipe, inputs: SeedData):
@@ -47,8 +49,9 @@ def pretraining_images(arm: Recipe, inputs: SeedData):
 
 def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: float | None = None,
              clock: Clock | None = None) -> PretrainResult:
-    """Train `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights."""
+    """Train the whole `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights."""
     seed, batch, r = inputs.seed, inputs.batch_size, inputs.recipe
+    freeze_to_depth(backbone, 0)
     keras.utils.set_random_seed(seed)
     x_pre, x_val, y_pre, y_val, source, num_classes = pretraining_images(arm, inputs)
     task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed, num_classes=num_classes)

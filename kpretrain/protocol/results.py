@@ -7,7 +7,9 @@ from typing import Optional
 
 
 def _plain(obj) -> dict:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.repr}
+    """The recorded fields (those shown by repr) that hold a value; tuples as lists."""
+    values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.repr}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if v is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +31,7 @@ class PretrainResult:
     weights: tuple = dataclasses.field(default=(), repr=False, compare=False)
 
     def record(self) -> dict:
-        return {**_plain(self), "arms": list(self.arms)}
+        return _plain(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +42,7 @@ class TransferResult:
     head_init: Optional[dict] = None
 
     def record(self) -> dict:
-        out = {"frozen_blocks": list(self.frozen_blocks)}
-        if self.head_init is not None:
-            out["head_init"] = self.head_init
-        return out
+        return _plain(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +78,7 @@ class TestResult:
     confusion: list
 
     def record(self) -> dict:
-        out = _plain(self)
-        if self.test_accuracy_refreshed is None:
-            out.pop("test_accuracy_refreshed")
-        return out
+        return _plain(self)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,6 @@ import keras
 import numpy as np
 
 from kpretrain.models.backbones import create_backbone
-from kpretrain.models.freezing import freeze_to_depth
 from kpretrain.models.heads import HeadedModel, attach_head, create_head
 from kpretrain.models.loading import load_backbone
 from kpretrain.protocol.evaluate import evaluate_test, knn_test_accuracy
@@ -58,7 +57,6 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
         else:
             if pretrains(arm):
                 if pretrained is None:
-                    freeze_to_depth(backbone, 0)
                     pretrained = pretrain(backbone, arm, inputs, clock=clock)
                 else:
                     backbone.set_weights(list(pretrained.weights))

@@ -21,9 +21,9 @@ def _mean_curve(histories: list[dict], key: str):
     return np.mean([s[:n] for s in series], axis=0), series
 
 
-def _plot(ax, ys, **kwargs):
-    """Plot measured points only (epochs 1..n), joined across epochs that were not validated."""
-    xs = np.arange(1, len(ys) + 1)
+def _plot(ax, ys, xs=None, **kwargs):
+    """Plot measured points only (at `xs`, default epochs 1..n), joined across epochs that were not measured."""
+    xs = np.arange(1, len(ys) + 1) if xs is None else np.asarray(xs[:len(ys)], dtype=float)
     keep = np.isfinite(ys)
     ax.plot(xs[keep], ys[keep], **kwargs)
 
@@ -59,10 +59,8 @@ def plot_curves(metrics: dict, path: str) -> None:
             for key, style in ((f"val_{monitor}", "-"), (monitor, "--")):
                 mean, _ = _mean_curve(entry["pretext"], key)
                 if mean is not None:
-                    xs = np.asarray(x[:len(mean)] if x else range(1, len(mean) + 1), dtype=float)
-                    keep = np.isfinite(mean)
-                    ax.plot(xs[keep], mean[keep], color=f"C{i}", ls=style, marker="o", ms=3,
-                            label=f"{name} {'val' if key.startswith('val_') else 'train'}")
+                    _plot(ax, mean, x or None, color=f"C{i}", ls=style, marker="o", ms=3,
+                          label=f"{name} {'val' if key.startswith('val_') else 'train'}")
         ax.set_xlabel("pre-training epochs (passes over the data)")
         ax.set_ylabel("pretext accuracy")
         ax.set_title("pretext task")

@@ -36,8 +36,6 @@ class Clock:
                 "other": round(max(0.0, total - training - evaluation), 3), "total": round(total, 3)}
 
 
-
-
 def measure(clock: Clock | None, what: str):
     """`clock.measure(what)`, or a no-op without a clock."""
     return clock.measure(what) if clock is not None else contextlib.nullcontext()
