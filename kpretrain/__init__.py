@@ -1,3 +1,3 @@
 """kpretrain: does pre-training help my model, and under which settings?"""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -30,10 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="pretrain -> transfer -> fine-tune every arm and seed of a recipe")
-    run.add_argument("recipe", help="YAML recipe, e.g. recipes/fashion_overlay.yaml")
+    run.add_argument("recipe", nargs="?", help="YAML recipe, e.g. recipes/fashion_overlay.yaml")
+    run.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own recipe.yaml")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override a recipe key with a YAML value, e.g. --set 'seeds=[0,1,2]' (repeatable)")
-    run.add_argument("--out", help="run directory (default runs/<name>/<UTC timestamp>/)")
+    run.add_argument("--out", help="run directory (default runs/<name>/<UTC timestamp>/); an unfinished run there "
+                     "of the same recipe is resumed")
     run.add_argument("--smoke", action="store_true", help="every arm and seed on tiny data and a few batches")
     run.add_argument("--dry-run", action="store_true", help="validate recipe and data, print the plan, train nothing")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -138,12 +140,25 @@ def cmd_run(args) -> int:
     from kpretrain.errors import InputError
     from kpretrain.recipe import load_recipe
 
-    recipe = load_recipe(args.recipe, args.sets)
+    recipe_path, smoke = args.recipe, args.smoke
+    if args.resume is not None:
+        if args.recipe or (args.out and os.path.abspath(args.out) != os.path.abspath(args.resume)):
+            raise InputError("--resume DIR takes the recipe and run directory from DIR; drop the recipe and --out")
+        recipe_path = os.path.join(args.resume, "recipe.yaml")
+        if not os.path.exists(recipe_path):
+            raise InputError(f"--resume {args.resume!r}: no recipe.yaml there; pass a run directory written by "
+                             f"kpretrain run")
+        smoke = smoke or _started_with_smoke(args.resume)
+        args.out = args.resume
+    elif not args.recipe:
+        raise InputError("kpretrain run needs a recipe (e.g. recipes/fashion_overlay.yaml) or --resume DIR")
+    recipe = load_recipe(recipe_path, args.sets)
     _start_tensorflow(args.debug, "none" if args.dry_run else recipe.runtime.distribute)
     from kpretrain.experiment import Experiment, default_out_dir
+    from kpretrain.rundir import DirectoryLock, run_state
     from kpretrain.training.runtime import is_chief
 
-    experiment = Experiment(recipe, smoke=args.smoke)
+    experiment = Experiment(recipe, smoke=smoke)
     plan = experiment.prepare()
     if args.dry_run:
         print("\n".join(plan))
@@ -166,23 +181,48 @@ def cmd_run(args) -> int:
         os.remove(probe)
     except OSError as exc:
         raise InputError(f"--out {out_dir!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
-    return _run_and_report(experiment, plan, out_dir, args.debug, created)
+    try:
+        with DirectoryLock(out_dir):
+            state = run_state(out_dir, recipe.to_dict(), smoke)
+            if state == "finished":
+                print(f"{out_dir} holds a finished run of recipe {recipe.name} (metrics.json is complete); "
+                      f"nothing to train: see {out_dir}/report.md")
+                return EXIT_OK
+            if state == "resume":
+                print(f"resuming the unfinished run in {out_dir}: recorded units are reused")
+            return _run_and_report(experiment, plan, out_dir, args.debug, created)
+    except InputError:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _started_with_smoke(run_dir: str) -> bool:
+    from kpretrain.rundir import RUN_FILE
+
+    try:
+        with open(os.path.join(run_dir, RUN_FILE)) as fh:
+            return bool(json.load(fh).get("smoke"))
+    except (OSError, ValueError):
+        return False
 
 
 def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, created: bool, chief: bool = True) -> int:
     """Print the plan, run every unit into `out_dir`, print the summary; exit code."""
     from kpretrain.errors import InputError
+    from kpretrain.training.interruption import Interrupted, stop_on_signals
 
     print("\n".join(plan))
     print(f"run directory: {out_dir}")
+    resume = f"; resume with: kpretrain run --resume {out_dir}" if chief else ""
     try:
-        metrics = experiment.run(out_dir)
-    except KeyboardInterrupt:
-        print(f"kpretrain: interrupted; finished units are recorded in {out_dir}/units", file=sys.stderr)
-        return 130
+        with stop_on_signals():
+            metrics = experiment.run(out_dir)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"kpretrain: interrupted ({name}); finished units are kept in {out_dir}/units{resume}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
     except InputError:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
         raise
     except Exception as exc:  # noqa: BLE001 - any failure while training is exit 1
         if debug:

@@ -24,6 +24,7 @@ import yaml
 
 import kpretrain
 from kpretrain.data import SCALING, DatasetArrays, load_dataset, make_splits
+from kpretrain.data.checksums import arrays_sha256
 from kpretrain.errors import RecipeError
 from kpretrain.models.backbones import block_names
 from kpretrain.models.freezing import resolve_depth
@@ -33,8 +34,13 @@ from kpretrain.protocol.pretrain import shared
 from kpretrain.protocol.results import PretrainResult, UnitResult
 from kpretrain.recipe import Recipe, pretrains, transfers
 from kpretrain.report import io
+from kpretrain.rundir import RUN_FILE, recipe_sha256
+from kpretrain.training import interruption
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 from kpretrain.training.timing import Clock
+
+
+SCHEMA_VERSION = 2  # metrics.json layout; 2: provenance (recipe and data checksums), time_split.reused_units
 
 
 def default_out_dir(recipe: Recipe) -> str:
@@ -58,6 +64,7 @@ class Experiment:
         self._seed_data: dict[int, SeedData] = {}
         self._sources: dict[str, dict] = {}  # backbone.from -> what loading it found, shared by every seed
         self._initial: dict[str, keras.Model] = {}  # arm -> its first seed's initial backbone, for the plan
+        self._reused: set[str] = set()  # units recorded by an earlier, interrupted run of the directory
 
     # ---- preparation: everything that can be checked without training -------------------------------
     def seed_data(self, seed: int) -> SeedData:
@@ -166,6 +173,11 @@ class Experiment:
                           f"{self.budget.cap(arm.finetune.epochs, self.budget.epochs)} epochs on {len(split.labelled)} labelled")
             pair = f" (compared with {self.pairs[name]})" if name in self.pairs else ""
             lines.append(f"  arm {name}: {arm.backbone.name} [{', '.join(blocks)}] -> " + " -> ".join(stages) + pair)
+        rt = r.runtime
+        lines.append("runtime: op determinism on (reruns identical)" if rt.op_determinism else
+                     "runtime: op determinism off" + (" because runtime.jit_compile is on (XLA is off under op "
+                                                       "determinism)" if rt.deterministic is None else "")
+                     + ": reruns may differ slightly")
         ev = r.evaluation
         every = "every epoch" if ev.validate_every == 1 else f"every {ev.validate_every} epochs and the last"
         lines.append(f"evaluation: validation {every}, " + (
@@ -189,12 +201,18 @@ class Experiment:
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def run(self, out_dir: str) -> dict:
-        """Train every seed x arm, write every artifact into `out_dir`, return metrics."""
+        """Train every seed x arm, write every artifact into `out_dir`, return metrics.
+
+        Units recorded in `out_dir/units/` by an earlier, interrupted run of the same recipe are reused, not run
+        again, and a stage interrupted in the middle resumes from its last backed-up epoch.
+        """
         if self.data is None:
             self.prepare()
         r = self.recipe
-        os.makedirs(os.path.join(out_dir, "units"), exist_ok=True)
+        units = os.path.join(out_dir, "units")
+        os.makedirs(units, exist_ok=True)
         io.write_text(os.path.join(out_dir, "recipe.yaml"), yaml.safe_dump(r.to_dict(), sort_keys=False))
+        io.write_json(os.path.join(out_dir, RUN_FILE), {"smoke": self.smoke})
         configure_runtime(r.runtime)
         self.log(describe_device(self.strategy, r.runtime.distribute))
         started = time.perf_counter()
@@ -211,8 +229,12 @@ class Experiment:
                         shared_weights[key] = self._pretrain_unit(out_dir, inputs, name, arm)
                         pretrainings.append(shared_weights[key])
                     pretrained = shared_weights[key]
-                unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope)
-                self._record_unit(out_dir, unit)
+                unit = self._recorded_unit(out_dir, seed, name, pretrained)
+                if unit is None:
+                    interruption.check()
+                    unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope,
+                                    backup=os.path.join(units, f"seed{seed}.{name}"))
+                    self._record_unit(out_dir, unit)
                 results[name].append(unit)
                 io.write_json(os.path.join(out_dir, "metrics.json"),
                               self.metrics(results, pretrainings, time.perf_counter() - started, complete=False))
@@ -231,19 +253,39 @@ class Experiment:
         return metrics
 
     def _pretrain_unit(self, out_dir: str, inputs: SeedData, name: str, arm: Recipe) -> PretrainResult:
-        """Pre-train once for every arm of this seed with these pre-training settings; record it as its own unit."""
+        """Pre-train once for every arm of this seed with these pre-training settings; record it as its own unit
+        (or reuse the record of an earlier run of this directory)."""
         users = self.sharing_pretraining(arm)
         unit = f"seed{inputs.seed}.{name}.pretrain"
+        record_path = os.path.join(out_dir, "units", f"{unit}.json")
+        weights = os.path.join(out_dir, "units", f"{unit}.weights.h5")
         with self.scope():
             backbone = initial_backbone(arm, inputs)
-            result = shared(pretrain(backbone, arm, inputs, clock=Clock()), unit, users)
-            weights = os.path.join(out_dir, "units", f"{unit}.weights.h5")
+            if os.path.exists(record_path) and os.path.exists(weights):
+                backbone.load_weights(weights)
+                result = PretrainResult.from_record(io.read_json(record_path), backbone.get_weights())
+                self._reused.add(unit)
+                self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: recorded in {record_path}, reused")
+                return result
+            interruption.check()
+            result = shared(pretrain(backbone, arm, inputs, clock=Clock(),
+                                     backup=os.path.join(out_dir, "units", f"{unit}.backup")), unit, users)
             with io.atomic_path(weights) as tmp:
                 backbone.save_weights(tmp)
-        io.write_json(os.path.join(out_dir, "units", f"{unit}.json"), result.record())
+        io.write_json(record_path, result.record())
         self.log(f"seed {inputs.seed} | pretrain {arm.pretrain.task} {arm.pretrain.epochs:g} ep for "
-                 f"{', '.join(users)}: pretext val acc {result.final_val_accuracy:.3f} ({_seconds(result.seconds)})")
+                 f"{', '.join(users)}: pretext val acc {result.final_val_accuracy:.3f} ({_seconds(result.seconds)})"
+                 + _resumed("pre-training", result.resumed_from))
         return result
+
+    def _recorded_unit(self, out_dir: str, seed: int, name: str, pretrained: PretrainResult | None) -> UnitResult | None:
+        """The unit an earlier run of this directory finished and recorded, or None."""
+        path = os.path.join(out_dir, "units", f"seed{seed}.{name}.finetune.json")
+        if not os.path.exists(path):
+            return None
+        self.log(f"seed {seed} | {name}: recorded in {path}, reused")
+        self._reused.add(f"seed{seed}.{name}.finetune")
+        return UnitResult.from_record(io.read_json(path), pretrained)
 
     def _record_unit(self, out_dir: str, unit: UnitResult) -> None:
         record = unit.record()
@@ -254,7 +296,8 @@ class Experiment:
             gap = abs(test.test_accuracy_refreshed - test.test_accuracy_raw) * 100
             warn = f", raw {test.test_accuracy_raw:.4f}" + (
                 " (stale BN!)" if gap > self.recipe.evaluation.bn_warn_points else "")
-        self.log(f"seed {unit.seed} | {unit.arm}: test acc {test.test_accuracy:.4f}{warn} ({_seconds(unit.seconds)})")
+        self.log(f"seed {unit.seed} | {unit.arm}: test acc {test.test_accuracy:.4f}{warn} ({_seconds(unit.seconds)})"
+                 + _resumed("fine-tuning", unit.finetune.resumed_from))
 
     # ---- artifacts --------------------------------------------------------------------------------
     def metrics(self, results: dict[str, list[UnitResult]], pretrainings: list[PretrainResult], wall: float,
@@ -299,12 +342,20 @@ class Experiment:
                 if abs(ref - raw) * 100 > r.evaluation.bn_warn_points:
                     warnings.append(f"{name} seed {seed}: raw test accuracy {raw:.4f} vs {ref:.4f} after BN refresh "
                                     f"({(ref - raw) * 100:+.1f} pts): stale batch-norm statistics")
-        seconds = [u.seconds for units in results.values() for u in units] + [p.seconds for p in pretrainings]
+        ran = [u.seconds for units in results.values() for u in units
+               if f"seed{u.seed}.{u.arm}.finetune" not in self._reused]
+        seconds = ran + [p.seconds for p in pretrainings if p.unit not in self._reused]
         training = sum(s.get("training", 0.0) for s in seconds)
         evaluation = sum(s.get("evaluation", 0.0) for s in seconds)
         return {
+            "schema_version": SCHEMA_VERSION,
             "kpretrain_version": kpretrain.__version__,
             "recipe": r.name,
+            "recipe_sha256": recipe_sha256(r.to_dict()),
+            "data_files": {path: digest for d in (self.data, *self.pretrain_data.values())
+                           for path, digest in d.files.items()},
+            "data_sha256": {d.name: arrays_sha256(d.x_train, d.y_train, d.x_test, d.y_test)
+                            for d in (self.data, *self.pretrain_data.values())},
             "complete": complete,
             "smoke": self.smoke,
             "seeds": list(r.seeds),
@@ -325,7 +376,8 @@ class Experiment:
                             "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
                             "cpu_count": os.cpu_count()},
             "time_split": {"wall": round(wall, 3), "training": round(training, 3), "evaluation": round(evaluation, 3),
-                           "other": round(max(0.0, wall - training - evaluation), 3)},
+                           "other": round(max(0.0, wall - training - evaluation), 3),
+                           "reused_units": sorted(self._reused)},  # this process's time only: reused units excluded
             "wall_time_s": wall,
         }
 
@@ -352,6 +404,10 @@ class Experiment:
             with open(os.path.join(tmp, "kpretrain.json"), "w") as fh:
                 json.dump(info, fh, indent=2)
         return {"arm": name, "seed": seed, "keras": "backbone.keras", "saved_model": "backbone/"}
+
+
+def _resumed(stage: str, epochs: int) -> str:
+    return f"; {stage} resumed from its backup after epoch {epochs}" if epochs else ""
 
 
 def _seconds(split: dict) -> str:

@@ -123,11 +123,17 @@ class EvaluationConfig:
 class RuntimeConfig:
     """How training runs."""
 
-    deterministic: bool = _spec(default=False, doc="TensorFlow op determinism (slower)")
+    deterministic: Optional[bool] = _spec(default=None, doc="TensorFlow op determinism; null = on, unless jit_compile")
     mixed_precision: bool = _spec(default=False)
     jit_compile: bool = _spec(default=False)
     distribute: str = _spec(default="none", choices=("none", "mirrored", "multi_worker"))
     verbose: int = _spec(default=0, minimum=0, maximum=2, doc="Keras fit verbosity")
+
+    @property
+    def op_determinism(self) -> bool:
+        """Whether reruns are made identical: `deterministic`, by default on unless `jit_compile` (XLA is off
+        under op determinism)."""
+        return (not self.jit_compile) if self.deterministic is None else self.deterministic
 
 
 @dataclass

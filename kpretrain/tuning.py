@@ -2,7 +2,9 @@
 
 A trial is the searched arm with the trial's values set as recipe keys: pre-train, transfer, fine-tune on the
 recipe's first seed.  Outputs go to `DIR/<name>/` beside KerasTuner's own files: `best.json`,
-`best_recipe.yaml` (runnable with `kpretrain run`) and `tune.png`.
+`best_recipe.yaml` (runnable with `kpretrain run`) and `tune.png`.  The same command resumes a stopped search
+(KerasTuner's reload: finished trials are kept, the one that was running is run again); one process at a time
+owns `DIR/<name>/` (its `.lock`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import sys
 import traceback
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from kpretrain.experiment import Experiment
 from kpretrain.protocol import build_model, run_unit
 from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict
 from kpretrain.report import io
+from kpretrain.rundir import LOCK_NAME, DirectoryLock
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 
 SPEC_OPTIONS = {"int": ("step", "sampling"), "float": ("step", "sampling"), "choice": ()}
@@ -346,33 +350,79 @@ def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None
     project = os.path.join(directory, recipe.name)
     signature = {**recipe.arm_recipes()[arm_name].to_dict(), "smoke": smoke}  # what a trial's score depends on
     signature["tune"].pop("max_trials")
-    _check_resumable(os.path.join(project, "search.json"), signature, overwrite and not worker)
-    print(f"tune {recipe.name}: {recipe.tune.tuner}, {recipe.tune.max_trials} trials over "
-          f"{', '.join(d.key for d in hypermodel.dims)}; arm {arm_name}, seed {recipe.seeds[0]}, scored on validation")
+    with contextlib.ExitStack() as held:
+        if not worker:  # the chief (or a search on its own) owns the directory; its workers share it
+            try:
+                held.enter_context(DirectoryLock(project, "tuner directory", "use another --dir"))
+            except OSError as exc:
+                raise _unwritable(directory, exc) from None
+        held.enter_context(_atomic_state_files())
+        if overwrite and not worker:  # here, not by KerasTuner: its overwrite removes the directory, lock included
+            _clear(project)
+        _check_resumable(os.path.join(project, "search.json"), signature, overwrite and not worker)
+        print(f"tune {recipe.name}: {recipe.tune.tuner}, {recipe.tune.max_trials} trials over "
+              f"{', '.join(d.key for d in hypermodel.dims)}; arm {arm_name}, seed {recipe.seeds[0]}, "
+              f"scored on validation")
+        try:  # reloads the search found there; trials that were running when it stopped are run again
+            search = make_tuner(recipe.tune.tuner, hypermodel, max_trials=recipe.tune.max_trials,
+                                max_epochs=recipe.arm_recipes()[arm_name].finetune.epochs, directory=directory,
+                                project_name=recipe.name, overwrite=False,
+                                seed=recipe.seeds[0] + 1)  # KerasTuner takes seed 0 as "no seed"
+        except OSError as exc:
+            raise _unwritable(directory, exc) from None
+        except json.JSONDecodeError as exc:  # a state file cut short by a crash before its writes were atomic
+            raise InputError(f"{project}: cannot resume this search, a KerasTuner state file is unreadable "
+                             f"({exc}); pass --overwrite to start over, or --dir for a new search") from None
+        if not worker:
+            io.write_json(os.path.join(project, "search.json"), signature)
+        try:
+            search.search()
+        except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
+            return _failed("search", exc, debug)
+        if worker:
+            print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: no trials left")
+            return 0
+        best = write_outputs(search.oracle, hypermodel.dims, raw, project, debug,
+                             {"recipe": recipe.name, "objective": "val_accuracy", "direction": "max",
+                              "tuner": recipe.tune.tuner, "arm": arm_name, "seed": recipe.seeds[0], "smoke": smoke})
+        if best is None:
+            print("kpretrain: no trial completed; see the errors above (rerun with --debug for tracebacks)",
+                  file=sys.stderr)
+            return 1
+        return _final(project, best, raw, smoke, debug) if final else 0
+
+
+def _unwritable(directory: str, exc: OSError) -> InputError:
+    return InputError(f"--dir {directory!r}: cannot write there ({exc.strerror}); choose a writable directory")
+
+
+def _clear(project: str) -> None:
+    """Empty the project directory for --overwrite, keeping the lock file that this process holds."""
+    for path in (os.path.join(project, name) for name in os.listdir(project) if name != LOCK_NAME):
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+@contextlib.contextmanager
+def _atomic_state_files():
+    """KerasTuner writes its state (oracle.json, trial_*/trial.json, tuner0.json) in place: opening truncates,
+    so a process killed between truncating and writing leaves an empty or partial file from which the search
+    can never be reloaded.  During the search its JSON writes go to a temporary file renamed into place."""
+    from keras_tuner.src import utils as tuner_utils  # every KerasTuner state write calls utils.save_json
+
+    original = tuner_utils.save_json
+
+    def save_json(path, obj):
+        if "://" in str(path):  # a remote file system (gs://, ...) has no atomic rename: KerasTuner's own write
+            return original(path, obj)
+        text = json.dumps(obj)
+        io.write_text(str(path), text)
+        return text
+
+    tuner_utils.save_json = save_json
     try:
-        search = make_tuner(recipe.tune.tuner, hypermodel, max_trials=recipe.tune.max_trials,
-                            max_epochs=recipe.arm_recipes()[arm_name].finetune.epochs, directory=directory,
-                            project_name=recipe.name, overwrite=overwrite and not worker,
-                            seed=recipe.seeds[0] + 1)  # KerasTuner takes seed 0 as "no seed"
-    except OSError as exc:
-        raise InputError(f"--dir {directory!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
-    if not worker:
-        io.write_json(os.path.join(project, "search.json"), signature)
-    try:
-        search.search()
-    except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
-        return _failed("search", exc, debug)
-    if worker:
-        print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: no trials left")
-        return 0
-    best = write_outputs(search.oracle, hypermodel.dims, raw, project, debug,
-                         {"recipe": recipe.name, "objective": "val_accuracy", "direction": "max",
-                          "tuner": recipe.tune.tuner, "arm": arm_name, "seed": recipe.seeds[0], "smoke": smoke})
-    if best is None:
-        print("kpretrain: no trial completed; see the errors above (rerun with --debug for tracebacks)",
-              file=sys.stderr)
-        return 1
-    return _final(project, best, raw, smoke, debug) if final else 0
+        yield
+    finally:
+        tuner_utils.save_json = original
 
 
 def _runtime(recipe: Recipe) -> tf.distribute.Strategy | None:

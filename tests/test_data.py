@@ -422,14 +422,19 @@ def test_labelled_batches_keep_labels_with_images(indexed_images):
     assert np.array_equal(in_order, y)
 
 
-def test_shuffle_is_deterministic_per_seed_and_reshuffles_each_epoch(indexed_images):
+def test_shuffle_is_a_pure_function_of_seed_and_batch_number(indexed_images):
     x, _ = indexed_images
     def epoch(ds):
         return sum((ids(b) for b in ds), [])
     a, b, c = (image_batches(x, 10, shuffle=True, seed=s) for s in (1, 1, 2))
     first = epoch(a)
     assert first == epoch(b) and first != epoch(c) and first != list(ids(x / 255))
-    assert epoch(a) != first and sorted(epoch(a)) == sorted(first)
+    assert epoch(a) == first  # no state: iterating again gives the same epoch
+    endless = [ids(batch) for batch in image_batches(x, 10, shuffle=True, seed=1, repeat=True).take(15)]
+    assert sum(endless[:5], []) == first  # 50 images: 5 batches per epoch, the first epoch as above
+    assert sum(endless[5:10], []) != first and sorted(sum(endless[5:10], [])) == sorted(first)  # reshuffled
+    resumed = [ids(batch) for batch in image_batches(x, 10, shuffle=True, seed=1, repeat=True, start=7).take(8)]
+    assert resumed == endless[7:15]  # starting at batch 7 continues exactly where an uninterrupted pipeline is
 
 
 def test_drop_remainder_and_bad_inputs(indexed_images):

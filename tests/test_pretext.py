@@ -117,6 +117,14 @@ def test_make_dataset_accepts_image_label_pairs():
     assert_same(expected, [as_numpy(element) for element in NoiseTask(seed=1).make_dataset(ds)])
 
 
+def test_make_dataset_from_a_later_batch_continues_the_labelling():
+    images = random_images(n=64)
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(8)
+    whole = [as_numpy(element) for element in MixedTask([RotationTask(seed=1), NoiseTask(seed=2)], seed=4).make_dataset(ds)]
+    later = MixedTask([RotationTask(seed=1), NoiseTask(seed=2)], seed=4).make_dataset(ds.skip(5), start=5)
+    assert_same(whole[5:], [as_numpy(element) for element in later])  # e.g. a stage resumed after batch 5
+
+
 @pytest.mark.parametrize("name, options, expected", [
     ("shuffle", None, "pretrain.task: unknown task 'shuffle'; allowed: rotation, noise, overlay, jigsaw, "
                       "contrastive, mixed"),

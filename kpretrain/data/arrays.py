@@ -21,6 +21,7 @@ class DatasetArrays:
     num_classes: int
     class_names: list[str]
     source: str
+    files: dict = dataclasses.field(default_factory=dict)  # {path: sha256} of the files read (provenance)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -1,4 +1,5 @@
-"""tf.data input pipelines: shuffle indices, batch, then gather and scale whole batches (no per-image Python)."""
+"""tf.data input pipelines: number batches, permute indices statelessly, gather and scale whole batches (no
+per-image Python)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,32 @@ def _check(x, batch_size) -> np.ndarray:
     return x
 
 
-def _batches(arrays: tuple[np.ndarray, ...], batch_size: int, shuffle: bool, seed: int, drop_remainder: bool, convert):
+def _batches(arrays: tuple[np.ndarray, ...], batch_size: int, shuffle: bool, seed: int, drop_remainder: bool,
+             convert, start: int, repeat: bool):
+    """Batch number b (counted over epochs) holds positions of epoch b // per_epoch in that epoch's permutation.
+
+    The permutation is `index_shuffle` seeded by (seed, epoch): any batch is a pure function of (seed, b), so a
+    pipeline can start at any batch (`start`, e.g. after resuming) and no state makes reruns differ.
+    """
     import tensorflow as tf
 
     n = len(arrays[0])
+    per_epoch = n // batch_size if drop_remainder else -(-n // batch_size)
+    if repeat and per_epoch == 0:
+        raise DataError(f"{n} examples make no full batch of data.batch_size = {batch_size}; "
+                        f"lower data.batch_size or use more data")
     with tf.device("/cpu:0"):  # the whole data set stays in host memory; only batches travel to the accelerator
         tensors = tuple(tf.constant(a) for a in arrays)
-    ds = tf.data.Dataset.range(n)
-    if shuffle:  # only int64 indices are shuffled, so the buffer can always hold the whole array
-        ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda idx: convert(*(tf.gather(t, idx) for t in tensors)), num_parallel_calls=tf.data.AUTOTUNE)
+    numbers = tf.data.Dataset.range(start, np.iinfo(np.int64).max if repeat else per_epoch)
+
+    def batch(number):
+        epoch, first = number // per_epoch, (number % per_epoch) * batch_size
+        index = tf.range(first, tf.minimum(first + batch_size, n))
+        if shuffle:
+            index = tf.random.experimental.index_shuffle(index, tf.stack([tf.constant(seed, tf.int64), epoch]), n - 1)
+        return convert(*(tf.gather(t, index) for t in tensors))
+
+    ds = numbers.map(batch, num_parallel_calls=tf.data.AUTOTUNE)
     # No autotuning thread: with it, deleting an iterator that `fit` kept for a while sometimes blocked ~10 s
     # (TF 2.21, measured here); without it AUTOTUNE parallelism is the core count, at the same throughput.
     options = tf.data.Options()
@@ -44,16 +60,20 @@ def _to_float(images):
     return tf.cast(images, tf.float32) / 255.0
 
 
-def image_batches(x_uint8, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool = False):
-    """Batches of float32 images [B,H,W,C] in [0, 1] (see SCALING)."""
+def image_batches(x_uint8, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool = False,
+                  start: int = 0, repeat: bool = False):
+    """Batches of float32 images [B,H,W,C] in [0, 1] (see SCALING): one epoch, or endless epochs with `repeat`
+    (each shuffled anew), from batch number `start` on."""
     x = _check(x_uint8, batch_size)
-    return _batches((x,), batch_size, shuffle, seed, drop_remainder, _to_float)
+    return _batches((x,), batch_size, shuffle, seed, drop_remainder, _to_float, start, repeat)
 
 
-def labelled_batches(x_uint8, y, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool = False):
-    """Batches of (float32 images [B,H,W,C] in [0, 1], int32 labels [B])."""
+def labelled_batches(x_uint8, y, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool = False,
+                     start: int = 0, repeat: bool = False):
+    """Batches of (float32 images [B,H,W,C] in [0, 1], int32 labels [B]); `start` and `repeat` as `image_batches`."""
     x = _check(x_uint8, batch_size)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"pipeline labels have dtype {y.dtype} and shape {y.shape}, expected {len(x)} integer class ids; pass the labels that go with the images")
-    return _batches((x, y.astype(np.int32)), batch_size, shuffle, seed, drop_remainder, lambda xb, yb: (_to_float(xb), yb))
+    return _batches((x, y.astype(np.int32)), batch_size, shuffle, seed, drop_remainder,
+                    lambda xb, yb: (_to_float(xb), yb), start, repeat)

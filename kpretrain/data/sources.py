@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 
 from kpretrain.data.arrays import DatasetArrays, make_dataset_arrays
+from kpretrain.data.checksums import file_checksums
 from kpretrain.data.cifar_binary import is_cifar_binary_folder, load_cifar_binary_arrays
-from kpretrain.data.folder import image_folder_layout, load_image_folder_arrays
+from kpretrain.data.folder import IMAGE_SUFFIXES, image_folder_layout, load_image_folder_arrays
 from kpretrain.data.idx import EXPECTED_NAMES as IDX_NAMES, find_idx_files, load_idx_arrays
 from kpretrain.data.npz import find_npz, load_npz_arrays
 from kpretrain.data.tfds_source import TfdsUnavailable, load_tfds_arrays, tfds_status
@@ -137,6 +138,17 @@ def resolve_dataset(name: str, path=None) -> str:
     return _describe(*_locate(name, path))
 
 
+def _files_read(kind: str, where) -> list[Path]:
+    """The data files a source of this kind reads (none for TFDS: its own files, versioned by TFDS)."""
+    if kind == "idx":
+        return list(find_idx_files(where).values())
+    if kind == "npz":
+        return [Path(where)]
+    if kind in ("cifar-bin", "images"):
+        return [p for p in Path(where).rglob("*") if p.is_file() and (kind == "cifar-bin" or p.suffix.lower() in IMAGE_SUFFIXES)]
+    return []
+
+
 def load_dataset(name: str, path=None) -> DatasetArrays:
     """Load a data set by name (or from path) into uint8 arrays; raises a one-line DataError when it cannot."""
     kind, where = _locate(name, path)
@@ -163,6 +175,7 @@ def load_dataset(name: str, path=None) -> DatasetArrays:
         names = list(info.class_names)
     data = make_dataset_arrays(name, x_train, y_train, x_test, y_test, source=source, class_names=names,
                                num_classes=len(names) if names is not None else None)
+    data.files = file_checksums(_files_read(kind, where))
     if info is not None and (data.image_shape != info.image_shape or data.num_classes != len(info.class_names)):
         raise DataError(
             f"data set '{name}' from {source}: {data.num_classes} classes of {'x'.join(map(str, data.image_shape))} images, expected "

@@ -52,8 +52,9 @@ class PretextTask(keras.layers.Layer):
     """A labelling pretext task: `task(images, training=True)` returns `(images_out, int32 labels [batch])`.
 
     Randomness is stateless: batch number `step` is labelled by `transform(images, step)`, a pure function of
-    (seed, step, images).  Calling the layer uses and advances an internal batch counter, so the same seed and
-    the same sequence of input batches give the same outputs in eager mode, in `tf.function` and in `tf.data`.
+    (seed, step, images).  `make_dataset` numbers the batches of a tf.data pipeline without state; calling the
+    layer directly uses and advances an internal batch counter, so the same seed and the same sequence of input
+    batches give the same outputs in eager mode, in `tf.function` and in `tf.data`.
     Subclasses set `task_name` and `num_classes` and implement `transform` and `describe`.
     """
 
@@ -105,18 +106,19 @@ class PretextTask(keras.layers.Layer):
         return tf.unstack(tf.random.experimental.stateless_split(base, count))
 
     # -- integration with kpretrain's training stage -------------------------------------------------
-    def make_dataset(self, images: tf.data.Dataset) -> tf.data.Dataset:
+    def make_dataset(self, images: tf.data.Dataset, start: int = 0) -> tf.data.Dataset:
         """Map batched float images (or `(images, ...)` tuples) to what `build_model(...).fit` expects.
 
-        Batch numbers are drawn in order by a sequential map, then the labelling runs in parallel and
-        deterministically, overlapping training through `prefetch`.
+        The n-th batch of `images` is labelled as batch number `start + n` (`Dataset.enumerate`, no state): the
+        labels are a pure function of (seed, batch number), so a pipeline that starts at batch `start` (e.g. after
+        resuming) continues exactly, and op determinism keeps the labelling map parallel.
         """
         if isinstance(images.element_spec, tuple):
             images = images.map(lambda x, *_: x)
         self.check_images(images.element_spec.shape)
-        numbered = images.map(lambda x: (tf.cast(x, tf.float32), self.next_step()))
-        return numbered.map(self.transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-            tf.data.AUTOTUNE)
+        numbered = images.enumerate(start)
+        return numbered.map(lambda step, x: self.transform(tf.cast(x, tf.float32), step),
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
     def build_model(self, backbone: keras.Model, *, head: str = "linear", seed: int = 0) -> keras.Model:
         """The pretext model: shared `backbone` plus a fresh pretext head (uncompiled)."""

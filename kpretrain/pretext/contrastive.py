@@ -99,7 +99,9 @@ class ContrastiveTask(PretextTask):
                                               kernel_initializer=keras.initializers.HeNormal(seed=seed)))
         projection.add(keras.layers.Dense(self.projection_dim, name="projection_out",
                                           kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1)))
-        return ContrastiveModel(backbone, projection, temperature=self.temperature)
+        model = ContrastiveModel(backbone, projection, temperature=self.temperature)
+        model.build(backbone.input_shape)  # built before fit, as resuming from a backup requires
+        return model
 
     def compile_kwargs(self) -> dict:
         """Nothing beyond the optimizer: the model computes NT-Xent and its accuracy itself."""

@@ -33,7 +33,7 @@ class SupervisedTask(PretextTask):
         raise TypeError("supervised pre-training takes its labels from the data set; use make_dataset on "
                         "(images, labels) batches")
 
-    def make_dataset(self, batches: tf.data.Dataset) -> tf.data.Dataset:
+    def make_dataset(self, batches: tf.data.Dataset, start: int = 0) -> tf.data.Dataset:
         """`(images, labels)` batches as they are (the labels are the data set's)."""
         return batches.map(lambda x, y: (tf.cast(x, tf.float32), tf.cast(y, tf.int32))).prefetch(tf.data.AUTOTUNE)
 

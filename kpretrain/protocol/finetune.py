@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import keras
+
 from kpretrain.models.heads import HeadedModel
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import FinetuneResult
@@ -20,11 +22,12 @@ def classification_compile_kwargs() -> dict:
 
 
 def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(), epochs: int | None = None,
-             clock: Clock | None = None) -> FinetuneResult:
+             clock: Clock | None = None, backup: str | None = None) -> FinetuneResult:
     """Fit `model` on the labelled subset; refreshed validation every `evaluation.validate_every` epochs.
 
     Gradual unfreezing (`transfer.unfreeze`) and validation are set up here, so every caller gets them.  Ends
     with refreshed BN statistics in the model (when `evaluation.bn_refresh`); the test split is not touched.
+    `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes.
     """
     r = inputs.recipe
     ev = r.evaluation
@@ -38,14 +41,15 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
                                        bn=arm.transfer.bn, backbone_lr_factor=arm.transfer.unfreeze.backbone_lr_factor)
         stage_callbacks.insert(0, unfreezing)
     epochs = inputs.epochs(arm.finetune.epochs if epochs is None else epochs)
-    result = fit_stage(model, inputs.train_batches(), epochs=epochs, steps_per_epoch=inputs.steps(len(inputs.labelled[1])),
+    keras.utils.set_random_seed(inputs.seed)
+    result = fit_stage(model, inputs.train_batches, epochs=epochs, steps_per_epoch=inputs.steps(len(inputs.labelled[1])),
                        optimizer=arm.finetune.optimizer, compile_kwargs=classification_compile_kwargs(),
                        callbacks=[*stage_callbacks, *callbacks], jit_compile=r.runtime.jit_compile,
-                       verbose=r.runtime.verbose, clock=clock)
+                       verbose=r.runtime.verbose, clock=clock, backup=backup)
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **validation.records}
     last = {k: v[-1] for k, v in validation.records.items()}
     return FinetuneResult(
         history=history, epochs=epochs, val_accuracy=last["val_accuracy"], val_accuracy_raw=last["val_accuracy_raw"],
         val_accuracy_refreshed=last.get("val_accuracy_refreshed"), wall_time_s=result.wall_time_s,
         unfreeze_schedule=[[int(e), list(b)] for e, b in unfreezing.schedule] if unfreezing else None,
-        raw_bn=validation.raw_bn or [])
+        raw_bn=validation.raw_bn or [], resumed_from=result.resumed_from)

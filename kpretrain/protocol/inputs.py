@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import math
 
-import keras
 import numpy as np
 
 from kpretrain.data import DatasetArrays, Splits, image_batches, labelled_batches
@@ -95,7 +94,7 @@ class SeedData:
         """Shuffled labelled images for a BN refresh: a new dataset each time, so every arm sees the same batches."""
         return image_batches(self.labelled[0], self.batch_size, shuffle=True, seed=self.seed)
 
-    def train_batches(self):
-        """Shuffled (images, labels) batches of the labelled subset, in this seed's order."""
-        keras.utils.set_random_seed(self.seed)
-        return labelled_batches(*self.labelled, self.batch_size, shuffle=True, seed=self.seed)
+    def train_batches(self, start: int = 0):
+        """Endless shuffled (images, labels) batches of the labelled subset from batch number `start` on, in this
+        seed's order (a pure function of seed and batch number)."""
+        return labelled_batches(*self.labelled, self.batch_size, shuffle=True, seed=self.seed, start=start, repeat=True)

@@ -48,8 +48,10 @@ def pretraining_images(arm: Recipe, inputs: SeedData):
 
 
 def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: float | None = None,
-             clock: Clock | None = None) -> PretrainResult:
-    """Train the whole `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights."""
+             clock: Clock | None = None, backup: str | None = None) -> PretrainResult:
+    """Train the whole `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights.
+
+    `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes."""
     seed, batch, r = inputs.seed, inputs.batch_size, inputs.recipe
     freeze_to_depth(backbone, 0)
     keras.utils.set_random_seed(seed)
@@ -57,20 +59,24 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
     task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed, num_classes=num_classes)
     model = task.build_model(backbone, seed=seed, **({"head": arm.pretrain.head} if arm.pretrain.head else {}))
     if task.needs_labels:
-        train = task.make_dataset(labelled_batches(x_pre, y_pre, batch, shuffle=True, seed=seed, drop_remainder=True))
+        def train(start):
+            return task.make_dataset(labelled_batches(x_pre, y_pre, batch, shuffle=True, seed=seed, drop_remainder=True,
+                                                      start=start, repeat=True), start)
         validation = task.make_dataset(labelled_batches(x_val, y_val, batch, shuffle=False, seed=seed)).cache()
     else:
-        train = task.make_dataset(image_batches(x_pre, batch, shuffle=True, seed=seed, drop_remainder=True))
+        def train(start):
+            return task.make_dataset(image_batches(x_pre, batch, shuffle=True, seed=seed, drop_remainder=True,
+                                                   start=start, repeat=True), start)
         val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
         validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
                                                          drop_remainder=len(x_val) >= batch)).cache()
     epochs = inputs.epochs(arm.pretrain.epochs if epochs is None else epochs)
-    evaluation = RefreshedEvaluation(validation, train if r.evaluation.bn_refresh else None, inputs.bn_batches,
+    evaluation = RefreshedEvaluation(validation, train(0) if r.evaluation.bn_refresh else None, inputs.bn_batches,
                                      raw=r.evaluation.raw, clock=clock)
     result = fit_stage(model, train, epochs=epochs, steps_per_epoch=inputs.steps(len(x_pre), True),
                        optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(), callbacks=[evaluation],
                        jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose, min_points=PRETEXT_CURVE_POINTS,
-                       clock=clock)
+                       clock=clock, backup=backup)
     monitor = task.monitor
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **evaluation.records}
     finals = [v for v in history.get(f"val_{monitor}", []) if v is not None]
@@ -78,7 +84,8 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
         task=arm.pretrain.task, dataset=source, images=int(len(x_pre)), epochs=epochs,
         steps_per_epoch=result.steps_per_epoch, monitor=monitor, history={"epoch": result.data_epochs, **history},
         final_val_accuracy=finals[-1] if finals else float("nan"), wall_time_s=result.wall_time_s,
-        seconds=clock.split() if clock is not None else {}, weights=tuple(backbone.get_weights()))
+        seconds=clock.split() if clock is not None else {}, weights=tuple(backbone.get_weights()),
+        resumed_from=result.resumed_from)
 
 
 def shared(result: PretrainResult, unit: str, arms) -> PretrainResult:

@@ -29,9 +29,15 @@ class PretrainResult:
     unit: str = ""  # units/<unit>.json: the pre-training unit (named after the first arm that uses it)
     arms: tuple = ()  # every arm of this seed that starts from these weights
     weights: tuple = dataclasses.field(default=(), repr=False, compare=False)
+    resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
 
     def record(self) -> dict:
         return _plain(self)
+
+    @classmethod
+    def from_record(cls, record: dict, weights=()) -> "PretrainResult":
+        """The result a recorded unit holds (resume), with the weights saved beside it."""
+        return cls(**{**record, "arms": tuple(record.get("arms", ())), "weights": tuple(weights)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +63,7 @@ class FinetuneResult:
     wall_time_s: float
     unfreeze_schedule: Optional[list] = None
     raw_bn: list = dataclasses.field(default_factory=list, repr=False, compare=False)
+    resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
 
     def record(self) -> dict:
         out = {"history": self.history, "finetune_epochs": self.epochs, "finetune_wall_time_s": self.wall_time_s,
@@ -107,3 +114,15 @@ class UnitResult:
         if self.test is not None:
             out.update(self.test.record())
         return out
+
+    @classmethod
+    def from_record(cls, record: dict, pretrain: Optional[PretrainResult] = None) -> "UnitResult":
+        """The result a recorded unit holds (resume); inverse of `record()` given its pre-training unit."""
+        r = record
+        test = TestResult(r["test_accuracy"], r["test_accuracy_raw"], r.get("test_accuracy_refreshed"),
+                          r["confusion"]) if "test_accuracy" in r else None
+        finetune = FinetuneResult(r["history"], r["finetune_epochs"], r["val_accuracy"], r["val_accuracy_raw"],
+                                  r.get("val_accuracy_refreshed"), r["finetune_wall_time_s"], r.get("unfreeze_schedule"))
+        return cls(seed=r["seed"], arm=r["arm"], transfer=TransferResult(tuple(r["frozen_blocks"]), r.get("head_init")),
+                   finetune=finetune, trainable_params=r["trainable_params"], seconds=r["seconds"], pretrain=pretrain,
+                   test=test, knn_accuracy=r.get("knn_accuracy"))

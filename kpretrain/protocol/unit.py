@@ -18,6 +18,7 @@ from kpretrain.protocol.pretrain import pretrain
 from kpretrain.protocol.results import PretrainResult, UnitResult
 from kpretrain.protocol.transfer import refreeze, transfer
 from kpretrain.recipe import Recipe, pretrains
+from kpretrain.training import interruption
 from kpretrain.training.timing import Clock
 
 
@@ -41,12 +42,14 @@ def build_model(arm: Recipe, inputs: SeedData) -> HeadedModel:
 
 def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedModel | None = None,
              pretrained: PretrainResult | None = None, resumed: bool = False, callbacks=(), epochs: int | None = None,
-             test: bool = True, scope: Callable = contextlib.nullcontext) -> UnitResult:
+             test: bool = True, scope: Callable = contextlib.nullcontext, backup: str | None = None) -> UnitResult:
     """Pre-train (or take `pretrained` weights), transfer, fine-tune, evaluate one arm for one seed.
 
     `model` (from `build_model`) is trained in place; `resumed=True` means its weights come from an earlier
     round (Hyperband), so pre-training and transfer's re-initialisation are skipped and only freezing is applied.
     `test=False` (tuner trials) touches neither the test split nor kNN.  `callbacks` go to fine-tuning.
+    `backup`: path prefix of the stages' backup directories (`<backup>.pretrain.backup`, `<backup>.finetune.backup`),
+    from which stages interrupted earlier resume.
     """
     clock = Clock()
     with scope():
@@ -57,14 +60,20 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
         else:
             if pretrains(arm):
                 if pretrained is None:
-                    pretrained = pretrain(backbone, arm, inputs, clock=clock)
+                    pretrained = pretrain(backbone, arm, inputs, clock=clock, backup=_stage(backup, "pretrain"))
                 else:
                     backbone.set_weights(list(pretrained.weights))
             transferred = transfer(model, arm, inputs, clock=clock)
         trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         knn = knn_test_accuracy(backbone, inputs, clock=clock) if test and inputs.recipe.evaluation.knn else None
-        finetuned = finetune(model, arm, inputs, callbacks=callbacks, epochs=epochs, clock=clock)
+        interruption.check()
+        finetuned = finetune(model, arm, inputs, callbacks=callbacks, epochs=epochs, clock=clock,
+                             backup=_stage(backup, "finetune"))
         tested = evaluate_test(model, inputs, finetuned, clock=clock) if test else None
     return UnitResult(seed=inputs.seed, arm=name, transfer=transferred, finetune=finetuned, trainable_params=trainable,
                       seconds=clock.split(), pretrain=pretrained, test=tested, knn_accuracy=knn)
 
+
+
+def _stage(backup: str | None, stage: str) -> str | None:
+    return None if backup is None else f"{backup}.{stage}.backup"

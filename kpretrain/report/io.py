@@ -43,6 +43,12 @@ def write_json(path: str, data) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def read_json(path: str):
+    """The JSON document in `path`."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
 def save_figure(fig, path: str, **kwargs) -> None:
     """Save a matplotlib figure atomically and close it."""
     import matplotlib.pyplot as plt

@@ -35,6 +35,14 @@ class _Validation(keras.callbacks.Callback):
         """{metric name: value} of the model as it is."""
         raise NotImplementedError
 
+    def backup_state(self) -> dict:
+        """What a resumed stage needs of the epochs before it (see `StageBackup`)."""
+        return {"records": self.records, "raw_bn": self.raw_bn}
+
+    def restore_state(self, state: dict) -> None:
+        self.records = {k: list(v) for k, v in state["records"].items()}
+        self.raw_bn = [tuple(np.asarray(s, np.float32) for s in pair) for pair in state["raw_bn"] or []] or None
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         last = epoch + 1 >= self.params.get("epochs", epoch + 1)

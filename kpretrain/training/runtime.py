@@ -52,7 +52,7 @@ def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
 
 def configure_runtime(runtime: RuntimeConfig) -> None:
     """Apply op determinism and the mixed-precision policy (process-wide)."""
-    if runtime.deterministic:
+    if runtime.op_determinism:
         tf.config.experimental.enable_op_determinism()
     elif tf_config.is_op_determinism_enabled():  # process-wide: a later run or trial must not inherit it
         tf_config.disable_op_determinism()  # (no public API; Keras reads the same flag to refuse XLA)

@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from kpretrain.recipe import OptimizerConfig
+from kpretrain.training.backup import EpochLog, StageBackup
+from kpretrain.training.interruption import StopOnSignal
 from kpretrain.training.optimizers import create_optimizer
 from kpretrain.training.timing import Clock, measure
 
@@ -24,6 +26,7 @@ class StageResult:
     steps_per_epoch: int = 0
     wall_time_s: float = 0.0
     data_epochs: list = field(default_factory=list)  # position of each history point, in passes over the data
+    resumed_from: int = 0  # the epoch a resumed stage started from (0: it ran whole)
 
 
 def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tuple[int, int]:
@@ -42,23 +45,38 @@ def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tupl
     return keras_epochs, max(1, total // keras_epochs)
 
 
-def fit_stage(model: keras.Model, train: tf.data.Dataset, *, epochs: float, steps_per_epoch: int,
+def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
               optimizer: OptimizerConfig, compile_kwargs: dict, validation: tf.data.Dataset | None = None,
               callbacks=(), jit_compile: bool = False, verbose: int = 0, min_points: int = 1,
-              clock: Clock | None = None) -> StageResult:
-    """Compile `model` with a fresh optimizer and fit it on the repeated `train` dataset (timed as training)."""
+              clock: Clock | None = None, backup: str | None = None) -> StageResult:
+    """Compile `model` with a fresh optimizer and fit it (timed as training).
+
+    `train` is a function of the first batch number returning the stage's endless batches from there (or a
+    dataset, repeated).  With `backup` (a directory), every finished epoch is backed up and a stage interrupted
+    earlier resumes after its last backed-up epoch, on the batches it would have seen (see `StageBackup`).
+    Ctrl-C / SIGTERM stop it after the current batch (`interruption.stop_on_signals`).
+    """
     keras_epochs, steps = epoch_plan(epochs, steps_per_epoch, min_points)
     if keras_epochs == 0:
         return StageResult()
     model.compile(optimizer=create_optimizer(optimizer, steps, keras_epochs), jit_compile=jit_compile,
                   **compile_kwargs)
+    log = EpochLog()
+    stage_callbacks = [StopOnSignal(), *callbacks, log]
+    start_epoch = 0
+    if backup is not None:
+        saver = StageBackup(backup, stage_callbacks)
+        start_epoch = min(saver.resume_epoch(), keras_epochs)
+        stage_callbacks.append(saver)
+    data = train(start_epoch * steps) if callable(train) else train.repeat().skip(start_epoch * steps)
     start = time.perf_counter()
     with measure(clock, "training"):
-        history = model.fit(train.repeat(), epochs=keras_epochs, steps_per_epoch=steps, validation_data=validation,
-                            callbacks=list(callbacks), verbose=verbose, shuffle=False)
-    return StageResult(history={k: [float(v) for v in vals] for k, vals in history.history.items()},
-                       epochs=keras_epochs, steps_per_epoch=steps, wall_time_s=time.perf_counter() - start,
-                       data_epochs=[round((i + 1) * steps / steps_per_epoch, 4) for i in range(keras_epochs)])
+        model.fit(data, epochs=keras_epochs, steps_per_epoch=steps, validation_data=validation,
+                  callbacks=stage_callbacks, verbose=verbose, shuffle=False)
+    return StageResult(history=log.history, epochs=keras_epochs, steps_per_epoch=steps,
+                       wall_time_s=time.perf_counter() - start,
+                       data_epochs=[round((i + 1) * steps / steps_per_epoch, 4) for i in range(keras_epochs)],
+                       resumed_from=start_epoch)
 
 
 def predict_classes(model: keras.Model, images: tf.data.Dataset) -> np.ndarray:

@@ -4,7 +4,9 @@ Keras 3 needs two things when `trainable` changes inside `fit`: the train functi
 (`make_train_function(force=True)`, as `Layer.trainable` documents), and the optimizer must already know every
 variable it will ever update (it refuses variables it was not built with).  So `GradualUnfreezing`, at the start
 of training, swaps the compiled optimizer for a fresh copy of itself built on all variables that will become
-trainable; it must therefore see a fresh optimizer (compile just before `fit`, as `fit_stage` does).
+trainable; it must therefore see a fresh optimizer (compile just before `fit`, as `fit_stage` does).  A stage
+resumed from a backup is no exception: `StageBackup`, after this callback, restores the optimizer's state into the
+rebuilt optimizer, and the depth of the first resumed epoch follows from its number.
 """
 
 from __future__ import annotations
@@ -105,6 +107,12 @@ class GradualUnfreezing(keras.callbacks.Callback):
             self._set_depth(depth)
             self._depth = depth
         self.schedule.append((epoch, trainable_blocks(self.backbone)))
+
+    def backup_state(self) -> list:
+        return self.schedule
+
+    def restore_state(self, state: list) -> None:
+        self.schedule = [(int(epoch), list(blocks)) for epoch, blocks in state]
 
     def _set_depth(self, depth) -> None:
         freeze_to_depth(self.backbone, depth, self.bn)

@@ -1,0 +1,141 @@
+"""A run directory's guards: one writer at a time (a lock file), and the recipe it was started with."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sys
+
+from kpretrain.errors import InputError
+
+LOCK_NAME = ".lock"
+
+
+class DirectoryLocked(InputError):
+    """Another live process holds the directory's lock."""
+
+
+class DirectoryLock:
+    """`with DirectoryLock(path, what):` holds `path/.lock` or refuses with `DirectoryLocked` naming the holder.
+
+    An exclusive `flock` on the file is the lock: the kernel drops it when its process dies, SIGKILL included, so
+    no dead process can block a directory.  The file keeps the holder's pid and host (emptied on a clean exit);
+    a pid left by a process that died holding the lock is reported as a stale lock taken over.
+    """
+
+    def __init__(self, directory: str, what: str = "run directory", hint: str = "use another --out"):
+        self.directory, self.what, self.hint = directory, what, hint
+        self.path = os.path.join(directory, LOCK_NAME)
+        self._fd: int | None = None
+
+    def _holder(self, fd: int) -> dict:
+        os.lseek(fd, 0, os.SEEK_SET)
+        try:
+            return json.loads(os.read(fd, 4096) or b"{}")
+        except ValueError:
+            return {}
+
+    def acquire(self) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            raise DirectoryLocked(f"{self.what} {self.directory!r} is in use by process {holder.get('pid', '?')}"
+                                  f"{' on ' + holder['host'] if holder.get('host') else ''} (lock {self.path}); "
+                                  f"wait for it to finish or {self.hint}") from None
+        stale = self._holder(fd)
+        if stale.get("pid"):
+            print(f"warning: took over the stale lock of {self.what} {self.directory!r} "
+                  f"(process {stale['pid']} ended without releasing it)", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # the file stays: removing it would let two processes lock two inodes
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+RUN_FILE = "run.json"  # how the run was started (--smoke), beside recipe.yaml
+IGNORED_KEYS = ("runtime.verbose",)  # keys that change how a run looks, not what it computes
+
+
+class RecipeMismatch(InputError):
+    """The run directory was started with another recipe."""
+
+
+def _first_difference(here, there, key: str = ""):
+    """(dotted key, value here, value there) of the first difference, in the order of `here`; None if equal."""
+    if isinstance(here, dict) and isinstance(there, dict):
+        for k in [*here, *(k for k in there if k not in here)]:
+            sub = f"{key}.{k}" if key else str(k)
+            if sub in IGNORED_KEYS:
+                continue
+            found = _first_difference(here.get(k, _ABSENT), there.get(k, _ABSENT), sub)
+            if found:
+                return found
+        return None
+    return None if here == there else (key, here, there)
+
+
+_ABSENT = "(absent)"
+
+
+def recipe_sha256(recipe_dict: dict) -> str:
+    """SHA-256 of the resolved recipe (canonical JSON), without the keys that do not change results."""
+    plain = json.loads(json.dumps(recipe_dict))
+    for key in IGNORED_KEYS:
+        section, _, name = key.partition(".")
+        plain.get(section, {}).pop(name, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
+
+
+def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
+    """What `out_dir` holds for this recipe: "new", "resume" (an unfinished run of it) or "finished".
+
+    Raises `RecipeMismatch` (exit 2) naming the first key that differs when the directory holds another recipe's
+    run, or one started with another `--smoke`.
+    """
+    import yaml
+
+    recipe_path = os.path.join(out_dir, "recipe.yaml")
+    if not os.path.exists(recipe_path):
+        return "new"
+    with open(recipe_path) as fh:
+        there = yaml.safe_load(fh)
+    here = yaml.safe_load(yaml.safe_dump(recipe_dict, sort_keys=False))  # compare as the file stores it
+    found = _first_difference(here, there)
+    if found:
+        key, value, other = found
+        raise RecipeMismatch(f"--out {out_dir!r} holds a run of another recipe: key '{key}' is {other!r} there and "
+                             f"{value!r} here; resume it with `kpretrain run --resume {out_dir}`, or use another --out")
+    try:
+        with open(os.path.join(out_dir, RUN_FILE)) as fh:
+            was_smoke = bool(json.load(fh).get("smoke", False))
+    except (OSError, ValueError):
+        was_smoke = False
+    if was_smoke != smoke:
+        raise RecipeMismatch(f"--out {out_dir!r} holds a run started {'with' if was_smoke else 'without'} --smoke; "
+                             f"run it {'with' if was_smoke else 'without'} --smoke, or use another --out")
+    try:
+        with open(os.path.join(out_dir, "metrics.json")) as fh:
+            finished = bool(json.load(fh).get("complete"))
+    except (OSError, ValueError):
+        finished = False
+    return "finished" if finished else "resume"
