@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="one table across run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     report.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    report.add_argument("--plot", metavar="FILE.png", help="also draw every run's arms with their 95 %% intervals")
     report.add_argument("--debug", action="store_true")
     return parser
 
@@ -154,11 +155,11 @@ def cmd_run(args) -> int:
         raise InputError("kpretrain run needs a recipe (e.g. recipes/fashion_overlay.yaml) or --resume DIR")
     recipe = load_recipe(recipe_path, args.sets)
     _start_tensorflow(args.debug, "none" if args.dry_run else recipe.runtime.distribute)
-    from kpretrain.experiment import Experiment, default_out_dir
+    from kpretrain.experiment import Experiment, Sweep, default_out_dir
     from kpretrain.rundir import DirectoryLock, run_state
     from kpretrain.training.runtime import is_chief
 
-    experiment = Experiment(recipe, smoke=smoke)
+    experiment = (Sweep if recipe.sweep else Experiment)(recipe, smoke=smoke)
     plan = experiment.prepare()
     if args.dry_run:
         print("\n".join(plan))
@@ -230,9 +231,11 @@ def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, crea
         print(f"kpretrain: training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               f"(rerun with --debug for the traceback{f'; partial results in {out_dir}' if chief else ''})", file=sys.stderr)
         return EXIT_FAILED
-    from kpretrain.report.tables import markdown_table
+    from kpretrain.report.tables import markdown_table, verdict_lines
 
     print(markdown_table(metrics))
+    for line in verdict_lines(metrics):
+        print(line)
     for warning in metrics["warnings"]:
         print(f"warning: {warning}")
     print(f"results: {out_dir}/report.md" if chief else "results: in the chief's run directory")
@@ -293,7 +296,7 @@ def _tf_config_workers() -> int:
 
 def cmd_report(args) -> int:
     from kpretrain.errors import InputError
-    from kpretrain.report.tables import summary_rows
+    from kpretrain.report.tables import CSV_FIELDS, flat_row, rows_table, summary_rows
 
     rows = []
     for run_dir in args.run_dirs:
@@ -310,19 +313,16 @@ def cmd_report(args) -> int:
     elif args.format == "csv":
         import csv
 
-        fields = ["run", "recipe", "arm", "task", "frozen_depth", "n", "test_accuracy_mean", "test_accuracy_std",
-                  "test_accuracy_raw_mean", "baseline", "diff_mean", "diff_std", "trainable_params"]
-        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(flat_row(row) for row in rows)
     else:
-        print("| run | arm | task | frozen | test acc % | raw % | Δ vs its scratch (pts) |")
-        print("|---|---|---|---|---|---|---|")
-        for r in rows:
-            diff = "—" if "diff_mean" not in r else f"{100 * r['diff_mean']:+.2f} ± {100 * r['diff_std']:.2f}" + (
-                f" (vs {r['baseline']})" if r["baseline"] != "scratch" else "")
-            print(f"| {r['run']} | {r['arm']} | {r['task']} | {r['frozen_depth']} | {100 * r['test_accuracy_mean']:.2f} ± "
-                  f"{100 * r['test_accuracy_std']:.2f} (n={r['n']}) | {100 * r['test_accuracy_raw_mean']:.2f} | {diff} |")
+        print(rows_table(rows))
+    if args.plot:
+        from kpretrain.report.plots import plot_runs
+
+        plot_runs(rows, args.plot)
+        print(f"plot: {args.plot}", file=sys.stderr)
     return EXIT_OK
 
 

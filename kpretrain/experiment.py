@@ -11,9 +11,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
+import importlib.util
 import json
+import math
 import os
 import platform
+import shutil
 import time
 from typing import Callable
 
@@ -34,13 +37,15 @@ from kpretrain.protocol.pretrain import shared
 from kpretrain.protocol.results import PretrainResult, UnitResult
 from kpretrain.recipe import Recipe, pretrains, transfers
 from kpretrain.report import io
+from kpretrain.report.tables import arm_statistics
 from kpretrain.rundir import RUN_FILE, recipe_sha256
 from kpretrain.training import interruption
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 from kpretrain.training.timing import Clock
 
 
-SCHEMA_VERSION = 2  # metrics.json layout; 2: provenance (recipe and data checksums), time_split.reused_units
+SCHEMA_VERSION = 2  # metrics.json layout; 2: provenance (recipe and data checksums), time_split.reused_units,
+# arms.<arm>.statistics (intervals, paired tests)
 
 
 def default_out_dir(recipe: Recipe) -> str:
@@ -52,8 +57,11 @@ def default_out_dir(recipe: Recipe) -> str:
 class Experiment:
     """One recipe, prepared (validated, data loaded) then run into a run directory."""
 
-    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] = print):
+    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] = print,
+                 shared_with: dict | None = None):
         self.recipe = recipe
+        # what the points of a sweep share: loaded data sets, and pre-trained weights per seed and setting
+        self.shared_with = shared_with if shared_with is not None else {"datasets": {}, "pretrained": {}}
         self.arms = recipe.arm_recipes()
         self.pairs = recipe.baseline_pairs()
         self.budget = SMOKE if smoke else FULL
@@ -74,7 +82,10 @@ class Experiment:
     def prepare(self) -> list[str]:
         """Validate arms against data and models, load data, make splits; return the plan as lines."""
         r = self.recipe
-        self.data = self._shrink(load_dataset(r.data.dataset, r.data.path))
+        if r.runtime.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise RecipeError("recipe key 'runtime.tensorboard': the tensorboard package is not installed; "
+                              "pip install 'kpretrain[tensorboard]' (or tensorboard), or set runtime.tensorboard=false")
+        self.data = self._shrink(self._load(r.data.dataset, r.data.path))
         validation = self.budget.cap(r.data.validation, self.budget.validation)
         labels_per_class = r.data.labels_per_class
         if self.smoke:
@@ -96,13 +107,20 @@ class Experiment:
                 create_task(arm.pretrain.task, arm.pretrain.options, seed=0, num_classes=self.data.num_classes)
                 dataset = arm.pretrain.dataset or r.data.dataset
                 if dataset != r.data.dataset and dataset not in self.pretrain_data:
-                    other = self._shrink(load_dataset(dataset, None))
+                    other = self._shrink(self._load(dataset, None))
                     if other.image_shape != self.data.image_shape:
                         raise RecipeError(
                             f"recipe key 'arms.{name}.pretrain.dataset': {dataset} images are {other.image_shape}, "
                             f"{r.data.dataset} images are {self.data.image_shape}; use data sets of the same shape")
                     self.pretrain_data[dataset] = other
         return self.plan_lines()
+
+    def _load(self, name: str, path) -> DatasetArrays:
+        """`load_dataset`, once per data set for all the points of a sweep."""
+        cache = self.shared_with["datasets"]
+        if (name, path) not in cache:
+            cache[(name, path)] = load_dataset(name, path)
+        return cache[(name, path)]
 
     def _check_transfer(self, name: str, arm: Recipe, backbone: keras.Model) -> None:
         """Transfer settings that depend on the backbone: depth in range, SavedModel limits."""
@@ -233,7 +251,8 @@ class Experiment:
                 if unit is None:
                     interruption.check()
                     unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope,
-                                    backup=os.path.join(units, f"seed{seed}.{name}"))
+                                    backup=os.path.join(units, f"seed{seed}.{name}"),
+                                    tensorboard=self._tensorboard(out_dir, seed, name))
                     self._record_unit(out_dir, unit)
                 results[name].append(unit)
                 io.write_json(os.path.join(out_dir, "metrics.json"),
@@ -261,22 +280,50 @@ class Experiment:
         weights = os.path.join(out_dir, "units", f"{unit}.weights.h5")
         with self.scope():
             backbone = initial_backbone(arm, inputs)
+            source = self._pretraining_source(arm, inputs.seed)
+            elsewhere = self.shared_with["pretrained"].get(source)
+            copied = elsewhere is not None and not os.path.exists(record_path)
+            if copied:  # another point of the sweep made the same pre-training
+                source_record, source_weights = elsewhere
+                with io.atomic_path(weights) as tmp:
+                    shutil.copyfile(source_weights, tmp)
+                record = {**io.read_json(source_record), "unit": unit, "arms": users,
+                          "reused_from": os.path.relpath(source_record, os.path.dirname(os.path.abspath(out_dir)))}
+                io.write_json(record_path, record)
+                self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: the same pre-training as "
+                         f"{record['reused_from']}, reused")
             if os.path.exists(record_path) and os.path.exists(weights):
                 backbone.load_weights(weights)
                 result = PretrainResult.from_record(io.read_json(record_path), backbone.get_weights())
                 self._reused.add(unit)
-                self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: recorded in {record_path}, reused")
+                if not copied:
+                    self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: recorded in {record_path}, reused")
+                self.shared_with["pretrained"].setdefault(source, (record_path, weights))
                 return result
             interruption.check()
+            board = self._tensorboard(out_dir, inputs.seed, name)
             result = shared(pretrain(backbone, arm, inputs, clock=Clock(),
-                                     backup=os.path.join(out_dir, "units", f"{unit}.backup")), unit, users)
+                                     backup=os.path.join(out_dir, "units", f"{unit}.backup"),
+                                     tensorboard=os.path.join(board, "pretrain") if board else None), unit, users)
             with io.atomic_path(weights) as tmp:
                 backbone.save_weights(tmp)
         io.write_json(record_path, result.record())
+        self.shared_with["pretrained"][self._pretraining_source(arm, inputs.seed)] = (record_path, weights)
         self.log(f"seed {inputs.seed} | pretrain {arm.pretrain.task} {arm.pretrain.epochs:g} ep for "
                  f"{', '.join(users)}: pretext val acc {result.final_val_accuracy:.3f} ({_seconds(result.seconds)})"
                  + _resumed("pre-training", result.resumed_from))
         return result
+
+    def _pretraining_source(self, arm: Recipe, seed: int) -> str:
+        """What makes two sweep points' pre-trainings of a seed identical: the pre-training settings and the data
+        (pre-training reads the labelled subset and the unlabelled pool together, which `labels_per_class` does not
+        change; validation size and batch size do)."""
+        data = {k: v for k, v in self.recipe.to_dict()["data"].items() if k != "labels_per_class"}
+        return json.dumps([pretraining_key(arm), data, seed, self.smoke], sort_keys=True)
+
+    def _tensorboard(self, out_dir: str, seed: int, name: str) -> str | None:
+        """`tb/<seed>/<arm>/` when `runtime.tensorboard` (each stage logs in a sub-directory named after it)."""
+        return os.path.join(out_dir, "tb", str(seed), name) if self.recipe.runtime.tensorboard else None
 
     def _recorded_unit(self, out_dir: str, seed: int, name: str, pretrained: PretrainResult | None) -> UnitResult | None:
         """The unit an earlier run of this directory finished and recorded, or None."""
@@ -347,6 +394,8 @@ class Experiment:
         seconds = ran + [p.seconds for p in pretrainings if p.unit not in self._reused]
         training = sum(s.get("training", 0.0) for s in seconds)
         evaluation = sum(s.get("evaluation", 0.0) for s in seconds)
+        for name, stats in arm_statistics({"arms": arms}).items():
+            arms[name]["statistics"] = stats
         return {
             "schema_version": SCHEMA_VERSION,
             "kpretrain_version": kpretrain.__version__,
@@ -404,6 +453,88 @@ class Experiment:
             with open(os.path.join(tmp, "kpretrain.json"), "w") as fh:
                 json.dump(info, fh, indent=2)
         return {"arm": name, "seed": seed, "keras": "backbone.keras", "saved_model": "backbone/"}
+
+
+class Sweep:
+    """A recipe with `sweep:`: every grid point is an `Experiment` run into its own sub-directory `<key>=<value>/`;
+    the points share loaded data and, per seed, identical pre-trainings.  The top-level `metrics.json` lists the
+    points (each with a single run's `arms` layout); `report.md` has one table over all of them, with Holm-adjusted
+    p-values across every comparison, and `label_efficiency.png` when `data.labels_per_class` is swept."""
+
+    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] = print):
+        self.recipe, self.smoke, self.log = recipe, smoke, log
+        self.sweep = smoke_sweep(recipe.sweep) if smoke else dict(recipe.sweep)
+        shared_with: dict = {"datasets": {}, "pretrained": {}}
+        swept = dataclasses.replace(recipe, sweep=self.sweep)
+        self.points = [(at, point_dir(at), Experiment(point, smoke=smoke, log=log, shared_with=shared_with))
+                       for at, point in swept.sweep_points()]
+
+    @property
+    def strategy(self):
+        return self.points[0][2].strategy
+
+    def prepare(self) -> list[str]:
+        lines = [f"sweep of recipe {self.recipe.name}: {len(self.points)} points over "
+                 + ", ".join(f"{k} in {v}" for k, v in self.sweep.items())
+                 + (f" (--smoke: scaled down from {self.recipe.sweep})" if self.sweep != self.recipe.sweep else "")]
+        for _, name, experiment in self.points:
+            lines += [f"point {name}:"] + [f"  {line}" for line in experiment.prepare()]
+        return lines
+
+    def run(self, out_dir: str) -> dict:
+        """Run every point into `out_dir/<point>/`; write the sweep's metrics, report and plot."""
+        os.makedirs(out_dir, exist_ok=True)
+        io.write_text(os.path.join(out_dir, "recipe.yaml"), yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+        io.write_json(os.path.join(out_dir, RUN_FILE), {"smoke": self.smoke})
+        started = time.perf_counter()
+        finished = []
+        for at, name, experiment in self.points:
+            self.log(f"== point {name}")
+            finished.append((at, name, experiment.run(os.path.join(out_dir, name))))
+            io.write_json(os.path.join(out_dir, "metrics.json"),
+                          self.metrics(finished, time.perf_counter() - started, complete=False))
+        metrics = self.metrics(finished, time.perf_counter() - started, complete=True)
+        from kpretrain.report import write_sweep_report
+
+        write_sweep_report(out_dir, metrics)
+        io.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        return metrics
+
+    def metrics(self, finished: list, wall: float, complete: bool) -> dict:
+        first = finished[0][2]
+        points = [{"values": at, "dir": name, **{k: m[k] for k in ("arms", "pretraining", "data", "warnings")}}
+                  for at, name, m in finished]
+        reused = sum(1 for p in points for unit in p["pretraining"] if unit.get("reused_from"))
+        return {
+            "schema_version": SCHEMA_VERSION, "kpretrain_version": kpretrain.__version__, "recipe": self.recipe.name,
+            "complete": complete, "smoke": self.smoke, "seeds": list(self.recipe.seeds),
+            "recipe_sha256": recipe_sha256(self.recipe.to_dict()), "sweep": self.sweep, "points": points,
+            "pretraining_reused": reused,
+            "warnings": [f"{p['dir']}: {w}" for p in points for w in p["warnings"]],
+            "data_files": {k: v for _, _, m in finished for k, v in m["data_files"].items()},
+            "data_sha256": {k: v for _, _, m in finished for k, v in m["data_sha256"].items()},
+            "evaluation": first["evaluation"], "environment": first["environment"], "wall_time_s": wall,
+        }
+
+
+def point_dir(at: dict) -> str:
+    """Sub-directory of a sweep point: `data.labels_per_class=10` (several keys joined by `,`)."""
+    return ",".join(f"{key}={json.dumps(value) if not isinstance(value, str) else value}" for key, value in at.items())
+
+
+def smoke_sweep(sweep: dict) -> dict:
+    """`--smoke` caps labels per class at its budget; swept values are scaled down by rank so the points stay
+    distinct (10, 100, 1000 -> 3, 7, 10)."""
+    out = dict(sweep)
+    values = sweep.get("data.labels_per_class")
+    if values:
+        cap = SMOKE.labels_per_class
+        order = sorted(range(len(values)), key=lambda i: math.inf if values[i] is None else values[i])
+        scaled = [0] * len(values)
+        for rank, i in enumerate(order):
+            scaled[i] = max(1, round(cap * (rank + 1) / len(values)))
+        out["data.labels_per_class"] = scaled
+    return out
 
 
 def _resumed(stage: str, epochs: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import itertools
 import json
 import os
 import types
@@ -128,6 +129,7 @@ class RuntimeConfig:
     jit_compile: bool = _spec(default=False)
     distribute: str = _spec(default="none", choices=("none", "mirrored", "multi_worker"))
     verbose: int = _spec(default=0, minimum=0, maximum=2, doc="Keras fit verbosity")
+    tensorboard: bool = _spec(default=False, doc="Keras TensorBoard logs per unit and stage under tb/<seed>/<arm>/<stage>")
 
     @property
     def op_determinism(self) -> bool:
@@ -163,11 +165,31 @@ class Recipe:
     baselines: list = _spec(default_factory=lambda: ["scratch"], choices=BASELINES)
     arms: Optional[dict] = _spec(default=None, doc="arm name -> overrides of any protocol key")
     tune: TuneConfig = field(default_factory=TuneConfig)
+    sweep: Optional[dict] = _spec(default=None, doc="recipe key -> list of values; every point of their grid is run")
 
     # ---- views ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         """Plain dict with the recipe's YAML key names (`backbone.from`)."""
         return _to_plain(self)
+
+    def sweep_points(self) -> list[tuple[dict, "Recipe"]]:
+        """({key: value}, the recipe at that point) for every point of the `sweep:` grid, in order (first key
+        slowest); a recipe without `sweep` is its own single point `({}, self)`."""
+        if not self.sweep:
+            return [({}, self)]
+        keys = list(self.sweep)
+        points = []
+        for values in itertools.product(*(self.sweep[k] for k in keys)):
+            at = dict(zip(keys, values))
+            raw = apply_overrides({k: v for k, v in self.to_dict().items() if k != "sweep"},
+                                  [f"{k}={json.dumps(v)}" for k, v in at.items()])
+            try:
+                point = recipe_from_dict(raw)
+            except RecipeError as exc:
+                where = ", ".join(f"{k}={v!r}" for k, v in at.items())
+                raise RecipeError(f"{exc} (at sweep point {where})") from None
+            points.append((at, point))
+        return points
 
     def arm_recipes(self) -> dict[str, "Recipe"]:
         """Each arm's fully resolved recipe, baselines (matched scratches included) first, in run order."""
@@ -201,6 +223,7 @@ class Recipe:
     def _declared_arms(self) -> dict[str, "Recipe"]:
         base = self.to_dict()
         base.pop("arms", None)
+        base.pop("sweep", None)
         arms: dict[str, Recipe] = {}
         for name in self.baselines:
             if self.arms and name in self.arms:
@@ -307,9 +330,12 @@ def recipe_from_dict(raw: dict) -> Recipe:
                 raise RecipeError(f"recipe key 'arms': arm name {name!r} must be letters, digits, '_' or '-'")
             if overrides is not None and not isinstance(overrides, dict):
                 raise RecipeError(f"recipe key 'arms.{name}': expected a mapping of overrides, got {overrides!r}")
-            for forbidden in ("name", "seeds", "data", "arms", "baselines", "evaluation", "runtime", "tune"):
+            for forbidden in ("name", "seeds", "data", "arms", "baselines", "evaluation", "runtime", "tune", "sweep"):
                 if overrides and forbidden in overrides:
                     raise RecipeError(f"recipe key 'arms.{name}.{forbidden}': arms share {forbidden}; set it at the top level")
+    if recipe.sweep is not None:
+        _check_sweep(recipe.sweep)
+        recipe.sweep_points()  # validates every point
     if recipe.runtime.deterministic and recipe.runtime.jit_compile:
         raise RecipeError("recipe key 'runtime.jit_compile': XLA is off under op determinism (Keras falls back "
                           "silently); set runtime.deterministic=false or runtime.jit_compile=false")
@@ -450,6 +476,21 @@ def _range_text(meta) -> str:
     if hi is not None:
         return f" <= {hi}"
     return ""
+
+
+SWEEP_FIXED = ("name", "seeds", "sweep", "tune", "runtime", "baselines")  # the plan itself, or how (not what) runs
+
+
+def _check_sweep(sweep) -> None:
+    if not isinstance(sweep, dict) or not sweep:
+        raise RecipeError("recipe key 'sweep': expected a mapping of recipe key -> list of values, "
+                          "e.g. sweep: {data.labels_per_class: [10, 100, 1000]}")
+    for key, values in sweep.items():
+        if not isinstance(key, str) or not all(key.split(".")) or key.split(".")[0] in SWEEP_FIXED:
+            raise RecipeError(f"recipe key 'sweep.{key}': cannot be swept; allowed: keys of data, backbone, pretrain, "
+                              f"transfer, finetune, evaluation or arms")
+        if not isinstance(values, list) or not values or len({json.dumps(v) for v in values}) != len(values):
+            raise RecipeError(f"recipe key 'sweep.{key}': expected a non-empty list of distinct values, got {values!r}")
 
 
 def _to_plain(obj):

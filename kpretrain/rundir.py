@@ -73,7 +73,7 @@ class DirectoryLock:
 
 
 RUN_FILE = "run.json"  # how the run was started (--smoke), beside recipe.yaml
-IGNORED_KEYS = ("runtime.verbose",)  # keys that change how a run looks, not what it computes
+IGNORED_KEYS = ("runtime.verbose", "runtime.tensorboard")  # keys that change how a run looks, not what it computes
 
 
 class RecipeMismatch(InputError):

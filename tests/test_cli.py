@@ -132,6 +132,11 @@ def test_report_combines_runs(tiny_recipe, tmp_path, capsys):
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert [(r["run"], r["arm"]) for r in rows] == [(str(a), "scratch"), (str(a), "overlay"),
                                                     (str(b), "scratch"), (str(b), "overlay")]
+    assert {"test_accuracy_ci_low", "diff_ci_high", "p", "p_holm", "seeds_needed"} <= set(rows[0])
+    assert main(["report", str(a), str(b), "--plot", str(tmp_path / "runs.png")]) == 0
+    assert (tmp_path / "runs.png").stat().st_size > 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| run | arm |") and "[95 % CI]" in table[0] and len(table) == 6
     assert main(["report", str(tmp_path / "nothing")]) == 2
 
 

@@ -66,7 +66,7 @@ def resumable_recipe(tmp_path_factory):
         "name": "resumable", "seeds": [0],
         "data": {"dataset": "tiny", "path": data, "labels_per_class": 40, "validation": 40, "batch_size": 16},
         "backbone": {"name": "small_cnn", "options": {"widths": [4, 8, 8]}},
-        "arms": {"overlay": {"pretrain": {"task": "overlay", "epochs": 1},  # resumed with unfreezing in progress
+        "arms": {"overlay": {"pretrain": {"task": "overlay", "epochs": 2},  # resumed with unfreezing in progress
                              "transfer": {"frozen_depth": 2, "unfreeze": {"every": 2, "backbone_lr_factor": 0.5}}}},
         "finetune": {"epochs": 6},
         "evaluation": {"validate_every": 1, "bn_refresh_batches": 2},
@@ -79,8 +79,8 @@ def resumable_recipe(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def interrupted_and_reference(resumable_recipe, tmp_path_factory):
-    """One run stopped by SIGTERM in scratch's fine-tuning, resumed and SIGKILLed in overlay's fine-tuning, resumed
-    to the end; and two uninterrupted runs of the same recipe (started together)."""
+    """One run stopped by SIGTERM in scratch's fine-tuning, resumed and SIGKILLed in pre-training, resumed and
+    SIGKILLed in overlay's fine-tuning, resumed to the end; and two uninterrupted runs of the same recipe."""
     base = tmp_path_factory.mktemp("runs")
     run, refs = base / "interrupted", [base / "reference_a", base / "reference_b"]
     steps = {}
@@ -89,10 +89,14 @@ def interrupted_and_reference(resumable_recipe, tmp_path_factory):
     steps["term_epoch"] = _backed_up_epoch(run / "units" / "seed0.scratch.finetune.backup")
     steps["term_units"] = sorted(os.listdir(run / "units"))
     second = _start(resumable_recipe, run)
-    steps["kill"] = _interrupt_once_backed_up(second, run / "units" / "seed0.overlay.finetune.backup", signal.SIGKILL)
+    steps["pre_kill"] = _interrupt_once_backed_up(second, run / "units" / "seed0.overlay.pretrain.backup",
+                                                  signal.SIGKILL)
+    steps["pre_epoch"] = _backed_up_epoch(run / "units" / "seed0.overlay.pretrain.backup")
+    third = _start(resumable_recipe, run)
+    steps["kill"] = _interrupt_once_backed_up(third, run / "units" / "seed0.overlay.finetune.backup", signal.SIGKILL)
     steps["kill_epoch"] = _backed_up_epoch(run / "units" / "seed0.overlay.finetune.backup")
     steps["mtimes"] = {f: os.stat(run / "units" / f).st_mtime_ns for f in UNIT_FILES[:3]}
-    references = [_start(resumable_recipe, ref) for ref in refs]
+    references = [_start(resumable_recipe, refs[0], "--set", "runtime.tensorboard=true"), _start(resumable_recipe, refs[1])]
     last = _run(None, run)  # kpretrain run --resume DIR
     steps["last"] = last.returncode, last.stdout, last.stderr
     steps["references"] = [(p.wait(timeout=300), *p.communicate()) for p in references]
@@ -112,10 +116,13 @@ def test_sigterm_stops_at_a_batch_boundary_and_says_how_to_resume(interrupted_an
 
 def test_a_killed_run_resumes_each_stage_after_its_last_backup(interrupted_and_reference):
     run, _, steps = interrupted_and_reference
-    rc, out, err = steps["kill"]
+    rc, out, err = steps["pre_kill"]
     assert rc == -signal.SIGKILL
     # the SIGTERMed fine-tuning resumed after its backed-up epoch, then the run went on until killed
     assert f"fine-tuning resumed from its backup after epoch {steps['term_epoch']}" in out, out[-3000:]
+    rc, out, err = steps["kill"]
+    assert rc == -signal.SIGKILL
+    assert f"pre-training resumed from its backup after epoch {steps['pre_epoch']}" in out, out[-3000:]
     rc, out, err = steps["last"]
     assert rc == 0, err[-3000:]
     assert f"seed 0 | scratch: recorded in {run}/units/seed0.scratch.finetune.json, reused" in out
@@ -147,6 +154,11 @@ def test_resumed_run_equals_uninterrupted_runs_which_equal_each_other(resumable_
     assert [len(blocks) for _, blocks in a["arms"]["overlay"]["unfreeze_schedule"][0]] == [1, 1, 2, 2, 3, 3]
     for d in (run, *refs):  # the exported backbone is the same pre-trained one
         assert (d / "backbone.keras").exists()
+    # TensorBoard logs (which change nothing else) per unit and stage, only where asked for
+    for stage in ("scratch/finetune", "overlay/pretrain", "overlay/finetune"):
+        events = [f for _, _, files in os.walk(refs[0] / "tb" / "0" / stage) for f in files]
+        assert any(f.startswith("events.out.tfevents") for f in events), stage
+    assert not (refs[1] / "tb").exists() and not (run / "tb").exists()
 
 
 def test_finished_changed_and_locked_run_directories(resumable_recipe, interrupted_and_reference):

@@ -22,12 +22,13 @@ def classification_compile_kwargs() -> dict:
 
 
 def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(), epochs: int | None = None,
-             clock: Clock | None = None, backup: str | None = None) -> FinetuneResult:
+             clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None) -> FinetuneResult:
     """Fit `model` on the labelled subset; refreshed validation every `evaluation.validate_every` epochs.
 
     Gradual unfreezing (`transfer.unfreeze`) and validation are set up here, so every caller gets them.  Ends
     with refreshed BN statistics in the model (when `evaluation.bn_refresh`); the test split is not touched.
-    `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes.
+    `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes;
+    `tensorboard`: a directory for its TensorBoard logs.
     """
     r = inputs.recipe
     ev = r.evaluation
@@ -45,7 +46,7 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
     result = fit_stage(model, inputs.train_batches, epochs=epochs, steps_per_epoch=inputs.steps(len(inputs.labelled[1])),
                        optimizer=arm.finetune.optimizer, compile_kwargs=classification_compile_kwargs(),
                        callbacks=[*stage_callbacks, *callbacks], jit_compile=r.runtime.jit_compile,
-                       verbose=r.runtime.verbose, clock=clock, backup=backup)
+                       verbose=r.runtime.verbose, clock=clock, backup=backup, tensorboard=tensorboard)
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **validation.records}
     last = {k: v[-1] for k, v in validation.records.items()}
     return FinetuneResult(

@@ -48,10 +48,11 @@ def pretraining_images(arm: Recipe, inputs: SeedData):
 
 
 def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: float | None = None,
-             clock: Clock | None = None, backup: str | None = None) -> PretrainResult:
+             clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None) -> PretrainResult:
     """Train the whole `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights.
 
-    `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes."""
+    `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes;
+    `tensorboard`: a directory for its TensorBoard logs."""
     seed, batch, r = inputs.seed, inputs.batch_size, inputs.recipe
     freeze_to_depth(backbone, 0)
     keras.utils.set_random_seed(seed)
@@ -76,7 +77,7 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
     result = fit_stage(model, train, epochs=epochs, steps_per_epoch=inputs.steps(len(x_pre), True),
                        optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(), callbacks=[evaluation],
                        jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose, min_points=PRETEXT_CURVE_POINTS,
-                       clock=clock, backup=backup)
+                       clock=clock, backup=backup, tensorboard=tensorboard)
     monitor = task.monitor
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **evaluation.records}
     finals = [v for v in history.get(f"val_{monitor}", []) if v is not None]

@@ -28,6 +28,7 @@ class PretrainResult:
     seconds: dict
     unit: str = ""  # units/<unit>.json: the pre-training unit (named after the first arm that uses it)
     arms: tuple = ()  # every arm of this seed that starts from these weights
+    reused_from: Optional[str] = None  # a sweep's earlier point whose identical pre-training this copies
     weights: tuple = dataclasses.field(default=(), repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
 

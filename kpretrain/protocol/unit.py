@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable
 
 import keras
@@ -42,14 +43,15 @@ def build_model(arm: Recipe, inputs: SeedData) -> HeadedModel:
 
 def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedModel | None = None,
              pretrained: PretrainResult | None = None, resumed: bool = False, callbacks=(), epochs: int | None = None,
-             test: bool = True, scope: Callable = contextlib.nullcontext, backup: str | None = None) -> UnitResult:
+             test: bool = True, scope: Callable = contextlib.nullcontext, backup: str | None = None,
+             tensorboard: str | None = None) -> UnitResult:
     """Pre-train (or take `pretrained` weights), transfer, fine-tune, evaluate one arm for one seed.
 
     `model` (from `build_model`) is trained in place; `resumed=True` means its weights come from an earlier
     round (Hyperband), so pre-training and transfer's re-initialisation are skipped and only freezing is applied.
     `test=False` (tuner trials) touches neither the test split nor kNN.  `callbacks` go to fine-tuning.
     `backup`: path prefix of the stages' backup directories (`<backup>.pretrain.backup`, `<backup>.finetune.backup`),
-    from which stages interrupted earlier resume.
+    from which stages interrupted earlier resume.  `tensorboard`: a directory, each stage logs to `<dir>/<stage>`.
     """
     clock = Clock()
     with scope():
@@ -60,7 +62,8 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
         else:
             if pretrains(arm):
                 if pretrained is None:
-                    pretrained = pretrain(backbone, arm, inputs, clock=clock, backup=_stage(backup, "pretrain"))
+                    pretrained = pretrain(backbone, arm, inputs, clock=clock, backup=_stage(backup, "pretrain"),
+                                          tensorboard=_board(tensorboard, "pretrain"))
                 else:
                     backbone.set_weights(list(pretrained.weights))
             transferred = transfer(model, arm, inputs, clock=clock)
@@ -68,7 +71,7 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
         knn = knn_test_accuracy(backbone, inputs, clock=clock) if test and inputs.recipe.evaluation.knn else None
         interruption.check()
         finetuned = finetune(model, arm, inputs, callbacks=callbacks, epochs=epochs, clock=clock,
-                             backup=_stage(backup, "finetune"))
+                             backup=_stage(backup, "finetune"), tensorboard=_board(tensorboard, "finetune"))
         tested = evaluate_test(model, inputs, finetuned, clock=clock) if test else None
     return UnitResult(seed=inputs.seed, arm=name, transfer=transferred, finetune=finetuned, trainable_params=trainable,
                       seconds=clock.split(), pretrain=pretrained, test=tested, knn_accuracy=knn)
@@ -77,3 +80,7 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
 
 def _stage(backup: str | None, stage: str) -> str | None:
     return None if backup is None else f"{backup}.{stage}.backup"
+
+
+def _board(tensorboard: str | None, stage: str) -> str | None:
+    return None if tensorboard is None else os.path.join(tensorboard, stage)

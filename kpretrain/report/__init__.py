@@ -14,3 +14,14 @@ def write_run_report(out_dir: str, metrics: dict, class_names=None) -> None:
     io.write_text(os.path.join(out_dir, "history.csv"), history_csv(metrics))
     plot_curves(metrics, os.path.join(out_dir, "curves.png"))
     io.write_text(os.path.join(out_dir, "report.md"), run_report(metrics))
+
+
+def write_sweep_report(out_dir: str, metrics: dict) -> None:
+    """Write a sweep's `report.md` and, when `data.labels_per_class` is swept, `label_efficiency.png`."""
+    from kpretrain.report import io
+    from kpretrain.report.plots import plot_label_efficiency
+    from kpretrain.report.tables import sweep_report
+
+    if "data.labels_per_class" in metrics["sweep"]:
+        plot_label_efficiency(metrics, os.path.join(out_dir, "label_efficiency.png"))
+    io.write_text(os.path.join(out_dir, "report.md"), sweep_report(metrics))

@@ -69,3 +69,54 @@ def plot_curves(metrics: dict, path: str) -> None:
     fig.suptitle(metrics["recipe"])
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)
+
+
+def plot_label_efficiency(metrics: dict, path: str) -> None:
+    """Test accuracy against labels per class (log axis) for every arm of a sweep, with 95 % t-interval bands."""
+    from kpretrain.report.statistics import t_interval
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    names = list(dict.fromkeys(name for point in metrics["points"] for name in point["arms"]))
+    for i, name in enumerate(names):
+        xs, means, lows, highs = [], [], [], []
+        for point in metrics["points"]:
+            entry = point["arms"].get(name)
+            if not entry or not entry["test_accuracy"]:
+                continue
+            stats = t_interval(entry["test_accuracy"])
+            xs.append(point["data"]["labelled"] / metrics["points"][0]["data"]["num_classes"])
+            means.append(100 * stats["mean"])
+            low, high = stats["ci"] or (stats["mean"], stats["mean"])
+            lows.append(100 * low)
+            highs.append(100 * high)
+        order = np.argsort(xs)
+        xs, means, lows, highs = (np.asarray(v)[order] for v in (xs, means, lows, highs))
+        ax.plot(xs, means, marker="o", color=f"C{i}", label=name)
+        ax.fill_between(xs, lows, highs, color=f"C{i}", alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("labels per class")
+    ax.set_ylabel("test accuracy % (mean, 95 % CI band)")
+    ax.set_title(f"{metrics['recipe']}: label efficiency")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    io.save_figure(fig, path, dpi=110)
+
+
+def plot_runs(rows: list[dict], path: str) -> None:
+    """`kpretrain report --plot`: every run's (and point's) arms side by side, test accuracy with its 95 % interval."""
+    labels = [" / ".join(str(row[k]) for k in ("run", "point", "arm") if row.get(k) is not None) for row in rows]
+    means = np.array([100 * row["test_accuracy_mean"] for row in rows])
+    ci = [row["test_accuracy_ci"] or [row["test_accuracy_mean"]] * 2 for row in rows]
+    errors = np.array([[m - 100 * lo for m, (lo, _) in zip(means, ci)], [100 * hi - m for m, (_, hi) in zip(means, ci)]])
+    runs = list(dict.fromkeys(row.get("run") for row in rows))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    for i, row in enumerate(rows):
+        ax.errorbar(means[i], y[i], xerr=errors[:, i:i + 1], fmt="o", capsize=3,
+                    color=f"C{runs.index(row.get('run')) % 10}")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("test accuracy % (mean, 95 % CI)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    io.save_figure(fig, path, dpi=110)

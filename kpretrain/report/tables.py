@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import io as _io
-import math
 
 import numpy as np
+
+from kpretrain.report.statistics import holm, paired_comparison, t_interval, verdict
 
 BASELINE = "scratch"
 
@@ -18,16 +19,30 @@ def mean_std(values) -> tuple[float, float]:
 
 
 def summary_rows(metrics: dict) -> list[dict]:
-    """One row per arm: mean/std of test accuracy (raw and refreshed) and the paired difference to scratch."""
-    arms = metrics["arms"]
+    """One row per arm (per point and arm for a sweep, with `point`): test accuracy (mean, std, 95 % t interval; raw
+    mean) and, against its matched scratch, the paired difference with its interval, paired t-test p-value and its
+    Holm adjustment over all the comparisons of the run (every point's of a sweep)."""
+    if "points" in metrics:
+        rows = [{"point": point["dir"], **row} for point in metrics["points"] for row in _arm_rows(point["arms"])]
+    else:
+        rows = _arm_rows(metrics["arms"])
+    compared = [row for row in rows if "diff_mean" in row]
+    tested = sum(row["p"] is not None for row in compared)
+    for row, adjusted in zip(compared, holm([row["p"] for row in compared])):
+        row["p_holm"], row["comparisons"] = adjusted, tested
+    return rows
+
+
+def _arm_rows(arms: dict) -> list[dict]:
     rows = []
     for name, entry in arms.items():
-        mean, std = mean_std(entry["test_accuracy"])
-        raw_mean, _ = mean_std(entry["test_accuracy_raw"])
-        row = {"arm": name, "n": len(entry["test_accuracy"]), "test_accuracy_mean": mean, "test_accuracy_std": std,
-               "test_accuracy_raw_mean": raw_mean, "trainable_params": entry["trainable_params"],
-               "task": entry["protocol"]["task"], "frozen_depth": entry["protocol"]["frozen_depth"],
-               "init": entry["protocol"].get("init", "weights")}
+        if not entry["test_accuracy"]:  # not run yet (metrics.json of an unfinished run)
+            continue
+        acc = t_interval(entry["test_accuracy"])
+        row = {"arm": name, "n": acc["n"], "test_accuracy_mean": acc["mean"], "test_accuracy_std": acc["std"],
+               "test_accuracy_ci": acc["ci"], "test_accuracy_raw_mean": mean_std(entry["test_accuracy_raw"])[0],
+               "trainable_params": entry["trainable_params"], "task": entry["protocol"]["task"],
+               "frozen_depth": entry["protocol"]["frozen_depth"], "init": entry["protocol"].get("init", "weights")}
         if entry.get("knn_accuracy"):
             row["knn_accuracy_mean"] = mean_std(entry["knn_accuracy"])[0]
         baseline = entry.get("baseline") or (  # runs before matched baselines paired every arm with scratch
@@ -37,30 +52,89 @@ def summary_rows(metrics: dict) -> list[dict]:
             paired = dict(zip(base["seeds"], base["test_accuracy"]))
             diffs = [acc - paired[s] for s, acc in zip(entry["seeds"], entry["test_accuracy"]) if s in paired]
             if diffs:
-                row["diff_mean"], row["diff_std"] = mean_std(diffs)
-                row["diff_n"] = len(diffs)
-                row["baseline"] = baseline
+                c = paired_comparison(diffs)
+                row.update(baseline=baseline, diff_mean=c["mean"], diff_std=c["std"], diff_n=c["n"], diff_ci=c["ci"],
+                           p=c["p"], bootstrap_ci=c["bootstrap_ci"], seeds_needed=c["seeds_needed"])
         rows.append(row)
     return rows
+
+
+def arm_statistics(metrics: dict) -> dict:
+    """What `metrics.json` records per arm under `statistics` (fractions, not points)."""
+    out = {}
+    for row in summary_rows(metrics):
+        entry = {"test_accuracy": {"mean": row["test_accuracy_mean"], "std": row["test_accuracy_std"],
+                                   "ci95": row["test_accuracy_ci"], "n": row["n"]}}
+        if "diff_mean" in row:
+            entry["vs_baseline"] = {"baseline": row["baseline"], "mean": row["diff_mean"], "std": row["diff_std"],
+                                    "n": row["diff_n"], "ci95": row["diff_ci"], "p": row["p"], "p_holm": row["p_holm"],
+                                    "comparisons": row["comparisons"],
+                                    "bootstrap_ci95": row["bootstrap_ci"], "seeds_for_80_power": row["seeds_needed"]}
+        out[row["arm"]] = entry
+    return out
+
+
+def verdict_lines(metrics: dict) -> list[str]:
+    """One plain verdict per compared arm (interval, p-value, Holm-adjusted when several comparisons, evidence)."""
+    rows = [row for row in summary_rows(metrics) if "diff_mean" in row]
+    return [(f"{row['point']}: " if "point" in row else "") + verdict(row["arm"], row["baseline"], {"mean": row["diff_mean"], "std": row["diff_std"], "n": row["diff_n"],
+                                                  "ci": row["diff_ci"], "p": row["p"], "seeds_needed": row["seeds_needed"]},
+                    row["p_holm"] if row["comparisons"] > 1 else None, row["comparisons"]) for row in rows]
 
 
 def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def interval(ci, digits: int = 1, sign: bool = False) -> str:
+    """`[low, high]` in points, or empty without an interval."""
+    if not ci:
+        return ""
+    f = f"{{:{'+' if sign else ''}.{digits}f}}"
+    return f" [{f.format(100 * ci[0])}, {f.format(100 * ci[1])}]"
+
+
 def markdown_table(metrics: dict) -> str:
-    """Arm x mean ± std test accuracy, raw accuracy, paired difference vs scratch (points)."""
-    lines = ["| arm | task | frozen | test acc % (mean ± std) | raw (no BN refresh) % | Δ vs its scratch (pts) | "
-             "kNN % (frozen features) | trainable params |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in summary_rows(metrics):
-        diff = "—" if "diff_mean" not in row else f"{100 * row['diff_mean']:+.2f} ± {100 * row['diff_std']:.2f}" + (
-            f" (vs {row['baseline']})" if row["baseline"] != BASELINE else "")
+    """Arm x test accuracy (mean ± std, 95 % interval), raw accuracy, paired difference vs its scratch (points, 95 %
+    interval, p-value; Holm-adjusted when the run makes several comparisons)."""
+    return rows_table(summary_rows(metrics))
+
+
+def rows_table(rows: list[dict]) -> str:
+    """Markdown table of `summary_rows` (of one run, or of several with a `run` key each: a run column is added)."""
+    labels = [key for key in ("run", "point") if any(key in row for row in rows)]
+    lines = ["".join(f"| {key} " for key in labels) + "| arm | task | frozen | test acc % (mean ± std [95 % CI]) | raw (no BN "
+             "refresh) % | Δ vs its scratch (pts [95 % CI], p) | kNN % (frozen features) | trainable params |",
+             "|---" * (8 + len(labels)) + "|"]
+    for row in rows:
+        if "diff_mean" not in row:
+            diff = "—"
+        else:
+            diff = f"{100 * row['diff_mean']:+.2f}{interval(row['diff_ci'], 2, True)}"
+            if row["p"] is not None:
+                diff += f", p = {row['p']:.2g}" + (f" (Holm {row['p_holm']:.2g})" if row["comparisons"] > 1 else "")
+            if row["baseline"] != BASELINE:
+                diff += f" (vs {row['baseline']})"
         knn = pct(row["knn_accuracy_mean"]) if "knn_accuracy_mean" in row else "—"
-        lines.append(f"| {row['arm']} | {row['task']} | {row['frozen_depth']} | {pct(row['test_accuracy_mean'])} ± "
-                     f"{pct(row['test_accuracy_std'])} (n={row['n']}) | {pct(row['test_accuracy_raw_mean'])} | {diff} | "
-                     f"{knn} | {row['trainable_params']:,} |")
+        lines.append("".join(f"| {row.get(key, '')} " for key in labels) +
+                     f"| {row['arm']} | {row['task']} | {row['frozen_depth']} | {pct(row['test_accuracy_mean'])} ± "
+                     f"{pct(row['test_accuracy_std'])}{interval(row['test_accuracy_ci'], 2)} (n={row['n']}) | "
+                     f"{pct(row['test_accuracy_raw_mean'])} | {diff} | {knn} | {row['trainable_params']:,} |")
     return "\n".join(lines)
+
+
+CSV_FIELDS = ["run", "recipe", "point", "arm", "task", "frozen_depth", "n", "test_accuracy_mean", "test_accuracy_std",
+              "test_accuracy_ci_low", "test_accuracy_ci_high", "test_accuracy_raw_mean", "baseline", "diff_mean",
+              "diff_std", "diff_ci_low", "diff_ci_high", "p", "p_holm", "seeds_needed", "trainable_params"]
+
+
+def flat_row(row: dict) -> dict:
+    """A summary row with its intervals split into `_low` / `_high` columns (CSV)."""
+    out = {k: v for k, v in row.items() if not k.endswith("_ci")}
+    for key in ("test_accuracy_ci", "diff_ci"):
+        if row.get(key):
+            out[f"{key}_low"], out[f"{key}_high"] = row[key]
+    return out
 
 
 def history_csv(metrics: dict) -> str:
@@ -90,14 +164,9 @@ def history_csv(metrics: dict) -> str:
 def run_report(metrics: dict) -> str:
     """The run's `report.md`."""
     d = metrics["data"]
-    rows = summary_rows(metrics)
     lines = [f"# {metrics['recipe']}" + (" (smoke run: tiny data, numbers mean nothing)" if metrics["smoke"] else ""), ""]
     lines += ["## Result", "", markdown_table(metrics), ""]
-    for row in rows:
-        if "diff_mean" in row:
-            n = row["diff_n"]
-            verdict = verdict_line(row["arm"], row["diff_mean"], row["diff_std"], n, row["baseline"])
-            lines.append(f"- {verdict}")
+    lines += [f"- {line}" for line in verdict_lines(metrics)]
     lines += ["", f"Test accuracy is measured {'after refreshing' if metrics['evaluation']['bn_refresh'] else 'without refreshing'} "
               "the batch-norm moving statistics on training batches; the raw column shows the accuracy before.", ""]
     warnings = [*metrics["warnings"], *convergence_lines(metrics)]
@@ -126,6 +195,24 @@ def run_report(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def sweep_report(metrics: dict) -> str:
+    """The sweep's `report.md`: one table over every point and arm, verdicts, links to the points' reports."""
+    lines = [f"# {metrics['recipe']}: sweep over " + ", ".join(f"{k} in {v}" for k, v in metrics["sweep"].items())
+             + (" (smoke run: tiny data, numbers mean nothing)" if metrics["smoke"] else ""), "",
+             "## Result", "", markdown_table(metrics), ""]
+    lines += [f"- {line}" for line in verdict_lines(metrics)]
+    lines += ["", "p-values are Holm-adjusted over every comparison of the sweep (all points, all arms).", ""]
+    if metrics.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in metrics["warnings"]] + [""]
+    if "data.labels_per_class" in metrics["sweep"]:
+        lines += ["## Label efficiency", "", "![label efficiency](label_efficiency.png)", ""]
+    lines += ["## Points", ""] + [f"- [{p['dir']}]({p['dir']}/report.md): {p['data']['labelled']} labelled per seed"
+                                  for p in metrics["points"]]
+    lines += ["", f"Pre-trainings reused across points (identical settings and data for a seed): "
+              f"{metrics['pretraining_reused']}.", ""]
+    return "\n".join(lines)
+
+
 def _time_line(metrics: dict) -> list[str]:
     split = metrics.get("time_split")
     if not split:
@@ -149,16 +236,3 @@ def convergence_lines(metrics: dict, tolerance: float = 0.005) -> list[str]:
             lines.append(f"{name}: validation accuracy still rising (+{100 * (mean[-1] - start):.1f} pts over the last "
                          f"20 % of validations); raise finetune.epochs")
     return lines
-
-
-def verdict_line(arm: str, diff: float, std: float, n: int, baseline: str = BASELINE) -> str:
-    """One line saying how the arm compares to its matched scratch (mean ± std of paired differences over seeds)."""
-    if n < 2:
-        return f"{arm} vs {baseline}: {100 * diff:+.2f} pts (1 seed: no estimate of noise; run more seeds)"
-    se = std / math.sqrt(n)
-    if se == 0:
-        word = "gain" if diff > 0 else "loss" if diff < 0 else "no difference"
-        return f"{arm} vs {baseline}: {100 * diff:+.2f} pts, identical on every seed ({word}, {n} seeds)"
-    t = diff / se
-    word = ("consistent gain" if t > 2 else "consistent loss" if t < -2 else "no clear difference")
-    return f"{arm} vs {baseline}: {100 * diff:+.2f} ± {100 * std:.2f} pts over {n} seeds ({word}; t = {t:.1f})"

@@ -48,13 +48,14 @@ def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tupl
 def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
               optimizer: OptimizerConfig, compile_kwargs: dict, validation: tf.data.Dataset | None = None,
               callbacks=(), jit_compile: bool = False, verbose: int = 0, min_points: int = 1,
-              clock: Clock | None = None, backup: str | None = None) -> StageResult:
+              clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None) -> StageResult:
     """Compile `model` with a fresh optimizer and fit it (timed as training).
 
     `train` is a function of the first batch number returning the stage's endless batches from there (or a
     dataset, repeated).  With `backup` (a directory), every finished epoch is backed up and a stage interrupted
     earlier resumes after its last backed-up epoch, on the batches it would have seen (see `StageBackup`).
-    Ctrl-C / SIGTERM stop it after the current batch (`interruption.stop_on_signals`).
+    Ctrl-C / SIGTERM stop it after the current batch (`interruption.stop_on_signals`).  With `tensorboard` (a
+    directory) Keras' TensorBoard callback logs every epoch there, the stage's validation numbers included.
     """
     keras_epochs, steps = epoch_plan(epochs, steps_per_epoch, min_points)
     if keras_epochs == 0:
@@ -62,7 +63,8 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     model.compile(optimizer=create_optimizer(optimizer, steps, keras_epochs), jit_compile=jit_compile,
                   **compile_kwargs)
     log = EpochLog()
-    stage_callbacks = [StopOnSignal(), *callbacks, log]
+    board = [keras.callbacks.TensorBoard(log_dir=tensorboard)] if tensorboard else []
+    stage_callbacks = [StopOnSignal(), *callbacks, *board, log]
     start_epoch = 0
     if backup is not None:
         saver = StageBackup(backup, stage_callbacks)

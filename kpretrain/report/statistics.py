@@ -1,0 +1,108 @@
+"""How sure an answer is: t intervals, paired t-tests, Holm adjustment, seeds needed, paired bootstrap (scipy)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95  # confidence level of every interval
+ALPHA = 0.05  # two-sided significance level of every test
+POWER = 0.8  # power that `seeds_needed` aims for
+BOOTSTRAP_MIN_SEEDS = 10  # a paired bootstrap interval is added from this many seeds on
+WEAK_BELOW_SEEDS = 5  # fewer seeds: the verdict says the evidence is weak
+
+
+def t_interval(values, level: float = LEVEL) -> dict:
+    """{n, mean, std, ci}: Student t interval of the mean (n - 1 degrees of freedom); ci is None for one value and
+    [mean, mean] when every value is equal."""
+    a = np.asarray(values, dtype=float)
+    n = len(a)
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if n > 1 else 0.0
+    if n < 2:
+        ci = None
+    else:
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n)
+        ci = [mean - half, mean + half]
+    return {"n": n, "mean": mean, "std": std, "ci": ci}
+
+
+def seeds_needed(diff: float, std: float, power: float = POWER, alpha: float = ALPHA, limit: int = 10_000) -> int | None:
+    """Smallest number of seeds for which a two-sided paired t-test at `alpha` detects a mean difference `diff`
+    with paired standard deviation `std` with probability `power` (noncentral t); None if there is no effect
+    to detect (diff 0) or no noise estimate (std 0)."""
+    if diff == 0 or std <= 0 or not math.isfinite(diff / std):
+        return None
+    effect = abs(diff) / std
+    for n in range(2, limit + 1):
+        df = n - 1
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        shift = effect * math.sqrt(n)
+        achieved = stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
+        if achieved >= power:
+            return n
+    return None
+
+
+def paired_comparison(differences, level: float = LEVEL) -> dict:
+    """The paired differences arm - baseline over seeds: t interval, two-sided paired t-test p-value (None with one
+    seed or zero variance), a percentile bootstrap interval from BOOTSTRAP_MIN_SEEDS seeds, and the seeds a
+    difference of this size would need."""
+    d = np.asarray(differences, dtype=float)
+    out = t_interval(d, level)
+    n, std = out["n"], out["std"]
+    out["p"] = None
+    if n > 1 and std > 0:
+        out["p"] = float(stats.ttest_1samp(d, 0.0).pvalue)
+    out["bootstrap_ci"] = None
+    if n >= BOOTSTRAP_MIN_SEEDS and std > 0:
+        result = stats.bootstrap((d,), np.mean, confidence_level=level, n_resamples=9999, method="percentile",
+                                 random_state=np.random.default_rng(0))
+        out["bootstrap_ci"] = [float(result.confidence_interval.low), float(result.confidence_interval.high)]
+    out["seeds_needed"] = seeds_needed(out["mean"], std) if n > 1 else None
+    return out
+
+
+def holm(pvalues) -> list:
+    """Holm-Bonferroni adjusted p-values, in the input order; None entries (no test) are kept and not counted."""
+    indexed = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(indexed)
+    adjusted: list = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(arm: str, baseline: str, comparison: dict, adjusted_p: float | None = None, comparisons: int = 1) -> str:
+    """One plain line: the difference in points, its interval, the p-value (Holm-adjusted beside it when the run
+    makes several comparisons), the evidence, and for fewer than WEAK_BELOW_SEEDS seeds the seeds needed."""
+    c, n = comparison, comparison["n"]
+    head = f"{arm} vs {baseline}: {100 * c['mean']:+.1f} pts"
+    if n < 2:
+        return f"{head} (1 seed: no interval and no test; run more seeds)"
+    low, high = c["ci"]
+    head += f" [{100 * low:+.1f}, {100 * high:+.1f}]"
+    if c["p"] is None:  # every seed gave the same difference
+        word = "gain" if c["mean"] > 0 else "loss" if c["mean"] < 0 else "no difference"
+        return f"{head}, the same on every seed ({word}; zero variance, no p-value; {n} seeds)"
+    p = c["p"] if adjusted_p is None else adjusted_p
+    shown = f"p = {_p(c['p'])}" + (f", Holm-adjusted p = {_p(adjusted_p)} ({comparisons} comparisons)"
+                                   if adjusted_p is not None and comparisons > 1 else "")
+    if p < ALPHA:
+        evidence = f"evidence of a {'gain' if c['mean'] > 0 else 'loss'}"
+    else:
+        evidence = "no evidence of a difference"
+    line = f"{head}, {shown}, {evidence} ({n} seeds)"
+    if n < WEAK_BELOW_SEEDS:
+        need = c.get("seeds_needed")
+        line += (f"; with {n} seeds the evidence is weak: a difference of {100 * abs(c['mean']):.1f} pts would need "
+                 f"{need} seeds for 80 % power" if need else f"; with {n} seeds the evidence is weak")
+    return line
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p < 0.01 else f"{p:.2f}"

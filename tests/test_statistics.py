@@ -1,0 +1,101 @@
+"""Intervals, paired tests, Holm, seeds needed and verdict wording, against numbers worked out by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from kpretrain.report.statistics import holm, paired_comparison, seeds_needed, t_interval, verdict
+from kpretrain.report.tables import arm_statistics, markdown_table, summary_rows, verdict_lines
+
+
+def test_t_interval_by_hand():
+    # n = 3: mean 0.72, sd 0.02, t(0.975, 2) = 4.302653 -> half width 4.302653 * 0.02 / sqrt(3) = 0.0496828
+    r = t_interval([0.70, 0.72, 0.74])
+    assert r["n"] == 3 and r["mean"] == pytest.approx(0.72) and r["std"] == pytest.approx(0.02)
+    assert r["ci"] == pytest.approx([0.72 - 0.0496828, 0.72 + 0.0496828], abs=1e-6)
+    # n = 2: mean 0.55, sd 0.0707107, t(0.975, 1) = 12.706205 -> half width 12.706205 * 0.05 = 0.635310
+    assert t_interval([0.5, 0.6])["ci"] == pytest.approx([0.55 - 0.635310, 0.55 + 0.635310], abs=1e-5)
+    assert t_interval([0.8])["ci"] is None  # one seed: no interval
+    assert t_interval([0.8, 0.8, 0.8])["ci"] == pytest.approx([0.8, 0.8])  # zero variance: [d, d]
+
+
+def test_paired_t_test_by_hand():
+    # differences 0.01, 0.02, 0.03: t = 0.02 / (0.01 / sqrt 3) = 3.4641; with 2 degrees of freedom the t CDF is
+    # 1/2 + t / (2 sqrt(2 + t^2)), so the two-sided p = 1 - t / sqrt(2 + t^2) = 0.074180
+    c = paired_comparison([0.01, 0.02, 0.03])
+    t = 0.02 / (0.01 / math.sqrt(3))
+    assert c["p"] == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-6)
+    assert c["bootstrap_ci"] is None  # fewer than 10 seeds
+    # n = 2, differences 0.01 and 0.03: t = 0.02 / (0.0141421 / sqrt 2) = 2; 1 degree of freedom: p = 1 - 2/pi atan(t)
+    assert paired_comparison([0.01, 0.03])["p"] == pytest.approx(1 - 2 / math.pi * math.atan(2.0), abs=1e-6)
+    flat = paired_comparison([0.01, 0.01, 0.01])
+    assert flat["p"] is None and flat["ci"] == pytest.approx([0.01, 0.01]) and flat["seeds_needed"] is None
+    one = paired_comparison([0.05])
+    assert one["ci"] is None and one["p"] is None
+
+
+def test_bootstrap_interval_from_ten_seeds():
+    d = np.array([0.01, 0.03, -0.01, 0.02, 0.04, 0.00, 0.02, 0.03, 0.01, 0.05])
+    c = paired_comparison(d)
+    low, high = c["bootstrap_ci"]
+    assert low < d.mean() < high and min(d) <= low and high <= max(d)
+    assert c["bootstrap_ci"] == paired_comparison(d)["bootstrap_ci"]  # seeded: the same interval every time
+
+
+def test_seeds_needed_reaches_80_percent_power_by_simulation():
+    n = seeds_needed(0.01, 0.01)  # effect size 1
+    assert n == 10  # the standard table value for a paired t-test, d = 1, 80 % power, two-sided 5 %
+    rng = np.random.default_rng(0)
+
+    def simulated_power(k):
+        from scipy import stats
+
+        samples = rng.normal(0.01, 0.01, (20_000, k))
+        return np.mean(stats.ttest_1samp(samples, 0.0, axis=1).pvalue < 0.05)
+
+    assert simulated_power(n) >= 0.79 and simulated_power(n - 1) < 0.8
+    assert seeds_needed(0.0, 0.01) is None and seeds_needed(0.01, 0.0) is None
+    assert seeds_needed(-0.01, 0.01) == n  # the sign does not matter
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, 1 x 0.04 = 0.04 -> kept monotone: 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.01, None, 0.04]) == [pytest.approx(0.02), None, pytest.approx(0.04)]  # no test: not counted
+    assert holm([0.5, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1, and kept monotone
+    assert holm([]) == []
+
+
+def test_verdict_wording_follows_the_interval():
+    weak = verdict("overlay", "scratch", paired_comparison([-0.03, 0.005, 0.0]))
+    assert weak.startswith("overlay vs scratch: -0.8 pts [") and "no evidence of a difference (3 seeds)" in weak
+    assert "the evidence is weak: a difference of 0.8 pts would need" in weak and "seeds for 80 % power" in weak
+    gain = verdict("rotation", "scratch", paired_comparison([0.04, 0.05, 0.045, 0.05, 0.04]))
+    assert "evidence of a gain (5 seeds)" in gain and "weak" not in gain
+    low = float(gain.split("[")[1].split(",")[0])
+    assert low > 0  # "evidence" only when the interval excludes zero
+    adjusted = verdict("rotation", "scratch", paired_comparison([0.04, 0.05, 0.045, 0.05, 0.04]), 0.2, 3)
+    assert "Holm-adjusted p = 0.20 (3 comparisons), no evidence of a difference" in adjusted
+    assert "zero variance, no p-value" in verdict("a", "scratch", paired_comparison([0.01, 0.01]))
+    assert "1 seed: no interval" in verdict("a", "scratch", paired_comparison([0.01]))
+
+
+def _metrics(arms):
+    entry = {"test_accuracy_raw": None, "trainable_params": 10, "protocol": {"task": "overlay", "frozen_depth": 1}}
+    return {"arms": {name: {**entry, "seeds": list(range(len(acc))), "test_accuracy": acc,
+                            "test_accuracy_raw": acc, **({"baseline": "scratch"} if name != "scratch" else {})}
+                     for name, acc in arms.items()}}
+
+
+def test_run_statistics_pair_by_seed_and_adjust_for_several_arms():
+    m = _metrics({"scratch": [0.70, 0.71, 0.72], "a": [0.72, 0.72, 0.75], "b": [0.69, 0.715, 0.72]})
+    rows = {r["arm"]: r for r in summary_rows(m)}
+    assert rows["a"]["diff_mean"] == pytest.approx(0.02) and rows["a"]["comparisons"] == 2
+    assert rows["a"]["p_holm"] == pytest.approx(min(1, 2 * min(rows["a"]["p"], rows["b"]["p"]))
+                                                 if rows["a"]["p"] < rows["b"]["p"] else rows["b"]["p_holm"])
+    stats = arm_statistics(m)
+    assert stats["a"]["vs_baseline"]["ci95"] == pytest.approx(rows["a"]["diff_ci"])
+    assert "Holm-adjusted" in verdict_lines(m)[0] and "(Holm " in markdown_table(m)
+    single = _metrics({"scratch": [0.70, 0.71, 0.72], "a": [0.72, 0.72, 0.75]})
+    assert "Holm" not in verdict_lines(single)[0] and "Holm" not in markdown_table(single)

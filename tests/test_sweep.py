@@ -1,0 +1,80 @@
+"""`sweep:`: one sub-directory per grid point, pre-training shared across points, one table, the label-efficiency plot."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from kpretrain.errors import RecipeError
+from kpretrain.experiment import point_dir, smoke_sweep
+from kpretrain.recipe import recipe_from_dict
+from tests.helpers import tiny_npz, tiny_recipe_dict
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep")
+    recipe = tiny_recipe_dict(tiny_npz(d / "tiny.npz"))
+    recipe["finetune"] = {"epochs": 1}
+    recipe["sweep"] = {"data.labels_per_class": [5, 20]}
+    path = d / "sweep.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    from kpretrain.cli import main
+
+    out = d / "run"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    return out
+
+
+def test_a_sweep_runs_every_point_into_its_directory_and_pretrains_once_per_seed(sweep_run):
+    metrics = json.loads((sweep_run / "metrics.json").read_text())
+    assert metrics["complete"] and [p["dir"] for p in metrics["points"]] == [
+        "data.labels_per_class=5", "data.labels_per_class=20"]
+    for point, labelled in zip(metrics["points"], (5 * 4, 20 * 4)):
+        assert point["data"]["labelled"] == labelled and set(point["arms"]) == {"scratch", "overlay"}
+        assert len(point["arms"]["overlay"]["test_accuracy"]) == 2  # two seeds
+        assert json.loads((sweep_run / point["dir"] / "metrics.json").read_text())["arms"] == point["arms"]
+    # the second point reuses each seed's pre-training of the first (labels_per_class does not change it)
+    first, second = (p["pretraining"] for p in metrics["points"])
+    assert [p.get("reused_from") for p in first] == [None, None]
+    assert [p["reused_from"] for p in second] == [f"data.labels_per_class=5/units/seed{s}.overlay.pretrain.json"
+                                                  for s in (0, 1)]
+    assert [p["history"] for p in first] == [p["history"] for p in second] and metrics["pretraining_reused"] == 2
+    assert (sweep_run / "label_efficiency.png").stat().st_size > 0
+    report = (sweep_run / "report.md").read_text()
+    assert "| point | arm |" in report and "| data.labels_per_class=20 | overlay |" in report
+    assert "Holm-adjusted over every comparison of the sweep" in report
+
+
+def test_sweep_comparisons_are_holm_adjusted_across_points(sweep_run):
+    from kpretrain.report.tables import summary_rows
+
+    metrics = json.loads((sweep_run / "metrics.json").read_text())
+    rows = [r for r in summary_rows(metrics) if "diff_mean" in r]
+    assert [r["point"] for r in rows] == ["data.labels_per_class=5", "data.labels_per_class=20"]
+    tested = [r for r in rows if r["p"] is not None]
+    assert all(r["comparisons"] == len(tested) for r in rows)
+    if len(tested) == 2:
+        assert max(r["p_holm"] for r in tested) >= max(r["p"] for r in tested)
+        assert min(r["p_holm"] for r in tested) == pytest.approx(min(1.0, 2 * min(r["p"] for r in tested)))
+
+
+def test_sweep_keys_are_validated_and_smoke_keeps_points_distinct(tmp_path):
+    base = tiny_recipe_dict(str(tmp_path / "x.npz"))
+    for sweep, needle in (({"seeds": [[0], [1]]}, "'sweep.seeds': cannot be swept"),
+                          ({"data.labels_per_class": []}, "non-empty list of distinct values"),
+                          ({"finetune.epochs": [1, 0]}, "at sweep point finetune.epochs=0")):
+        with pytest.raises(RecipeError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+            recipe_from_dict({**base, "sweep": sweep})
+    points = recipe_from_dict({**base, "sweep": {"data.labels_per_class": [10, 100], "finetune.epochs": [1, 2]}})
+    assert [at for at, _ in points.sweep_points()] == [
+        {"data.labels_per_class": 10, "finetune.epochs": 1}, {"data.labels_per_class": 10, "finetune.epochs": 2},
+        {"data.labels_per_class": 100, "finetune.epochs": 1}, {"data.labels_per_class": 100, "finetune.epochs": 2}]
+    assert points.sweep_points()[3][1].finetune.epochs == 2 and points.sweep_points()[3][1].data.labels_per_class == 100
+    assert point_dir({"data.labels_per_class": None, "pretrain.task": "rotation"}) == (
+        "data.labels_per_class=null,pretrain.task=rotation")
+    assert smoke_sweep({"data.labels_per_class": [1000, 10, 100], "x": [1]}) == {
+        "data.labels_per_class": [10, 3, 7], "x": [1]}
+    assert smoke_sweep({"data.labels_per_class": [None, 10]})["data.labels_per_class"] == [10, 5]
+    assert not os.listdir(tmp_path)
