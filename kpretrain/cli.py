@@ -154,25 +154,27 @@ def cmd_run(args) -> int:
     elif not args.recipe:
         raise InputError("kpretrain run needs a recipe (e.g. recipes/fashion_overlay.yaml) or --resume DIR")
     recipe = load_recipe(recipe_path, args.sets)
-    _start_tensorflow(args.debug, "none" if args.dry_run else recipe.runtime.distribute)
-    from kpretrain.experiment import Experiment, Sweep, default_out_dir
-    from kpretrain.rundir import DirectoryLock, run_state
-    from kpretrain.training.runtime import is_chief
-
-    experiment = (Sweep if recipe.sweep else Experiment)(recipe, smoke=smoke)
-    plan = experiment.prepare()
     if args.dry_run:
-        print("\n".join(plan))
+        _start_tensorflow(args.debug)
+        print("\n".join(_experiment(recipe, smoke).prepare()))
         print("dry run: recipe and data are valid; nothing was trained")
         return EXIT_OK
-    out_dir = args.out or default_out_dir(recipe)
-    if not is_chief(experiment.strategy):  # every worker trains; the chief alone writes the run directory
-        out_dir = tempfile.mkdtemp(prefix="kpretrain-worker-")
-        print(f"multi-worker: this worker's files go to {out_dir} (removed at the end); the chief writes the results")
-        try:
-            return _run_and_report(experiment, plan, out_dir, args.debug, created=True, chief=False)
-        finally:
-            shutil.rmtree(out_dir, ignore_errors=True)
+    if recipe.runtime.distribute == "multi_worker":  # which process is the chief is known once the strategy exists
+        _start_tensorflow(args.debug, "multi_worker")
+        from kpretrain.training.runtime import distribution_strategy, is_chief
+
+        if not is_chief(distribution_strategy("multi_worker")):  # it trains; the chief alone writes the run directory
+            experiment = _experiment(recipe, smoke)
+            plan = experiment.prepare()
+            out_dir = tempfile.mkdtemp(prefix="kpretrain-worker-")
+            print(f"multi-worker: this worker's files go to {out_dir} (removed at the end); the chief writes the results")
+            try:
+                return _run_and_report(experiment, plan, out_dir, args.debug, created=True, chief=False)
+            finally:
+                shutil.rmtree(out_dir, ignore_errors=True)
+    from kpretrain.rundir import DirectoryLock, default_out_dir, run_state
+
+    out_dir = args.out or default_out_dir(recipe.name)
     created = not os.path.exists(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -182,13 +184,16 @@ def cmd_run(args) -> int:
         os.remove(probe)
     except OSError as exc:
         raise InputError(f"--out {out_dir!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
-    try:
+    try:  # the directory's checks come before TensorFlow starts: a refusal is immediate
         with DirectoryLock(out_dir):
             state = run_state(out_dir, recipe.to_dict(), smoke)
             if state == "finished":
                 print(f"{out_dir} holds a finished run of recipe {recipe.name} (metrics.json is complete); "
                       f"nothing to train: see {out_dir}/report.md")
                 return EXIT_OK
+            _start_tensorflow(args.debug, recipe.runtime.distribute)
+            experiment = _experiment(recipe, smoke)
+            plan = experiment.prepare()
             if state == "resume":
                 print(f"resuming the unfinished run in {out_dir}: recorded units are reused")
             return _run_and_report(experiment, plan, out_dir, args.debug, created)
@@ -196,6 +201,13 @@ def cmd_run(args) -> int:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
+
+
+def _experiment(recipe, smoke: bool):
+    """The run of a recipe: an `Experiment`, or a `Sweep` of them when the recipe has `sweep:`."""
+    from kpretrain.experiment import Experiment, Sweep
+
+    return (Sweep if recipe.sweep else Experiment)(recipe, smoke=smoke)
 
 
 def _started_with_smoke(run_dir: str) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import functools
 import importlib.util
 import json
@@ -46,12 +45,6 @@ from kpretrain.training.timing import Clock
 
 SCHEMA_VERSION = 2  # metrics.json layout; 2: provenance (recipe and data checksums), time_split.reused_units,
 # arms.<arm>.statistics (intervals, paired tests)
-
-
-def default_out_dir(recipe: Recipe) -> str:
-    """`runs/<name>/<UTC timestamp>/`."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return os.path.join("runs", recipe.name, stamp)
 
 
 class Experiment:

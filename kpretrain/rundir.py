@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -70,6 +71,12 @@ class DirectoryLock:
     def __exit__(self, *exc):
         self.release()
         return False
+
+
+def default_out_dir(name: str) -> str:
+    """`runs/<recipe name>/<UTC timestamp>/`."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return os.path.join("runs", name, stamp)
 
 
 RUN_FILE = "run.json"  # how the run was started (--smoke), beside recipe.yaml

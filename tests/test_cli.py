@@ -123,23 +123,6 @@ def test_missing_recipe_and_unwritable_out(tmp_path, tiny_recipe):
     assert main(["run", tiny_recipe, "--smoke", "--out", str(blocker / "run")]) == 2
 
 
-def test_report_combines_runs(tiny_recipe, tmp_path, capsys):
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["run", tiny_recipe, "--smoke", "--out", str(a), "--set", "seeds=[0]"]) == 0
-    assert main(["run", tiny_recipe, "--smoke", "--out", str(b), "--set", "seeds=[1]"]) == 0
-    capsys.readouterr()
-    assert main(["report", str(a), str(b), "--format", "csv"]) == 0
-    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
-    assert [(r["run"], r["arm"]) for r in rows] == [(str(a), "scratch"), (str(a), "overlay"),
-                                                    (str(b), "scratch"), (str(b), "overlay")]
-    assert {"test_accuracy_ci_low", "diff_ci_high", "p", "p_holm", "seeds_needed"} <= set(rows[0])
-    assert main(["report", str(a), str(b), "--plot", str(tmp_path / "runs.png")]) == 0
-    assert (tmp_path / "runs.png").stat().st_size > 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].startswith("| run | arm |") and "[95 % CI]" in table[0] and len(table) == 6
-    assert main(["report", str(tmp_path / "nothing")]) == 2
-
-
 @pytest.mark.slow
 def test_smoke_run_of_the_default_recipe_on_real_fashion_mnist(tmp_path):
     assert os.path.exists(FASHION), "Fashion-MNIST missing: install Debian's dataset-fashion-mnist (make data)"

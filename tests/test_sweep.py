@@ -1,5 +1,6 @@
 """`sweep:`: one sub-directory per grid point, pre-training shared across points, one table, the label-efficiency plot."""
 
+import csv
 import json
 import os
 
@@ -78,3 +79,24 @@ def test_sweep_keys_are_validated_and_smoke_keeps_points_distinct(tmp_path):
         "data.labels_per_class": [10, 3, 7], "x": [1]}
     assert smoke_sweep({"data.labels_per_class": [None, 10]})["data.labels_per_class"] == [10, 5]
     assert not os.listdir(tmp_path)
+
+
+def test_report_combines_run_directories_with_their_statistics(sweep_run, tmp_path, capsys):
+    from kpretrain.cli import main
+
+    a, b = (sweep_run / name for name in ("data.labels_per_class=5", "data.labels_per_class=20"))
+    capsys.readouterr()
+    assert main(["report", str(a), str(b), "--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [(r["run"], r["arm"]) for r in rows] == [(str(a), "scratch"), (str(a), "overlay"),
+                                                    (str(b), "scratch"), (str(b), "overlay")]
+    assert rows[1]["baseline"] == "scratch" and float(rows[1]["diff_ci_low"]) <= float(rows[1]["diff_mean"])
+    assert {"test_accuracy_ci_low", "diff_ci_high", "p", "p_holm", "seeds_needed"} <= set(rows[0])
+    assert main(["report", str(a), str(b), "--plot", str(tmp_path / "runs.png")]) == 0
+    assert (tmp_path / "runs.png").stat().st_size > 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| run | arm |") and "[95 % CI]" in table[0] and len(table) == 6
+    assert main(["report", str(sweep_run), "--format", "json"]) == 0  # a sweep: one row per point and arm
+    assert [r["point"] for r in json.loads(capsys.readouterr().out)] == [
+        "data.labels_per_class=5"] * 2 + ["data.labels_per_class=20"] * 2
+    assert main(["report", str(tmp_path / "nothing")]) == 2
