@@ -138,8 +138,8 @@ def test_smoke_run_of_the_default_recipe_on_real_fashion_mnist(tmp_path):
     assert (out / "backbone" / "saved_model.pb").exists()
 
 
-def test_mixed_precision_and_xla_run_and_export_float32(tiny_recipe, tmp_path):
-    """XLA really on: not even an earlier run's op determinism (process-wide) may turn it off."""
+def test_mixed_precision_and_xla_run_and_export_float32(tiny_recipe, tmp_path, capsys):
+    """XLA really on: neither the default op determinism nor an earlier run's (process-wide) may turn it off."""
     import warnings
 
     import keras
@@ -153,6 +153,7 @@ def test_mixed_precision_and_xla_run_and_export_float32(tiny_recipe, tmp_path):
             assert main(["run", tiny_recipe, "--smoke", "--out", str(out), "--set", "seeds=[0]",
                          "--set", "runtime.mixed_precision=true", "--set", "runtime.jit_compile=true"]) == 0
         assert keras.mixed_precision.global_policy().name == "mixed_float16"
+        assert "runtime: op determinism off because runtime.jit_compile is on" in capsys.readouterr().out
     finally:
         keras.mixed_precision.set_global_policy("float32")
     metrics = json.loads((out / "metrics.json").read_text())

@@ -141,3 +141,12 @@ def test_every_shipped_recipe_validates():
 def test_recipe_from_dict_requires_name():
     with pytest.raises(RecipeError, match="'name'"):
         recipe_from_dict({"data": {"dataset": "mnist"}})
+
+
+def test_op_determinism_is_on_by_default_unless_xla_is():
+    base = {"name": "d", "data": {"dataset": "mnist"}}
+    assert recipe_from_dict(base).runtime.deterministic is None
+    assert recipe_from_dict(base).runtime.op_determinism is True
+    xla = recipe_from_dict({**base, "runtime": {"jit_compile": True}}).runtime
+    assert xla.op_determinism is False  # op determinism would turn XLA off: the default gives way
+    assert recipe_from_dict({**base, "runtime": {"deterministic": False}}).runtime.op_determinism is False

@@ -79,8 +79,8 @@ def resumable_recipe(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def interrupted_and_reference(resumable_recipe, tmp_path_factory):
-    """One run stopped by SIGTERM in scratch's fine-tuning, resumed and SIGKILLed in pre-training, resumed and
-    SIGKILLed in overlay's fine-tuning, resumed to the end; and two uninterrupted runs of the same recipe."""
+    """One run stopped by SIGTERM in scratch's fine-tuning, resumed and stopped by Ctrl-C (SIGINT) in pre-training,
+    resumed and SIGKILLed in overlay's fine-tuning, resumed to the end; and two uninterrupted runs of the recipe."""
     base = tmp_path_factory.mktemp("runs")
     run, refs = base / "interrupted", [base / "reference_a", base / "reference_b"]
     steps = {}
@@ -93,7 +93,7 @@ def interrupted_and_reference(resumable_recipe, tmp_path_factory):
     steps["term_units"] = sorted(os.listdir(run / "units"))
     second = _start(resumable_recipe, run)
     steps["pre_kill"] = _interrupt_once_backed_up(second, run / "units" / "seed0.overlay.pretrain.backup",
-                                                  signal.SIGKILL)
+                                                  signal.SIGINT)  # Ctrl-C
     steps["pre_epoch"] = _backed_up_epoch(run / "units" / "seed0.overlay.pretrain.backup")
     third = _start(resumable_recipe, run)
     steps["kill"] = _interrupt_once_backed_up(third, run / "units" / "seed0.overlay.finetune.backup", signal.SIGKILL)
@@ -118,10 +118,10 @@ def test_sigterm_stops_at_a_batch_boundary_and_says_how_to_resume(interrupted_an
     assert steps["term_units"] == ["seed0.scratch.finetune.backup"]  # the stopped unit is not recorded
 
 
-def test_a_killed_run_resumes_each_stage_after_its_last_backup(interrupted_and_reference):
+def test_an_interrupted_run_resumes_each_stage_after_its_last_backup(interrupted_and_reference):
     run, _, steps = interrupted_and_reference
     rc, out, err = steps["pre_kill"]
-    assert rc == -signal.SIGKILL
+    assert rc == 130 and err.strip().splitlines()[-1].startswith("kpretrain: interrupted (SIGINT); finished units")
     # the SIGTERMed fine-tuning resumed after its backed-up epoch, then the run went on until killed
     assert f"fine-tuning resumed from its backup after epoch {steps['term_epoch']}" in out, out[-3000:]
     rc, out, err = steps["kill"]
