@@ -266,25 +266,17 @@ class Experiment:
 
     def _pretrain_unit(self, out_dir: str, inputs: SeedData, name: str, arm: Recipe) -> PretrainResult:
         """Pre-train once for every arm of this seed with these pre-training settings; record it as its own unit
-        (or reuse the record of an earlier run of this directory)."""
+        (or reuse the record of an earlier run of this directory, or of an earlier point of the sweep)."""
         users = self.sharing_pretraining(arm)
         unit = f"seed{inputs.seed}.{name}.pretrain"
         record_path = os.path.join(out_dir, "units", f"{unit}.json")
         weights = os.path.join(out_dir, "units", f"{unit}.weights.h5")
+        source = self._pretraining_source(arm, inputs.seed)
+        copied = self._copy_pretraining(source, out_dir, unit, users)
+        if copied:
+            self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: the same pre-training as {copied}, reused")
         with self.scope():
             backbone = initial_backbone(arm, inputs)
-            source = self._pretraining_source(arm, inputs.seed)
-            elsewhere = self.shared_with["pretrained"].get(source)
-            copied = elsewhere is not None and not os.path.exists(record_path)
-            if copied:  # another point of the sweep made the same pre-training
-                source_record, source_weights = elsewhere
-                with io.atomic_path(weights) as tmp:
-                    shutil.copyfile(source_weights, tmp)
-                record = {**io.read_json(source_record), "unit": unit, "arms": users,
-                          "reused_from": os.path.relpath(source_record, os.path.dirname(os.path.abspath(out_dir)))}
-                io.write_json(record_path, record)
-                self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: the same pre-training as "
-                         f"{record['reused_from']}, reused")
             if os.path.exists(record_path) and os.path.exists(weights):
                 backbone.load_weights(weights)
                 result = PretrainResult.from_record(io.read_json(record_path), backbone.get_weights())
@@ -301,11 +293,25 @@ class Experiment:
             with io.atomic_path(weights) as tmp:
                 backbone.save_weights(tmp)
         io.write_json(record_path, result.record())
-        self.shared_with["pretrained"][self._pretraining_source(arm, inputs.seed)] = (record_path, weights)
+        self.shared_with["pretrained"][source] = (record_path, weights)
         self.log(f"seed {inputs.seed} | pretrain {arm.pretrain.task} {arm.pretrain.epochs:g} ep for "
                  f"{', '.join(users)}: pretext val acc {result.final_val_accuracy:.3f} ({_seconds(result.seconds)})"
                  + _resumed("pre-training", result.resumed_from))
         return result
+
+    def _copy_pretraining(self, source: str, out_dir: str, unit: str, users: list[str]) -> str | None:
+        """Copy into `units/` the unit that another point of the sweep recorded for `source`, unless this directory
+        has its own record; return where it came from (relative to the sweep's directory), or None."""
+        record_path = os.path.join(out_dir, "units", f"{unit}.json")
+        elsewhere = self.shared_with["pretrained"].get(source)
+        if elsewhere is None or os.path.exists(record_path):
+            return None
+        source_record, source_weights = elsewhere
+        with io.atomic_path(os.path.join(out_dir, "units", f"{unit}.weights.h5")) as tmp:
+            shutil.copyfile(source_weights, tmp)
+        origin = os.path.relpath(source_record, os.path.dirname(os.path.abspath(out_dir)))
+        io.write_json(record_path, {**io.read_json(source_record), "unit": unit, "arms": users, "reused_from": origin})
+        return origin
 
     def _pretraining_source(self, arm: Recipe, seed: int) -> str:
         """What makes two sweep points' pre-trainings of a seed identical: the pre-training settings and the data
