@@ -149,7 +149,9 @@ def cmd_run(args) -> int:
         if not os.path.exists(recipe_path):
             raise InputError(f"--resume {args.resume!r}: no recipe.yaml there; pass a run directory written by "
                              f"kpretrain run")
-        smoke = smoke or _started_with_smoke(args.resume)
+        from kpretrain.rundir import started_with_smoke
+
+        smoke = smoke or started_with_smoke(args.resume)
         args.out = args.resume
     elif not args.recipe:
         raise InputError("kpretrain run needs a recipe (e.g. recipes/fashion_overlay.yaml) or --resume DIR")
@@ -208,16 +210,6 @@ def _experiment(recipe, smoke: bool):
     from kpretrain.experiment import Experiment, Sweep
 
     return (Sweep if recipe.sweep else Experiment)(recipe, smoke=smoke)
-
-
-def _started_with_smoke(run_dir: str) -> bool:
-    from kpretrain.rundir import RUN_FILE
-
-    try:
-        with open(os.path.join(run_dir, RUN_FILE)) as fh:
-            return bool(json.load(fh).get("smoke"))
-    except (OSError, ValueError):
-        return False
 
 
 def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, created: bool, chief: bool = True) -> int:

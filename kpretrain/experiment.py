@@ -313,6 +313,13 @@ class Experiment:
         io.write_json(record_path, {**io.read_json(source_record), "unit": unit, "arms": users, "reused_from": origin})
         return origin
 
+    @functools.cached_property
+    def provenance(self) -> dict:
+        """`data_files` and `data_sha256` of metrics.json: digested once per run, not at every unit."""
+        sets = (self.data, *self.pretrain_data.values())
+        return {"data_files": {path: digest for d in sets for path, digest in d.files.items()},
+                "data_sha256": {d.name: arrays_sha256(d.x_train, d.y_train, d.x_test, d.y_test) for d in sets}}
+
     def _pretraining_source(self, arm: Recipe, seed: int) -> str:
         """What makes two sweep points' pre-trainings of a seed identical: the pre-training settings and the data
         (pre-training reads the labelled subset and the unlabelled pool together, which `labels_per_class` does not
@@ -400,10 +407,7 @@ class Experiment:
             "kpretrain_version": kpretrain.__version__,
             "recipe": r.name,
             "recipe_sha256": recipe_sha256(r.to_dict()),
-            "data_files": {path: digest for d in (self.data, *self.pretrain_data.values())
-                           for path, digest in d.files.items()},
-            "data_sha256": {d.name: arrays_sha256(d.x_train, d.y_train, d.x_test, d.y_test)
-                            for d in (self.data, *self.pretrain_data.values())},
+            **self.provenance,
             "complete": complete,
             "smoke": self.smoke,
             "seeds": list(r.seeds),

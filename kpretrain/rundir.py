@@ -113,6 +113,15 @@ def recipe_sha256(recipe_dict: dict) -> str:
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()
 
 
+def started_with_smoke(out_dir: str) -> bool:
+    """Whether the run in `out_dir` was started with `--smoke` (its `run.json`)."""
+    try:
+        with open(os.path.join(out_dir, RUN_FILE)) as fh:
+            return bool(json.load(fh).get("smoke", False))
+    except (OSError, ValueError):
+        return False
+
+
 def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
     """What `out_dir` holds for this recipe: "new", "resume" (an unfinished run of it) or "finished".
 
@@ -132,11 +141,7 @@ def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
         key, value, other = found
         raise RecipeMismatch(f"--out {out_dir!r} holds a run of another recipe: key '{key}' is {other!r} there and "
                              f"{value!r} here; resume it with `kpretrain run --resume {out_dir}`, or use another --out")
-    try:
-        with open(os.path.join(out_dir, RUN_FILE)) as fh:
-            was_smoke = bool(json.load(fh).get("smoke", False))
-    except (OSError, ValueError):
-        was_smoke = False
+    was_smoke = started_with_smoke(out_dir)
     if was_smoke != smoke:
         raise RecipeMismatch(f"--out {out_dir!r} holds a run started {'with' if was_smoke else 'without'} --smoke; "
                              f"run it {'with' if was_smoke else 'without'} --smoke, or use another --out")

@@ -31,6 +31,13 @@ def atomic_path(path: str):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def recover(path: str) -> None:
+    """Finish a directory swap of `atomic_path` that a kill cut between its two renames (only `path.old` left)."""
+    old = path + ".old"
+    if not os.path.isdir(path) and os.path.isdir(old):
+        os.replace(old, path)
+
+
 def write_text(path: str, text: str) -> None:
     """Write `text` to `path` atomically."""
     with atomic_path(path) as tmp:

@@ -36,14 +36,21 @@ def seeds_needed(diff: float, std: float, power: float = POWER, alpha: float = A
     if diff == 0 or std <= 0 or not math.isfinite(diff / std):
         return None
     effect = abs(diff) / std
-    for n in range(2, limit + 1):
-        df = n - 1
-        critical = stats.t.ppf(1 - alpha / 2, df)
-        shift = effect * math.sqrt(n)
-        achieved = stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
-        if achieved >= power:
-            return n
-    return None
+
+    def achieved(n: int) -> float:
+        critical, shift = stats.t.ppf(1 - alpha / 2, n - 1), effect * math.sqrt(n)
+        value = stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift)
+        if not math.isfinite(value):  # scipy's noncentral t fails far in the tail: the normal limit is exact there
+            value = stats.norm.sf(critical - shift) + stats.norm.cdf(-critical - shift)
+        return value
+
+    if achieved(limit) < power:
+        return None
+    low, high = 1, limit  # power grows with n: bisect for the first n that reaches it
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if achieved(middle) >= power else (middle, high)
+    return high
 
 
 def paired_comparison(differences, level: float = LEVEL) -> dict:

@@ -47,15 +47,9 @@ class StageBackup(keras.callbacks.BackupAndRestore):
         self._state_path = os.path.join(self.latest, "callbacks.json")
         self.resumed_from = 0
 
-    def _recover(self) -> None:
-        """A kill between the two renames of a directory swap leaves only `latest.old`: it is the backup."""
-        old = self.latest + ".old"
-        if not os.path.isdir(self.latest) and os.path.isdir(old):
-            os.replace(old, self.latest)
-
     def resume_epoch(self) -> int:
         """The epoch training will resume from (0 without a backup); read before `fit` to position the data."""
-        self._recover()
+        io.recover(self.latest)
         try:
             with open(self._training_metadata_path) as fh:
                 return int(json.load(fh)["epoch"])
@@ -63,7 +57,7 @@ class StageBackup(keras.callbacks.BackupAndRestore):
             return 0
 
     def on_train_begin(self, logs=None):
-        self._recover()
+        io.recover(self.latest)
         super().on_train_begin(logs)
         self.resumed_from = int(self.model._initial_epoch or 0) if os.path.isdir(self.latest) else 0
         if self.resumed_from and os.path.exists(self._state_path):
