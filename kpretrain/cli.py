@@ -50,13 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="KerasTuner search over the recipe's tune.space, scored on validation")
     tune.add_argument("recipe")
     tune.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), help="default: tune.tuner")
+    tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband", "grid"), help="default: tune.tuner")
     tune.add_argument("--max-trials", type=int, help="default: tune.max_trials; raising it resumes with more trials")
     tune.add_argument("--dir", default="tuner_runs", help="tuner directory (default tuner_runs/); results in DIR/<name>/")
     tune.add_argument("--overwrite", action="store_true", help="start the search over instead of resuming it")
     tune.add_argument("--smoke", action="store_true", help="tiny data, a few batches per trial, at most 3 trials unless --max-trials")
     tune.add_argument("--final", action="store_true", help="re-run the best recipe with all seeds, report test accuracy")
     tune.add_argument("--debug", action="store_true")
+
+    lr = sub.add_parser("lr-find", help="learning-rate range test of one stage of an arm, on its real model and data")
+    lr.add_argument("recipe")
+    lr.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    lr.add_argument("--stage", choices=("pretrain", "finetune"), default="finetune", help="default: finetune")
+    lr.add_argument("--arm", help="default: the first arm that is not a baseline (scratch is allowed)")
+    lr.add_argument("--out", help="directory for lr_find.json and lr_find.png (default runs/<name>-lr-find/<UTC timestamp>/)")
+    lr.add_argument("--start-lr", type=float, help="default: <stage>.optimizer.lr_find.start_lr (1e-7)")
+    lr.add_argument("--end-lr", type=float, help="default: <stage>.optimizer.lr_find.end_lr (10)")
+    lr.add_argument("--steps", type=int, help="default: <stage>.optimizer.lr_find.steps (200)")
+    lr.add_argument("--suggestion", choices=("steepest", "valley", "minimum"),
+                    help="which suggestion is suggested_lr (default: <stage>.optimizer.lr_find.suggestion, steepest)")
+    lr.add_argument("--smoke", action="store_true", help="tiny data, at most 50 steps")
+    lr.add_argument("--debug", action="store_true")
 
     report = sub.add_parser("report", help="one table across run directories")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -75,7 +89,8 @@ def _version() -> str:
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "show-task": cmd_show_task, "tune": cmd_tune, "report": cmd_report}[args.command]
+    handler = {"run": cmd_run, "show-task": cmd_show_task, "tune": cmd_tune, "lr-find": cmd_lr_find,
+               "report": cmd_report}[args.command]
     from kpretrain.errors import InputError
 
     try:
@@ -287,6 +302,73 @@ def cmd_tune(args) -> int:
 
     return tune(args.recipe, args.sets, tuner=args.tuner, max_trials=args.max_trials, directory=args.dir,
                 overwrite=args.overwrite, smoke=args.smoke, final=args.final, debug=args.debug)
+
+
+LR_FIND_SMOKE_STEPS = 50
+
+
+def cmd_lr_find(args) -> int:
+    import dataclasses
+
+    from kpretrain.errors import InputError
+    from kpretrain.recipe import load_recipe, pretrains
+
+    recipe = load_recipe(args.recipe, args.sets)
+    if recipe.sweep:
+        first = next(iter(recipe.sweep))
+        raise InputError(f"kpretrain lr-find tests one recipe, not a sweep; pick one of its points, e.g. "
+                         f"--set sweep=null --set {first}={json.dumps(recipe.sweep[first][0])}")
+    arms = recipe.arm_recipes()
+    baselines = {*recipe.baselines, *recipe.baseline_pairs().values()}
+    name = args.arm or next((a for a in arms if a not in baselines), next(iter(arms)))
+    if name not in arms:
+        raise InputError(f"--arm {name!r}: not an arm of recipe {recipe.name}; allowed: {', '.join(arms)}")
+    arm = arms[name]
+    given = {k: v for k, v in (("start_lr", args.start_lr), ("end_lr", args.end_lr), ("steps", args.steps),
+                               ("suggestion", args.suggestion)) if v is not None}
+    settings = dataclasses.replace(getattr(arm, args.stage).optimizer.lr_find, **given)
+    if args.smoke and args.steps is None:
+        settings = dataclasses.replace(settings, steps=min(settings.steps, LR_FIND_SMOKE_STEPS))
+    if not 0 < settings.start_lr < settings.end_lr or settings.steps < 3:
+        raise InputError(f"--start-lr {settings.start_lr}, --end-lr {settings.end_lr}, --steps {settings.steps}: "
+                         f"need 0 < start < end and at least 3 steps")
+    from kpretrain.rundir import default_out_dir
+
+    out_dir = args.out or default_out_dir(f"{recipe.name}-lr-find")
+    _start_tensorflow(args.debug, recipe.runtime.distribute)
+    from kpretrain.experiment import Experiment
+    from kpretrain.protocol.lr_find import find_learning_rate
+    from kpretrain.report import io
+    from kpretrain.training.lr_finder import plot_lr_find
+
+    experiment = Experiment(recipe, smoke=args.smoke)
+    experiment.prepare()
+    seed = recipe.seeds[0]
+    print(f"lr-find {recipe.name}: arm {name}, stage {args.stage}, seed {seed}: {settings.steps} steps from "
+          f"{settings.start_lr:g} to {settings.end_lr:g}"
+          + (" (after the arm's pre-training)" if args.stage == "finetune" and pretrains(arm) else ""))
+    try:
+        result = find_learning_rate(arm, experiment.seed_data(seed), args.stage, settings, name=name,
+                                    scope=experiment.scope)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
+        if args.debug:
+            traceback.print_exc()
+        print(f"kpretrain: lr-find failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(rerun with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+    os.makedirs(out_dir, exist_ok=True)
+    io.write_json(os.path.join(out_dir, "lr_find.json"),
+                  {"recipe": recipe.name, "arm": name, "stage": args.stage, "seed": seed, "smoke": args.smoke,
+                   "settings": dataclasses.asdict(settings), **result.record()})
+    plot_lr_find(result, os.path.join(out_dir, "lr_find.png"), title=f"{recipe.name}: {name}, {args.stage}")
+    others = ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions.items() if k != result.method)
+    print(f"{len(result.learning_rates)} steps ({'stopped: the loss diverged' if result.stopped == 'diverged' else 'to the end'}); "
+          f"suggested learning rate ({result.method}): {result.suggested_lr:.3g}; {others}")
+    print(f"use it: --set {args.stage}.optimizer.learning_rate={result.suggested_lr:.3g}  (or learning_rate: auto)")
+    print(f"results: {out_dir}/lr_find.json, {out_dir}/lr_find.png")
+    return EXIT_OK
 
 
 def _tf_config_workers() -> int:

@@ -54,11 +54,26 @@ class BackboneConfig:
 
 
 @dataclass
+class LRFindConfig:
+    """The learning-rate range test (`kpretrain lr-find`, and `learning_rate: auto`)."""
+
+    start_lr: float = _spec(default=1e-7, minimum=0.0, doc="first learning rate")
+    end_lr: float = _spec(default=10.0, minimum=0.0, doc="last learning rate (the test stops earlier once the loss diverges)")
+    steps: int = _spec(default=200, minimum=3, doc="batches, the learning rate growing exponentially")
+    suggestion: str = _spec(default="steepest", choices=("steepest", "valley", "minimum"),
+                            doc="steepest descent of the smoothed loss | fastai's valley | minimum / 10")
+    beta: float = _spec(default=0.98, minimum=0.0, maximum=0.999, doc="smoothing of the loss (bias-corrected EMA)")
+    diverge: float = _spec(default=4.0, minimum=1.0, doc="stop once the smoothed loss exceeds this x its minimum")
+
+
+@dataclass
 class OptimizerConfig:
     """Optimizer and learning-rate schedule of one stage."""
 
     name: str = _spec(default="adam", choices=("adam", "adamw", "sgd", "rmsprop"))
-    learning_rate: float = _spec(default=1e-3, minimum=0.0, maximum=10.0)
+    learning_rate: Union[float, Literal["auto"]] = _spec(default=1e-3, minimum=0.0, maximum=10.0,
+                                                         doc="or auto: a range test just before the stage picks it")
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     schedule: str = _spec(default="constant", choices=("constant", "cosine"))
     warmup_epochs: float = _spec(default=0.0, minimum=0.0)
     weight_decay: float = _spec(default=0.0, minimum=0.0)
@@ -103,6 +118,8 @@ class FinetuneConfig:
     """The downstream stage: a new head on the backbone, trained on the labelled subset."""
 
     epochs: int = _spec(default=10, minimum=1)
+    min_steps_per_epoch: int = _spec(default=1, minimum=1,
+                                     doc="at least this many batches per epoch (the labelled subset repeats)")
     head: str = _spec(default="linear", choices=("linear", "mlp"))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
@@ -144,7 +161,8 @@ class TuneConfig:
 
     objective: str = _spec(default="val_accuracy", choices=("val_accuracy",), doc="downstream validation metric, maximised")
     space: dict = _spec(default_factory=dict, doc="recipe key -> {int: [lo, hi]} | {float: [lo, hi], sampling: log} | {choice: [...]}")
-    tuner: str = _spec(default="random", choices=("random", "bayesian", "hyperband"))
+    tuner: str = _spec(default="random", choices=("random", "bayesian", "hyperband", "grid"),
+                       doc="grid: every combination (int and choice dimensions, floats with a step), in order")
     max_trials: int = _spec(default=10, minimum=1)
     arm: Optional[str] = _spec(default=None, doc="arm whose protocol is searched; null = the first non-baseline arm")
 
@@ -164,6 +182,8 @@ class Recipe:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     baselines: list = _spec(default_factory=lambda: ["scratch"], choices=BASELINES)
     arms: Optional[dict] = _spec(default=None, doc="arm name -> overrides of any protocol key")
+    baseline: Optional[str] = _spec(default=None, doc="on an arm: the arm it is compared with (a tuned scratch, "
+                                                      "say); null = its matched scratch")
     tune: TuneConfig = field(default_factory=TuneConfig)
     sweep: Optional[dict] = _spec(default=None, doc="recipe key -> list of values; every point of their grid is run")
 
@@ -203,11 +223,15 @@ class Recipe:
         arms = self._declared_arms()
         if "scratch" not in self.baselines or "scratch" not in arms:
             return arms, {}
-        baselines = {name: arm for name, arm in arms.items() if name in self.baselines}
+        named = {arm.baseline for arm in arms.values() if arm.baseline}  # baselines chosen by arms.<name>.baseline
+        baselines = {name: arm for name, arm in arms.items() if name in self.baselines or name in named}
         signatures = {json.dumps(arms["scratch"].to_dict(), sort_keys=True): "scratch"}
         pairs = {}
         for name, arm in arms.items():
-            if name in self.baselines:
+            if name in baselines:
+                continue
+            if arm.baseline:
+                pairs[name] = arm.baseline
                 continue
             matched = _baseline("scratch", {k: v for k, v in arm.to_dict().items() if k != "arms"})
             key = json.dumps(matched.to_dict(), sort_keys=True)
@@ -333,13 +357,28 @@ def recipe_from_dict(raw: dict) -> Recipe:
             for forbidden in ("name", "seeds", "data", "arms", "baselines", "evaluation", "runtime", "tune", "sweep"):
                 if overrides and forbidden in overrides:
                     raise RecipeError(f"recipe key 'arms.{name}.{forbidden}': arms share {forbidden}; set it at the top level")
+    if recipe.baseline is not None:
+        raise RecipeError("recipe key 'baseline': only an arm names its baseline; set arms.<name>.baseline")
+    for name, overrides in (recipe.arms or {}).items():
+        target = (overrides or {}).get("baseline")
+        others = [*recipe.baselines, *(a for a in recipe.arms if a != name and a not in recipe.baselines
+                                         and not (recipe.arms[a] or {}).get("baseline"))]
+        if target is not None and target not in others:
+            raise RecipeError(f"recipe key 'arms.{name}.baseline': {target!r} is not another arm without a baseline "
+                              f"of its own; allowed: {', '.join(others) or 'none'}")
     if recipe.sweep is not None:
         _check_sweep(recipe.sweep)
         recipe.sweep_points()  # validates every point
     if recipe.runtime.deterministic and recipe.runtime.jit_compile:
         raise RecipeError("recipe key 'runtime.jit_compile': XLA is off under op determinism (Keras falls back "
                           "silently); set runtime.deterministic=false or runtime.jit_compile=false")
-    recipe.arm_recipes()  # validates every arm
+    for name, arm in recipe.arm_recipes().items():  # validates every arm
+        for stage in ("pretrain", "finetune"):
+            found = getattr(arm, stage).optimizer.lr_find
+            if not 0 < found.start_lr < found.end_lr:
+                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
+                raise RecipeError(f"recipe key '{where}{stage}.optimizer.lr_find.start_lr': {found.start_lr} must be "
+                                  f"above 0 and below end_lr ({found.end_lr})")
     return recipe
 
 

@@ -25,8 +25,11 @@ import yaml
 
 from kpretrain.errors import InputError, RecipeError
 from kpretrain.experiment import Experiment
+from kpretrain.models.backbones import block_names
 from kpretrain.protocol import build_model, run_unit
-from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict
+from kpretrain.protocol.unit import initial_backbone
+from kpretrain.protocol.pretrain import pretraining_key
+from kpretrain.recipe import Recipe, apply_overrides, load_raw, pretrains, recipe_from_dict
 from kpretrain.report import io
 from kpretrain.rundir import LOCK_NAME, DirectoryLock
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
@@ -145,6 +148,9 @@ def _protocol_arms(recipe: Recipe) -> list[str]:
     return [name for name in recipe.arm_recipes() if name not in baselines]
 
 
+PRETRAININGS_KEPT = 8  # pre-trained weights a search keeps in memory for later trials with the same pre-training
+
+
 class ProtocolHyperModel(keras_tuner.HyperModel):
     """A trial: the searched arm with the trial's values on the first seed, through `protocol.run_unit` (the
     sequence `kpretrain run` executes); `fit` returns validation accuracy only and never touches test data."""
@@ -162,6 +168,12 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         self.smoke = smoke
         self.strategy = strategy
         self._last: tuple | None = None  # (values, experiment, arm) of the latest trial built or fitted
+        self._pretrained: dict = {}  # pre-training settings and data -> PretrainResult, for later trials
+        if recipe.tune.tuner == "grid":
+            for dim in self.dims:
+                if dim.kind == "float" and dim.step is None:
+                    raise RecipeError(f"recipe key 'tune.space.{dim.key}': the grid tuner needs a step for a float "
+                                      f"range; add step: or list the values with choice:")
 
     def check(self) -> None:
         """Before any trial: each bound and choice, set alone, validates and reaches the searched arm."""
@@ -198,9 +210,16 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
     def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0):
         """`run_unit` on the trial's model; a Hyperband round that resumes trained weights skips pre-training."""
         experiment, arm = self.trial(self.declare(hp))
+        key = json.dumps([pretraining_key(arm), experiment.recipe.to_dict()["data"]], sort_keys=True, default=str)
         unit = run_unit(arm, experiment.seed_data(experiment.recipe.seeds[0]), model=model,
-                        resumed="tuner/trial_id" in hp.values, callbacks=callbacks, test=False,
-                        epochs=None if epochs is None else epochs - initial_epoch, scope=self._scope)
+                        pretrained=self._pretrained.get(key), resumed="tuner/trial_id" in hp.values,
+                        callbacks=callbacks, test=False, epochs=None if epochs is None else epochs - initial_epoch,
+                        scope=self._scope)
+        if pretrains(arm) and unit.pretrain is not None:  # trials differing only after pre-training reuse it
+            self._pretrained.pop(key, None)
+            self._pretrained[key] = unit.pretrain
+            while len(self._pretrained) > PRETRAININGS_KEPT:
+                self._pretrained.pop(next(iter(self._pretrained)))
         return {"val_accuracy": unit.finetune.val_accuracy, "val_accuracy_raw": unit.finetune.val_accuracy_raw}
 
     def _scope(self):
@@ -223,7 +242,7 @@ class _NoTensorBoard:
 
 TUNERS = {kind: type(cls.__name__, (_NoTensorBoard, cls), {}) for kind, cls in
           {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
-           "hyperband": keras_tuner.Hyperband}.items()}
+           "hyperband": keras_tuner.Hyperband, "grid": keras_tuner.GridSearch}.items()}
 
 
 def make_tuner(kind: str, hypermodel: ProtocolHyperModel, *, max_trials: int, max_epochs: int, directory: str,
@@ -332,24 +351,37 @@ SMOKE_TRIALS = 3  # --smoke runs at most this many trials unless --max-trials sa
 def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None = None,
          directory: str = "tuner_runs", overwrite: bool = False, smoke: bool = False, final: bool = False,
          debug: bool = False) -> int:
-    """`kpretrain tune`: validate everything, search (resuming a finished or interrupted one), write the outputs."""
+    """`kpretrain tune`: validate everything, search (resuming a finished or interrupted one), write the outputs;
+    with `final`, search scratch with the same budget and run the best protocol against it on every seed."""
     sets = [*sets, *([f"tune.tuner={tuner}"] if tuner else []),
             *([f"tune.max_trials={max_trials}"] if max_trials is not None else [])]
     raw = load_raw(path, sets)
     recipe = recipe_from_dict(raw)
+    if recipe.sweep:
+        first = next(iter(recipe.sweep))
+        raise InputError(f"kpretrain tune searches one recipe, not a sweep; tune one of its points, e.g. "
+                         f"--set sweep=null --set {first}={json.dumps(recipe.sweep[first][0])}")
     if smoke and max_trials is None and recipe.tune.max_trials > SMOKE_TRIALS:
         raw.setdefault("tune", {})["max_trials"] = SMOKE_TRIALS
         recipe = recipe_from_dict(raw)
     worker = is_worker()
     if final and worker:
         raise InputError("--final: only the chief (KERASTUNER_TUNER_ID=chief) re-runs the best recipe")
-    hypermodel = ProtocolHyperModel(raw, smoke=smoke, strategy=_runtime(recipe))
-    print("\n".join(Experiment(recipe, smoke=smoke).prepare()))
+    strategy = _runtime(recipe)
+    experiment = Experiment(recipe, smoke=smoke)
+    print("\n".join(experiment.prepare()))
+    if not recipe.tune.space:
+        raw.setdefault("tune", {})["space"] = default_space(recipe, experiment)
+        recipe = recipe_from_dict(raw)
+        print(f"tune: the recipe declares no tune.space; the default space: {json.dumps(raw['tune']['space'])}")
+    hypermodel = ProtocolHyperModel(raw, smoke=smoke, strategy=strategy)
     hypermodel.check()
-    arm_name = hypermodel.arm_name
+    scratch = None
+    if final:  # checked before the first trial, like the main search
+        scratch = ProtocolHyperModel(scratch_search_recipe(raw, hypermodel.arm_name), smoke=smoke,
+                                     strategy=hypermodel.strategy)
+        scratch.check()
     project = os.path.join(directory, recipe.name)
-    signature = {**recipe.arm_recipes()[arm_name].to_dict(), "smoke": smoke}  # what a trial's score depends on
-    signature["tune"].pop("max_trials")
     with contextlib.ExitStack() as held:
         if not worker:  # the chief (or a search on its own) owns the directory; its workers share it
             try:
@@ -359,37 +391,79 @@ def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None
         held.enter_context(_atomic_state_files())
         if overwrite and not worker:  # here, not by KerasTuner: its overwrite removes the directory, lock included
             _clear(project)
-        _check_resumable(os.path.join(project, "search.json"), signature, overwrite and not worker)
-        print(f"tune {recipe.name}: {recipe.tune.tuner}, {recipe.tune.max_trials} trials over "
-              f"{', '.join(d.key for d in hypermodel.dims)}; arm {arm_name}, seed {recipe.seeds[0]}, "
-              f"scored on validation")
-        try:  # reloads the search found there; trials that were running when it stopped are run again
-            search = make_tuner(recipe.tune.tuner, hypermodel, max_trials=recipe.tune.max_trials,
-                                max_epochs=recipe.arm_recipes()[arm_name].finetune.epochs, directory=directory,
-                                project_name=recipe.name, overwrite=False,
-                                seed=recipe.seeds[0] + 1)  # KerasTuner takes seed 0 as "no seed"
-        except OSError as exc:
-            raise _unwritable(directory, exc) from None
-        except json.JSONDecodeError as exc:  # a state file cut short by a crash before its writes were atomic
-            raise InputError(f"{project}: cannot resume this search, a KerasTuner state file is unreadable "
-                             f"({exc}); pass --overwrite to start over, or --dir for a new search") from None
-        if not worker:
-            io.write_json(os.path.join(project, "search.json"), signature)
-        try:
-            search.search()
-        except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
-            return _failed("search", exc, debug)
-        if worker:
-            print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: no trials left")
-            return 0
-        best = write_outputs(search.oracle, hypermodel.dims, raw, project, debug,
-                             {"recipe": recipe.name, "objective": "val_accuracy", "direction": "max",
-                              "tuner": recipe.tune.tuner, "arm": arm_name, "seed": recipe.seeds[0], "smoke": smoke})
-        if best is None:
-            print("kpretrain: no trial completed; see the errors above (rerun with --debug for tracebacks)",
-                  file=sys.stderr)
-            return 1
-        return _final(project, best, raw, smoke, debug) if final else 0
+        code, best = _search(hypermodel, directory, recipe.name, smoke, debug, worker)
+        if best is None or scratch is None:
+            return code
+        code, scratch_best = _search(scratch, project, "scratch", smoke, debug, worker)
+        if scratch_best is None:
+            return code
+        return _final(project, raw, best, scratch.raw, scratch_best, smoke, debug)
+
+
+def _search(hypermodel: ProtocolHyperModel, directory: str, name: str, smoke: bool, debug: bool,
+            worker: bool) -> tuple[int, dict | None]:
+    """One KerasTuner search of `hypermodel` in `directory/name` (resumed when found there): (exit code, best trial)."""
+    recipe = recipe_from_dict(hypermodel.raw)
+    arm_name = hypermodel.arm_name
+    project = os.path.join(directory, name)
+    signature = {**recipe.arm_recipes()[arm_name].to_dict(), "smoke": smoke}  # what a trial's score depends on
+    signature["tune"].pop("max_trials")
+    _check_resumable(os.path.join(project, "search.json"), signature, False)
+    print(f"tune {name}: {recipe.tune.tuner}, {recipe.tune.max_trials} trials over "
+          f"{', '.join(d.key for d in hypermodel.dims)}; arm {arm_name}, seed {recipe.seeds[0]}, scored on validation")
+    try:  # reloads the search found there; trials that were running when it stopped are run again
+        search = make_tuner(recipe.tune.tuner, hypermodel, max_trials=recipe.tune.max_trials,
+                            max_epochs=recipe.arm_recipes()[arm_name].finetune.epochs, directory=directory,
+                            project_name=name, overwrite=False,
+                            seed=recipe.seeds[0] + 1)  # KerasTuner takes seed 0 as "no seed"
+    except OSError as exc:
+        raise _unwritable(directory, exc) from None
+    except json.JSONDecodeError as exc:  # a state file cut short by a crash before its writes were atomic
+        raise InputError(f"{project}: cannot resume this search, a KerasTuner state file is unreadable "
+                         f"({exc}); pass --overwrite to start over, or --dir for a new search") from None
+    if not worker:
+        io.write_json(os.path.join(project, "search.json"), signature)
+    try:
+        search.search()
+    except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
+        return _failed("search", exc, debug), None
+    if worker:
+        print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: no trials left")
+        return 0, None
+    best = write_outputs(search.oracle, hypermodel.dims, hypermodel.raw, project, debug,
+                         {"recipe": recipe.name, "objective": "val_accuracy", "direction": "max",
+                          "tuner": recipe.tune.tuner, "arm": arm_name, "seed": recipe.seeds[0], "smoke": smoke,
+                          "space": recipe.tune.space})
+    if best is None:
+        print("kpretrain: no trial completed; see the errors above (rerun with --debug for tracebacks)",
+              file=sys.stderr)
+        return 1, None
+    return 0, best
+
+
+SCRATCH_SECTIONS = ("data", "backbone", "finetune", "evaluation")  # what a scratch baseline's score depends on
+
+
+def scratch_search_recipe(raw: dict, arm_name: str) -> dict:
+    """The raw recipe whose search tunes the searched arm's matched scratch with the same budget: the searched keys
+    that apply to scratch, plus its fine-tuning learning rate, schedule and epochs when those are not searched."""
+    recipe = recipe_from_dict(raw)
+    arm = recipe.arm_recipes()[arm_name].to_dict()  # its backbone and fine-tuning; the arm's own keys included
+    space = {}
+    for key, spec in recipe.tune.space.items():
+        local = key.removeprefix(f"arms.{arm_name}.")
+        if local.split(".")[0] in SCRATCH_SECTIONS and local != "backbone.from":
+            space[local] = spec
+    epochs = arm["finetune"]["epochs"]
+    space.setdefault("finetune.optimizer.learning_rate",
+                     _learning_rates(arm["finetune"]["optimizer"]["learning_rate"], recipe.tune.tuner))
+    space.setdefault("finetune.optimizer.schedule", {"choice": ["constant", "cosine"]})
+    if recipe.tune.tuner != "hyperband":  # Hyperband's budget is the epochs
+        space.setdefault("finetune.epochs", {"int": [max(1, epochs // 2), 2 * epochs]})
+    scratch = {k: v for k, v in arm.items() if k not in ("arms", "sweep", "baseline")}
+    scratch.update(name=f"{recipe.name}-scratch", baselines=["scratch"],
+                   tune={**arm["tune"], "arm": "scratch", "space": space})
+    return scratch
 
 
 def _unwritable(directory: str, exc: OSError) -> InputError:
@@ -465,13 +539,58 @@ def _check_resumable(path: str, signature: dict, overwrite: bool) -> None:
                          f"pass --overwrite to start over, or --dir for a new search")
 
 
-def _final(project: str, best: dict, raw: dict, smoke: bool, debug: bool) -> int:
-    """Re-run the best recipe with all its seeds and arms; print test accuracy against scratch."""
-    from kpretrain.report.tables import markdown_table
+def _learning_rates(lr: float, tuner: str) -> dict:
+    """A tenth to ten times `lr` (1e-3 for `auto`), log scale (five values for the grid tuner)."""
+    lr = 1e-3 if lr == "auto" else lr
+    if tuner == "grid":
+        return {"choice": [lr / 10, lr / 3, lr, lr * 3, lr * 10]}
+    return {"float": [lr / 10, lr * 10], "sampling": "log"}
 
-    recipe = recipe_from_dict(yaml.safe_load(best_recipe_text(raw, best)))
+
+def default_space(recipe: Recipe, experiment: Experiment) -> dict:
+    """The space of a recipe that declares none: the searched arm's pre-training epochs (0 = none) and learning
+    rate, and its frozen depth (0 to every block of the backbone)."""
+    name = searched_arm(recipe)
+    arm = recipe.arm_recipes()[name]
+    if not pretrains(arm):
+        raise RecipeError(f"recipe key 'tune.space': empty, and the searched arm {name!r} does not pre-train, so "
+                          f"there is no default space; declare the keys to search, e.g. "
+                          f"tune: {{space: {{finetune.optimizer.learning_rate: {{float: [1.0e-4, 1.0e-2], sampling: log}}}}}}")
+    depth = len(block_names(initial_backbone(arm, experiment.seed_data(recipe.seeds[0]))))  # a throwaway model
+    prefix = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
+    return {f"{prefix}pretrain.epochs": {"int": [0, max(2, 2 * math.ceil(arm.pretrain.epochs))]},
+            f"{prefix}pretrain.optimizer.learning_rate": _learning_rates(arm.pretrain.optimizer.learning_rate,
+                                                                         recipe.tune.tuner),
+            f"{prefix}transfer.frozen_depth": {"int": [0, depth]}}
+
+
+def final_recipe(raw: dict, best: dict, scratch_raw: dict, scratch_best: dict) -> dict:
+    """The best recipe with the tuned scratch as arm `scratch-tuned`, the searched arm's baseline."""
+    final = yaml.safe_load(best_recipe_text(raw, best))
+    arm_name = searched_arm(recipe_from_dict(final))
+    tuned = recipe_from_dict(with_values(scratch_raw, scratch_best["values"])).arm_recipes()["scratch"].to_dict()
+    arms = final.get("arms") or {arm_name: {}}
+    arms["scratch-tuned"] = {k: tuned[k] for k in ("backbone", "pretrain", "transfer", "finetune")}
+    arms[arm_name] = {**(arms.get(arm_name) or {}), "baseline": "scratch-tuned"}
+    final["arms"] = arms
+    final["tune"] = {**final.get("tune", {}), "arm": arm_name}
+    recipe_from_dict(final)  # runnable as written
+    return final
+
+
+def _final(project: str, raw: dict, best: dict, scratch_raw: dict, scratch_best: dict, smoke: bool,
+           debug: bool) -> int:
+    """Every seed of the best recipe, its searched arm against the scratch tuned with the same budget, on test."""
+    from kpretrain.report.tables import markdown_table, verdict_lines
+
+    final = final_recipe(raw, best, scratch_raw, scratch_best)
+    io.write_text(os.path.join(project, "final_recipe.yaml"),
+                  f"# kpretrain tune {raw['name']} --final: the best recipe (trial {best['trial_id']}) against "
+                  f"scratch tuned with the same budget (scratch trial {scratch_best['trial_id']})\n"
+                  + yaml.safe_dump(final, sort_keys=False))
+    recipe = recipe_from_dict(final)
     out = os.path.join(project, "final", dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
-    print(f"final: best recipe, seeds {recipe.seeds}, into {out}")
+    print(f"final: best recipe against the tuned scratch (scratch-tuned), seeds {recipe.seeds}, into {out}")
     try:
         metrics = Experiment(recipe, smoke=smoke).run(out)
     except InputError:
@@ -479,6 +598,7 @@ def _final(project: str, best: dict, raw: dict, smoke: bool, debug: bool) -> int
     except Exception as exc:  # noqa: BLE001
         return _failed("final run", exc, debug)
     print(markdown_table(metrics))
+    print("\n".join(verdict_lines(metrics)))
     return 0
 
 

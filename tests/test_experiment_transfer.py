@@ -18,7 +18,7 @@ def tiny(tmp_path):
         "stats": {"transfer": {"init": "statistics", "frozen_depth": 0}},
         "warm": {"transfer": {"frozen_depth": "all", "head_init": "logistic_regression"}},
         "gradual": {"transfer": {"frozen_depth": 3, "unfreeze": {"every": 1, "backbone_lr_factor": 0.5}},
-                    "finetune": {"epochs": 3}},
+                    "finetune": {"epochs": 3, "min_steps_per_epoch": 5}},
     }
     path = tmp_path / "transfer.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -66,6 +66,12 @@ def test_arms_record_their_protocol(tiny):
     # gradual unfreezing: block3 at epoch 1 (0-based), block2 at epoch 2
     schedule = arms["gradual"]["unfreeze_schedule"][0]
     assert [len(blocks) for _, blocks in schedule] == [0, 1, 2]
+    # finetune.min_steps_per_epoch: the 80 labelled images (3 batches of 32) repeat to 5 batches per epoch,
+    # for the arm and its matched scratch alike
+    units = tmp / "run" / "units"
+    steps = {a: json.loads((units / f"seed0.{a}.finetune.json").read_text())["finetune_steps_per_epoch"]
+             for a in ("scratch", "stats", "gradual", "scratch-gradual")}
+    assert steps == {"scratch": 3, "stats": 3, "gradual": 5, "scratch-gradual": 5}
 
 
 def test_backbone_from_round_trip(tiny):

@@ -150,3 +150,20 @@ def test_op_determinism_is_on_by_default_unless_xla_is():
     xla = recipe_from_dict({**base, "runtime": {"jit_compile": True}}).runtime
     assert xla.op_determinism is False  # op determinism would turn XLA off: the default gives way
     assert recipe_from_dict({**base, "runtime": {"deterministic": False}}).runtime.op_determinism is False
+
+
+def test_an_arm_names_its_baseline_and_bad_names_are_refused():
+    """`arms.<name>.baseline`: compare with a declared arm (a tuned scratch, say) instead of the matched scratch."""
+    base = {"name": "x", "pretrain": {"task": "overlay"},
+            "arms": {"ov": {"baseline": "tuned"}, "rot": {"pretrain": {"task": "rotation"}},
+                     "tuned": {"pretrain": {"epochs": 0}, "finetune": {"epochs": 3}}}}
+    recipe = recipe_from_dict(base)
+    assert list(recipe.arm_recipes()) == ["scratch", "tuned", "ov", "rot"]  # the named baseline runs first
+    assert recipe.baseline_pairs() == {"ov": "tuned", "rot": "scratch"}
+    for arms, needle in (({"ov": {"baseline": "ov"}}, "'arms.ov.baseline': 'ov' is not another arm"),
+                         ({"ov": {"baseline": "nope"}, "b": {}}, "allowed: scratch, b"),
+                         ({"ov": {"baseline": "b"}, "b": {"baseline": "scratch"}}, "'arms.ov.baseline': 'b'")):
+        with pytest.raises(RecipeError, match=needle):
+            recipe_from_dict({**base, "arms": arms})
+    with pytest.raises(RecipeError, match="recipe key 'baseline': only an arm names its baseline"):
+        recipe_from_dict({"name": "x", "baseline": "scratch"})

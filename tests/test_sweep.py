@@ -81,6 +81,19 @@ def test_sweep_keys_are_validated_and_smoke_keeps_points_distinct(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+def test_tune_refuses_a_sweep_and_says_how_to_tune_one_point(tmp_path, capsys):
+    from kpretrain.cli import main
+
+    recipe = tiny_recipe_dict(str(tmp_path / "x.npz"))
+    recipe.update(sweep={"data.labels_per_class": [10, 100]}, tune={"space": {"transfer.frozen_depth": {"int": [0, 1]}}})
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["tune", str(path), "--dir", str(tmp_path / "runs")]) == 2
+    assert "not a sweep; tune one of its points, e.g. --set sweep=null --set data.labels_per_class=10" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_report_combines_run_directories_with_their_statistics(sweep_run, tmp_path, capsys):
     from kpretrain.cli import main
 

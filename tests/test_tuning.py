@@ -95,10 +95,23 @@ def test_search_writes_outputs_resumes_extends_and_starts_over(tmp_path, capsys)
     assert sorted(trials(project)) == ["0"]
     assert len(json.loads((project / "best.json").read_text())["trials"]) == 1
     out = capsys.readouterr().out
-    assert "| scratch |" in out and "Δ vs its scratch" in out
+    # --final: scratch gets its own search with the same budget (fine-tuning lr, schedule, epochs), and the
+    # best arm is compared on every seed with that tuned scratch
+    assert "tune scratch: random, 1 trials over finetune.optimizer.learning_rate, finetune.optimizer.schedule, " \
+           "finetune.epochs; arm scratch" in out
+    scratch = json.loads((project / "scratch" / "best.json").read_text())
+    assert len(scratch["trials"]) == 1 and scratch["arm"] == "scratch"
+    final_recipe = load_recipe(str(project / "final_recipe.yaml"))
+    arm = best_arm = final_recipe.tune.arm
+    tuned = final_recipe.arm_recipes()["scratch-tuned"]
+    for key, value in scratch["best"]["values"].items():
+        assert lookup(tuned.to_dict(), key) == value, key
+    assert tuned.pretrain.epochs == 0 and tuned.transfer.frozen_depth == 0
     (final,) = (project / "final").iterdir()
     metrics = json.loads((final / "metrics.json").read_text())
-    assert metrics["seeds"] == [0, 1] and "scratch" in metrics["arms"] and len(metrics["arms"]) == 2
+    assert metrics["seeds"] == [0, 1] and set(metrics["arms"]) == {"scratch", "scratch-tuned", best_arm}
+    assert metrics["arms"][arm]["baseline"] == "scratch-tuned"
+    assert f"{arm} vs scratch-tuned:" in out and "(vs scratch-tuned)" in out
 
 
 BAD_SPACES = [
@@ -121,7 +134,6 @@ BAD_SPACES = [
     ({"seeds": {"int": [1, 3]}}, "tune.space.seeds", "cannot be searched"),
     ({"runtime.jit_compile": {"choice": [True, False]}}, "tune.space.runtime.jit_compile", "cannot be searched"),
     ({"arms.other.pretrain.epochs": {"int": [0, 2]}}, "tune.space.arms.other.pretrain.epochs", "no arm 'other'"),
-    ({}, "tune.space", "empty"),
 ]
 
 
@@ -151,6 +163,48 @@ def test_smoke_search_runs_three_trials_unless_told(tmp_path, capsys):
     assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]) == 0
     assert "random, 3 trials over transfer.frozen_depth" in capsys.readouterr().out
     assert len(trials(tmp_path / "runs" / "tiny")) == 3
+
+
+def test_grid_search_tries_every_combination_and_pretrains_once_per_setting(tmp_path, capsys, monkeypatch):
+    """Trials that differ only after pre-training reuse it, and score what a fresh pre-training gives."""
+    space = {"pretrain.task": {"choice": ["rotation", "overlay"]}, "transfer.frozen_depth": {"int": [0, 1]}}
+    recipe = write_recipe(tmp_path, space=space, tune={"tuner": "grid", "max_trials": 10, "space": space})
+    calls = []
+    pretrain = kpretrain.protocol.unit.pretrain
+    monkeypatch.setattr(kpretrain.protocol.unit, "pretrain", lambda *a, **kw: calls.append(1) or pretrain(*a, **kw))
+    assert main(["tune", recipe, "--smoke", "--max-trials", "10", "--dir", str(tmp_path / "grid")]) == 0
+    found = [t["hyperparameters"]["values"] for t in trials(tmp_path / "grid" / "tiny").values()]
+    assert sorted((v["pretrain.task"], v["transfer.frozen_depth"]) for v in found) == [
+        ("overlay", 0), ("overlay", 1), ("rotation", 0), ("rotation", 1)]
+    assert len(calls) == 2
+    reused = [t for t in trials(tmp_path / "grid" / "tiny").values()  # in trial order: the later one reused
+              if t["hyperparameters"]["values"]["pretrain.task"] == "rotation"][-1]
+    depth = reused["hyperparameters"]["values"]["transfer.frozen_depth"]
+    alone = {"pretrain.task": {"choice": ["rotation"]}, "transfer.frozen_depth": {"choice": [depth]}}
+    assert main(["tune", write_recipe(tmp_path, space=alone), "--smoke", "--dir", str(tmp_path / "alone")]) == 0
+    (trial,) = trials(tmp_path / "alone" / "tiny").values()
+    assert trial["score"] == pytest.approx(reused["score"], abs=1e-6)
+    capsys.readouterr()
+    bad = write_recipe(tmp_path, tune={"tuner": "grid", "space": {
+        "pretrain.optimizer.learning_rate": {"float": [1.0e-4, 1.0e-2], "sampling": "log"}}})
+    assert main(["tune", bad, "--smoke", "--dir", str(tmp_path / "bad")]) == 2
+    assert "tune.space.pretrain.optimizer.learning_rate': the grid tuner needs a step" in capsys.readouterr().err
+
+
+def test_a_recipe_without_a_space_searches_pretraining_epochs_learning_rate_and_frozen_depth(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, tune={"max_trials": 1})
+    assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]) == 0
+    default = {"pretrain.epochs": {"int": [0, 2]},
+               "pretrain.optimizer.learning_rate": {"float": [0.0001, 0.01], "sampling": "log"},
+               "transfer.frozen_depth": {"int": [0, 3]}}  # the tiny small_cnn has 3 blocks
+    assert f"the default space: {json.dumps(default)}" in capsys.readouterr().out
+    project = tmp_path / "runs" / "tiny"
+    assert json.loads((project / "search.json").read_text())["tune"]["space"] == default
+    assert json.loads((project / "best.json").read_text())["space"] == default
+    assert load_recipe(str(project / "best_recipe.yaml")).tune.space == default
+    no_pretraining = write_recipe(tmp_path, tune={"max_trials": 1}, pretrain={"task": "none"})
+    assert main(["tune", no_pretraining, "--smoke", "--dir", str(tmp_path / "other")]) == 2
+    assert "'tune.space': empty, and the searched arm 'model' does not pre-train" in capsys.readouterr().err
 
 
 def test_search_across_tf_config_workers_is_refused_before_tensorflow_starts(tmp_path, capsys, monkeypatch):

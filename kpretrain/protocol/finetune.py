@@ -43,7 +43,8 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
         stage_callbacks.insert(0, unfreezing)
     epochs = inputs.epochs(arm.finetune.epochs if epochs is None else epochs)
     keras.utils.set_random_seed(inputs.seed)
-    result = fit_stage(model, inputs.train_batches, epochs=epochs, steps_per_epoch=inputs.steps(len(inputs.labelled[1])),
+    examples = max(len(inputs.labelled[1]), arm.finetune.min_steps_per_epoch * inputs.batch_size)
+    result = fit_stage(model, inputs.train_batches, epochs=epochs, steps_per_epoch=inputs.steps(examples),
                        optimizer=arm.finetune.optimizer, compile_kwargs=classification_compile_kwargs(),
                        callbacks=[*stage_callbacks, *callbacks], jit_compile=r.runtime.jit_compile,
                        verbose=r.runtime.verbose, clock=clock, backup=backup, tensorboard=tensorboard)
@@ -53,4 +54,4 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
         history=history, epochs=epochs, val_accuracy=last["val_accuracy"], val_accuracy_raw=last["val_accuracy_raw"],
         val_accuracy_refreshed=last.get("val_accuracy_refreshed"), wall_time_s=result.wall_time_s,
         unfreeze_schedule=[[int(e), list(b)] for e, b in unfreezing.schedule] if unfreezing else None,
-        raw_bn=validation.raw_bn or [], resumed_from=result.resumed_from)
+        steps_per_epoch=result.steps_per_epoch, lr_find=result.lr_find, raw_bn=validation.raw_bn or [], resumed_from=result.resumed_from)

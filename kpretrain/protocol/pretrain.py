@@ -47,13 +47,23 @@ def pretraining_images(arm: Recipe, inputs: SeedData):
             other.num_classes)
 
 
-def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: float | None = None,
-             clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None) -> PretrainResult:
-    """Train the whole `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights.
+@dataclasses.dataclass
+class PretextStage:
+    """What pre-training trains: the pretext model on the backbone, its endless batches from batch `start` on
+    (`train(start)`), its validation batches, and where the images come from."""
 
-    `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes;
-    `tensorboard`: a directory for its TensorBoard logs."""
-    seed, batch, r = inputs.seed, inputs.batch_size, inputs.recipe
+    task: object
+    model: keras.Model
+    train: object
+    validation: object
+    source: str
+    images: int
+    steps_per_epoch: int
+
+
+def pretext_stage(backbone: keras.Model, arm: Recipe, inputs: SeedData) -> PretextStage:
+    """The arm's pretext task on `backbone` (every block trainable) and its data, ready to fit."""
+    seed, batch = inputs.seed, inputs.batch_size
     freeze_to_depth(backbone, 0)
     keras.utils.set_random_seed(seed)
     x_pre, x_val, y_pre, y_val, source, num_classes = pretraining_images(arm, inputs)
@@ -71,10 +81,22 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
         val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
         validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
                                                          drop_remainder=len(x_val) >= batch)).cache()
+    return PretextStage(task, model, train, validation, source, int(len(x_pre)), inputs.steps(len(x_pre), True))
+
+
+def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: float | None = None,
+             clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None) -> PretrainResult:
+    """Train the whole `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights.
+
+    `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes;
+    `tensorboard`: a directory for its TensorBoard logs."""
+    r = inputs.recipe
+    stage = pretext_stage(backbone, arm, inputs)
+    task, model, train, validation, source = stage.task, stage.model, stage.train, stage.validation, stage.source
     epochs = inputs.epochs(arm.pretrain.epochs if epochs is None else epochs)
     evaluation = RefreshedEvaluation(validation, train(0) if r.evaluation.bn_refresh else None, inputs.bn_batches,
                                      raw=r.evaluation.raw, clock=clock)
-    result = fit_stage(model, train, epochs=epochs, steps_per_epoch=inputs.steps(len(x_pre), True),
+    result = fit_stage(model, train, epochs=epochs, steps_per_epoch=stage.steps_per_epoch,
                        optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(), callbacks=[evaluation],
                        jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose, min_points=PRETEXT_CURVE_POINTS,
                        clock=clock, backup=backup, tensorboard=tensorboard)
@@ -82,11 +104,11 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **evaluation.records}
     finals = [v for v in history.get(f"val_{monitor}", []) if v is not None]
     return PretrainResult(
-        task=arm.pretrain.task, dataset=source, images=int(len(x_pre)), epochs=epochs,
+        task=arm.pretrain.task, dataset=source, images=stage.images, epochs=epochs,
         steps_per_epoch=result.steps_per_epoch, monitor=monitor, history={"epoch": result.data_epochs, **history},
         final_val_accuracy=finals[-1] if finals else float("nan"), wall_time_s=result.wall_time_s,
         seconds=clock.split() if clock is not None else {}, weights=tuple(backbone.get_weights()),
-        resumed_from=result.resumed_from)
+        resumed_from=result.resumed_from, lr_find=result.lr_find)
 
 
 def shared(result: PretrainResult, unit: str, arms) -> PretrainResult:

@@ -29,6 +29,7 @@ class PretrainResult:
     unit: str = ""  # units/<unit>.json: the pre-training unit (named after the first arm that uses it)
     arms: tuple = ()  # every arm of this seed that starts from these weights
     reused_from: Optional[str] = None  # a sweep's earlier point whose identical pre-training this copies
+    lr_find: Optional[dict] = None  # the range test that chose the learning rate (`learning_rate: auto`)
     weights: tuple = dataclasses.field(default=(), repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
 
@@ -63,6 +64,8 @@ class FinetuneResult:
     val_accuracy_refreshed: Optional[float]
     wall_time_s: float
     unfreeze_schedule: Optional[list] = None
+    steps_per_epoch: Optional[int] = None  # batches per fine-tuning epoch
+    lr_find: Optional[dict] = None  # the range test that chose the learning rate (`learning_rate: auto`)
     raw_bn: list = dataclasses.field(default_factory=list, repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
 
@@ -73,6 +76,11 @@ class FinetuneResult:
             out["val_accuracy_refreshed"] = self.val_accuracy_refreshed
         if self.unfreeze_schedule is not None:
             out["unfreeze_schedule"] = self.unfreeze_schedule
+        if self.steps_per_epoch is not None:
+            out["finetune_steps_per_epoch"] = self.steps_per_epoch
+        if self.lr_find is not None:
+            out["finetune_learning_rate"] = self.lr_find["suggested_lr"]
+            out["finetune_lr_find"] = self.lr_find
         return out
 
 
@@ -123,7 +131,8 @@ class UnitResult:
         test = TestResult(r["test_accuracy"], r["test_accuracy_raw"], r.get("test_accuracy_refreshed"),
                           r["confusion"]) if "test_accuracy" in r else None
         finetune = FinetuneResult(r["history"], r["finetune_epochs"], r["val_accuracy"], r["val_accuracy_raw"],
-                                  r.get("val_accuracy_refreshed"), r["finetune_wall_time_s"], r.get("unfreeze_schedule"))
+                                  r.get("val_accuracy_refreshed"), r["finetune_wall_time_s"], r.get("unfreeze_schedule"),
+                                  r.get("finetune_steps_per_epoch"), r.get("finetune_lr_find"))
         return cls(seed=r["seed"], arm=r["arm"], transfer=TransferResult(tuple(r["frozen_blocks"]), r.get("head_init")),
                    finetune=finetune, trainable_params=r["trainable_params"], seconds=r["seconds"], pretrain=pretrain,
                    test=test, knn_accuracy=r.get("knn_accuracy"))

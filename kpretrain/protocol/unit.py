@@ -60,13 +60,8 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
         if resumed:
             transferred = refreeze(model, arm)
         else:
-            if pretrains(arm):
-                if pretrained is None:
-                    pretrained = pretrain(backbone, arm, inputs, clock=clock, backup=_stage(backup, "pretrain"),
-                                          tensorboard=_board(tensorboard, "pretrain"))
-                else:
-                    backbone.set_weights(list(pretrained.weights))
-            transferred = transfer(model, arm, inputs, clock=clock)
+            pretrained, transferred = pretrain_and_transfer(model, arm, inputs, pretrained=pretrained, clock=clock,
+                                                            backup=backup, tensorboard=tensorboard)
         trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         knn = knn_test_accuracy(backbone, inputs, clock=clock) if test and inputs.recipe.evaluation.knn else None
         interruption.check()
@@ -76,6 +71,20 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
     return UnitResult(seed=inputs.seed, arm=name, transfer=transferred, finetune=finetuned, trainable_params=trainable,
                       seconds=clock.split(), pretrain=pretrained, test=tested, knn_accuracy=knn)
 
+
+
+def pretrain_and_transfer(model: HeadedModel, arm: Recipe, inputs: SeedData, *,
+                          pretrained: PretrainResult | None = None, clock: Clock | None = None,
+                          backup: str | None = None, tensorboard: str | None = None):
+    """What comes before fine-tuning: the arm's pre-training (or the `pretrained` weights given), then transfer.
+    Returns (PretrainResult or None, TransferResult)."""
+    if pretrains(arm):
+        if pretrained is None:
+            pretrained = pretrain(model.backbone, arm, inputs, clock=clock, backup=_stage(backup, "pretrain"),
+                                  tensorboard=_board(tensorboard, "pretrain"))
+        else:
+            model.backbone.set_weights(list(pretrained.weights))
+    return pretrained, transfer(model, arm, inputs, clock=clock)
 
 
 def _stage(backup: str | None, stage: str) -> str | None:

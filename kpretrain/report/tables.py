@@ -182,6 +182,9 @@ def run_report(metrics: dict) -> str:
               f"- wall time: {metrics['wall_time_s']:.0f} s on {metrics['environment']['device']} "
               f"({metrics['environment']['cpu_count']} cores), TensorFlow {metrics['environment']['tensorflow']}, "
               f"Keras {metrics['environment']['keras']}", ""]
+    found = learning_rate_lines(metrics)
+    if found:
+        lines += ["## Learning rates found (`learning_rate: auto`)", ""] + [f"- {line}" for line in found] + [""]
     lines += ["| arm | protocol |", "|---|---|"]
     for name, entry in metrics["arms"].items():
         p = entry["protocol"]
@@ -193,6 +196,17 @@ def run_report(metrics: dict) -> str:
                   f"Pre-trained backbone of arm `{b['arm']}`, seed {b['seed']}: `backbone.keras` and the SavedModel "
                   "`backbone/` (endpoint `serve`, float32 images, see `backbone/kpretrain.json`).", ""]
     return "\n".join(lines)
+
+
+def learning_rate_lines(metrics: dict) -> list[str]:
+    """Each range test's chosen learning rate (`learning_rate: auto`): per pre-training unit and per arm."""
+    lines = [f"pre-training {p['unit']} ({p['task']}): learning rate found {p['lr_find']['suggested_lr']:.3g} "
+             f"({p['lr_find']['method']})" for p in metrics.get("pretraining", []) if p.get("lr_find")]
+    for name, entry in metrics["arms"].items():
+        if entry.get("finetune_learning_rate"):
+            rates = ", ".join(f"{lr:.3g}" for lr in entry["finetune_learning_rate"])
+            lines.append(f"{name} fine-tuning: learning rate found per seed {rates}")
+    return lines
 
 
 def sweep_report(metrics: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import tensorflow as tf
 from kpretrain.recipe import OptimizerConfig
 from kpretrain.training.backup import EpochLog, StageBackup
 from kpretrain.training.interruption import StopOnSignal
+from kpretrain.training.lr_finder import lr_range_test
 from kpretrain.training.optimizers import create_optimizer
 from kpretrain.training.timing import Clock, measure
 
@@ -27,6 +29,7 @@ class StageResult:
     wall_time_s: float = 0.0
     data_epochs: list = field(default_factory=list)  # position of each history point, in passes over the data
     resumed_from: int = 0  # the epoch a resumed stage started from (0: it ran whole)
+    lr_find: dict | None = None  # the range test that chose the learning rate (`learning_rate: auto`)
 
 
 def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tuple[int, int]:
@@ -60,6 +63,12 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     keras_epochs, steps = epoch_plan(epochs, steps_per_epoch, min_points)
     if keras_epochs == 0:
         return StageResult()
+    found = None
+    if optimizer.learning_rate == "auto":  # a range test on the stage's own model and first batches
+        with measure(clock, "training"):
+            found = lr_range_test(model, train(0) if callable(train) else train.repeat(), compile_kwargs=compile_kwargs,
+                                  optimizer=optimizer, settings=optimizer.lr_find, jit_compile=jit_compile)
+        optimizer = dataclasses.replace(optimizer, learning_rate=found.suggested_lr)
     model.compile(optimizer=create_optimizer(optimizer, steps, keras_epochs), jit_compile=jit_compile,
                   **compile_kwargs)
     log = EpochLog()
@@ -78,7 +87,7 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     return StageResult(history=log.history, epochs=keras_epochs, steps_per_epoch=steps,
                        wall_time_s=time.perf_counter() - start,
                        data_epochs=[round((i + 1) * steps / steps_per_epoch, 4) for i in range(keras_epochs)],
-                       resumed_from=start_epoch)
+                       resumed_from=start_epoch, lr_find=found.record() if found else None)
 
 
 def predict_classes(model: keras.Model, images: tf.data.Dataset) -> np.ndarray:

@@ -1,0 +1,113 @@
+"""The training toolkit: the learning-rate range test (`kpretrain lr-find`, `learning_rate: auto`)."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from kpretrain.cli import main
+from kpretrain.errors import RecipeError
+from kpretrain.recipe import LRFindConfig, OptimizerConfig, recipe_from_dict
+from kpretrain.training.lr_finder import lr_range_test, smooth, suggest
+from tests.helpers import tiny_npz, tiny_recipe_dict
+
+
+def least_squares(sigma: float):
+    """y = x w*, x ~ N(0, sigma^2 I), full batch: the MSE's Hessian is 2 sigma^2 I, so gradient descent
+    converges fastest at lr = 1 / (2 sigma^2) and diverges above 1 / sigma^2."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, sigma, (4096, 8)).astype("float32")
+    y = x @ rng.normal(size=(8, 1)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1, use_bias=False)])
+    return model, tf.data.Dataset.from_tensor_slices((x, y)).batch(4096).repeat()
+
+
+def test_range_test_suggests_near_the_known_rate_and_restores_the_model():
+    ratios = []
+    for sigma in (1.0, 5.0):
+        model, batches = least_squares(sigma)
+        optimizer = keras.optimizers.SGD(0.1)
+        model.compile(optimizer=optimizer, loss="mse")
+        model.fit(batches, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)  # a model in training, with optimizer state
+        weights, iterations = [w.copy() for w in model.get_weights()], int(optimizer.iterations)
+        result = lr_range_test(model, batches, compile_kwargs={"loss": "mse"},
+                               optimizer=OptimizerConfig(name="sgd", momentum=0.0), settings=LRFindConfig())
+        best = 1 / (2 * sigma ** 2)
+        assert best / 10 <= result.suggested_lr <= best * 10, (sigma, result.suggestions)
+        assert result.method == "steepest" and set(result.suggestions) == {"steepest", "valley", "minimum"}
+        # it stopped once the loss diverged, past the rate where gradient descent diverges
+        assert result.stopped == "diverged" and result.learning_rates[-1] > 1 / sigma ** 2
+        assert len(result.learning_rates) < 200
+        assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+        assert model.optimizer is optimizer and int(optimizer.iterations) == iterations
+        ratios.append(result.suggested_lr / best)
+    assert ratios[0] == pytest.approx(ratios[1], rel=0.15)  # it follows the curvature: 25x flatter, 25x the rate
+
+
+def test_smoothing_is_bias_corrected_and_suggestions_read_the_curve():
+    assert smooth([2.0, 2.0, 2.0]).tolist() == pytest.approx([2.0, 2.0, 2.0])  # no pull towards 0 at the start
+    lrs = np.logspace(-6, 0, 60)
+    loss = 1 / (1 + np.exp(4 * (np.log10(lrs) + 3)))  # falls steepest at 1e-3
+    loss[-8:] = np.linspace(1.0, 5.0, 8)  # then diverges
+    found = suggest(lrs, loss)
+    assert found["steepest"] == pytest.approx(1e-3, rel=0.3)
+    assert found["minimum"] == pytest.approx(lrs[np.argmin(loss)] / 10)
+    assert 1e-4 < found["valley"] < lrs[np.argmin(loss)]
+    with pytest.raises(RecipeError, match="lr_find.start_lr"):
+        recipe_from_dict({"name": "x", "finetune": {"optimizer": {"lr_find": {"start_lr": 1.0, "end_lr": 0.1}}}})
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    """A run whose pre-training and fine-tuning learning rates are `auto` (a 30-step range test each)."""
+    d = tmp_path_factory.mktemp("auto")
+    recipe = tiny_recipe_dict(tiny_npz(d / "tiny.npz"))
+    recipe["seeds"] = [0]
+    recipe["pretrain"]["optimizer"] = {"learning_rate": "auto", "lr_find": {"steps": 30}}
+    recipe["finetune"]["optimizer"] = {"learning_rate": "auto", "lr_find": {"steps": 30}}
+    path = d / "auto.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(path), "--out", str(d / "run")]) == 0
+    return path, d
+
+
+def test_learning_rate_auto_records_the_value_it_used(auto_run):
+    path, d = auto_run
+    metrics = json.loads((d / "run" / "metrics.json").read_text())
+    found = {}
+    for arm in ("scratch", "overlay"):
+        (lr,) = metrics["arms"][arm]["finetune_learning_rate"]
+        unit = json.loads((d / "run" / "units" / f"seed0.{arm}.finetune.json").read_text())
+        assert unit["finetune_lr_find"]["suggested_lr"] == lr and len(unit["finetune_lr_find"]["curve"]["loss"]) <= 30
+        found[arm] = lr
+    (pretraining,) = metrics["pretraining"]
+    assert pretraining["lr_find"]["method"] == "steepest" and pretraining["lr_find"]["suggested_lr"] > 0
+    report = (d / "run" / "report.md").read_text()
+    assert "learning rate found" in report and f"{found['scratch']:.3g}" in report
+    # the recorded value is the one training used: the same run with it written in gives the same scratch
+    assert main(["run", str(path), "--out", str(d / "fixed"), "--set", "pretrain.epochs=0",
+                 "--set", f"finetune.optimizer.learning_rate={found['scratch']!r}"]) == 0
+    fixed = json.loads((d / "fixed" / "metrics.json").read_text())
+    assert fixed["arms"]["scratch"]["test_accuracy"] == metrics["arms"]["scratch"]["test_accuracy"]
+    assert fixed["arms"]["scratch"]["val_accuracy"] == metrics["arms"]["scratch"]["val_accuracy"]
+
+
+def test_lr_find_command_writes_its_curve_and_suggestions(auto_run, capsys):
+    path, d = auto_run
+    out = d / "lr"
+    assert main(["lr-find", str(path), "--stage", "pretrain", "--steps", "25", "--suggestion", "valley",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    found = json.loads((out / "lr_find.json").read_text())
+    assert found["arm"] == "overlay" and found["stage"] == "pretrain" and found["method"] == "valley"
+    assert found["suggested_lr"] == found["suggestions"]["valley"] and len(found["curve"]["learning_rate"]) <= 25
+    assert f"suggested learning rate (valley): {found['suggested_lr']:.3g}" in printed
+    assert (out / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["lr-find", str(path), "--stage", "pretrain", "--arm", "scratch", "--out", str(d / "x")]) == 2
+    assert "arm 'scratch' has no pre-training" in capsys.readouterr().err
+    assert main(["lr-find", str(path), "--arm", "nope"]) == 2
+    assert "--arm 'nope': not an arm" in capsys.readouterr().err
