@@ -48,6 +48,25 @@ def test_a_sweep_runs_every_point_into_its_directory_and_pretrains_once_per_seed
     assert "Holm-adjusted over every comparison of the sweep" in report
 
 
+def test_each_run_has_its_confusion_matrices_plots_and_most_confused_pairs(sweep_run):
+    from kpretrain.report.confusion import mean_confusion, most_confused
+
+    point = sweep_run / "data.labels_per_class=5"
+    metrics = json.loads((point / "metrics.json").read_text())
+    names = metrics["data"]["class_names"]
+    report = (point / "report.md").read_text()
+    for arm, entry in metrics["arms"].items():
+        assert len(entry["confusion"]) == 2  # one per seed, each over the whole test set
+        assert all(sum(map(sum, m)) == metrics["data"]["test"] for m in entry["confusion"])
+        rates = mean_confusion(entry["confusion"])
+        assert rates.sum(axis=1) == pytest.approx([1.0] * len(names))
+        assert (point / f"confusion_{arm}.png").read_bytes()[:4] == b"\x89PNG"
+        pairs = most_confused(entry["confusion"], names)
+        assert f"- {arm}: {pairs[0][0]} / {pairs[0][1]} {100 * pairs[0][2]:.1f} %" in report
+    m = [[8, 2, 0], [4, 6, 0], [0, 1, 9]]  # classes a, b confused 6 times in 20 images; b, c once in 20
+    assert most_confused([m, m], ["a", "b", "c"], k=2) == [("a", "b", 0.3), ("b", "c", 0.05)]
+
+
 def test_sweep_comparisons_are_holm_adjusted_across_points(sweep_run):
     from kpretrain.report.tables import summary_rows
 

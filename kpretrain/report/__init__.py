@@ -11,8 +11,14 @@ def write_run_report(out_dir: str, metrics: dict, class_names=None) -> None:
     from kpretrain.report.plots import plot_curves
     from kpretrain.report.tables import history_csv, run_report
 
+    from kpretrain.report.confusion import plot_confusion
+
     io.write_text(os.path.join(out_dir, "history.csv"), history_csv(metrics))
     plot_curves(metrics, os.path.join(out_dir, "curves.png"))
+    names = metrics["data"]["class_names"]
+    for arm, entry in metrics["arms"].items():
+        plot_confusion(entry["confusion"], names, os.path.join(out_dir, f"confusion_{arm}.png"),
+                       f"{metrics['recipe']}: {arm}, test set, mean of {len(entry['confusion'])} seed(s), % of each row")
     io.write_text(os.path.join(out_dir, "report.md"), run_report(metrics))
 
 

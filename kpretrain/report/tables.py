@@ -163,6 +163,8 @@ def history_csv(metrics: dict) -> str:
 
 def run_report(metrics: dict) -> str:
     """The run's `report.md`."""
+    from kpretrain.report.confusion import most_confused
+
     d = metrics["data"]
     lines = [f"# {metrics['recipe']}" + (" (smoke run: tiny data, numbers mean nothing)" if metrics["smoke"] else ""), ""]
     lines += ["## Result", "", markdown_table(metrics), ""]
@@ -189,7 +191,14 @@ def run_report(metrics: dict) -> str:
     for name, entry in metrics["arms"].items():
         p = entry["protocol"]
         lines.append(f"| {name} | " + ", ".join(f"{k}={v}" for k, v in p.items() if v is not None) + " |")
+    lines += ["", "## Confusions", "", "The three class pairs each arm mistakes most often for each other (share of "
+              "the two classes' test images predicted as the other, over the seeds); matrices in `confusion_<arm>.png` "
+              "and `metrics.json`.", ""]
+    for name, entry in metrics["arms"].items():
+        pairs = most_confused(entry["confusion"], metrics["data"]["class_names"])
+        lines.append(f"- {name}: " + "; ".join(f"{a} / {b} {100 * share:.1f} %" for a, b, share in pairs))
     lines += ["", "## Plots", "", "![learning curves](curves.png)", ""]
+    lines += [f"![confusion {name}](confusion_{name}.png)" for name in metrics["arms"]] + [""]
     if metrics.get("backbone"):
         b = metrics["backbone"]
         lines += ["## Exported backbone", "",
