@@ -381,7 +381,8 @@ class Experiment:
                 entry["test_accuracy_refreshed"] = [u["test_accuracy_refreshed"] for u in records]
             if r.evaluation.knn:
                 entry["knn_accuracy"] = [u["knn_accuracy"] for u in records]
-            for extra in ("head_init", "unfreeze_schedule", "pretrain_unit", "finetune_learning_rate"):
+            for extra in ("head_init", "unfreeze_schedule", "pretrain_unit", "finetune_learning_rate", "averaging",
+                          "test_accuracy_last"):
                 if any(extra in u for u in records):
                     entry[extra] = [u.get(extra) for u in records]
             if any(u.pretrain for u in units):

@@ -81,6 +81,17 @@ class OptimizerConfig:
 
 
 @dataclass
+class AveragingConfig:
+    """Weight averaging of a stage, followed by a batch-norm refresh; a bare string is shorthand for `method`."""
+
+    SHORTHAND = "method"
+    method: str = _spec(default="none", choices=("none", "ema", "polyak"),
+                        doc="ema: Keras optimizer EMA | polyak: uniform average from start_epoch on")
+    momentum: float = _spec(default=0.99, minimum=0.0, maximum=1.0, doc="ema only")
+    start_epoch: float = _spec(default=0.0, minimum=0.0, doc="polyak only: average from this epoch on (0-based)")
+
+
+@dataclass
 class PretrainConfig:
     """The pre-training stage: a pretext task trained on the unlabelled images."""
 
@@ -90,6 +101,7 @@ class PretrainConfig:
     epochs: float = _spec(default=1.0, minimum=0.0, doc="0 skips the stage; fractions run part of an epoch")
     head: Optional[str] = _spec(default=None, choices=("linear", "mlp"), doc="pretext head; null = the task's default")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
 
 
 @dataclass
@@ -122,6 +134,7 @@ class FinetuneConfig:
                                      doc="at least this many batches per epoch (the labelled subset repeats)")
     head: str = _spec(default="linear", choices=("linear", "mlp"))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
 
 
 @dataclass
@@ -374,6 +387,11 @@ def recipe_from_dict(raw: dict) -> Recipe:
                           "silently); set runtime.deterministic=false or runtime.jit_compile=false")
     for name, arm in recipe.arm_recipes().items():  # validates every arm
         for stage in ("pretrain", "finetune"):
+            averaging = getattr(arm, stage).averaging
+            if averaging.method == "ema" and averaging.start_epoch:
+                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
+                raise RecipeError(f"recipe key '{where}{stage}.averaging.start_epoch': Keras optimizer EMA averages from "
+                                  f"the first step; start_epoch is for method polyak")
             found = getattr(arm, stage).optimizer.lr_find
             if not 0 < found.start_lr < found.end_lr:
                 where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
@@ -441,6 +459,8 @@ def _coerce(value, tp, f: dataclasses.Field, key: str):
     meta = f.metadata or {}
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and hasattr(tp, "SHORTHAND"):  # `averaging: ema` = `averaging: {method: ema}`
+            value = {tp.SHORTHAND: value}
         return _build(tp, value, key + ".")
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)

@@ -1,4 +1,5 @@
-"""The training toolkit: the learning-rate range test (`kpretrain lr-find`, `learning_rate: auto`)."""
+"""The training toolkit: the learning-rate range test (`kpretrain lr-find`, `learning_rate: auto`), weight
+averaging (Keras optimizer EMA, Polyak) with its batch-norm refresh."""
 
 import json
 
@@ -11,6 +12,7 @@ import yaml
 from kpretrain.cli import main
 from kpretrain.errors import RecipeError
 from kpretrain.recipe import LRFindConfig, OptimizerConfig, recipe_from_dict
+from kpretrain.training.averaging import LastWeights, PolyakAverage
 from kpretrain.training.lr_finder import lr_range_test, smooth, suggest
 from tests.helpers import tiny_npz, tiny_recipe_dict
 
@@ -61,14 +63,35 @@ def test_smoothing_is_bias_corrected_and_suggestions_read_the_curve():
         recipe_from_dict({"name": "x", "finetune": {"optimizer": {"lr_find": {"start_lr": 1.0, "end_lr": 0.1}}}})
 
 
+def test_polyak_average_is_the_mean_of_the_weights_from_its_start_epoch():
+    model, batches = least_squares(1.0)
+    model.add(keras.layers.BatchNormalization())  # statistics average too (the stage refreshes them after)
+    seen = []
+    store = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(
+        [np.array(w) for w in model.get_weights()]))
+    polyak, last = PolyakAverage(start_epoch=1.5), LastWeights()
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    model.fit(batches, steps_per_epoch=4, epochs=3, callbacks=[store, polyak, last], verbose=0, shuffle=False)
+    averaged = seen[6:]  # steps 7..12: from epoch 1.5 on
+    assert polyak.count == 6
+    for got, *stored in zip(model.get_weights(), *averaged):
+        np.testing.assert_allclose(got, np.mean(stored, axis=0), rtol=1e-5, atol=1e-6)
+    for got, final in zip(last.weights, seen[-1]):
+        np.testing.assert_array_equal(got, final)  # the last trained weights, kept for the diagnostics
+
+
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory):
-    """A run whose pre-training and fine-tuning learning rates are `auto` (a 30-step range test each)."""
+    """A run whose pre-training and fine-tuning learning rates are `auto` (a 30-step range test each), with
+    Polyak averaging of pre-training and EMA of fine-tuning."""
     d = tmp_path_factory.mktemp("auto")
     recipe = tiny_recipe_dict(tiny_npz(d / "tiny.npz"))
     recipe["seeds"] = [0]
     recipe["pretrain"]["optimizer"] = {"learning_rate": "auto", "lr_find": {"steps": 30}}
     recipe["finetune"]["optimizer"] = {"learning_rate": "auto", "lr_find": {"steps": 30}}
+    recipe["pretrain"]["averaging"] = {"method": "polyak", "start_epoch": 0.5}
+    recipe["finetune"]["averaging"] = "ema"
+    recipe["finetune"]["epochs"] = 3
     path = d / "auto.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["run", str(path), "--out", str(d / "run")]) == 0
@@ -111,3 +134,22 @@ def test_lr_find_command_writes_its_curve_and_suggestions(auto_run, capsys):
     assert "arm 'scratch' has no pre-training" in capsys.readouterr().err
     assert main(["lr-find", str(path), "--arm", "nope"]) == 2
     assert "--arm 'nope': not an arm" in capsys.readouterr().err
+
+
+def test_averaged_weights_are_refreshed_and_reported_beside_the_last_ones(auto_run):
+    path, d = auto_run
+    metrics = json.loads((d / "run" / "metrics.json").read_text())
+    for arm in ("scratch", "overlay"):
+        entry = metrics["arms"][arm]
+        (averaging,) = entry["averaging"]
+        assert averaging["method"] == "ema"
+        # the arm's validation accuracy is the averaged, refreshed model's; the last weights' is the last epoch's
+        assert entry["val_accuracy"] == [averaging["val_accuracy_averaged"]]
+        assert averaging["val_accuracy_last"] == entry["history"][0]["val_accuracy"][-1]
+        assert len(entry["test_accuracy_last"]) == 1 and 0 <= entry["test_accuracy_last"][0] <= 1
+    (pretraining,) = metrics["pretraining"]
+    assert pretraining["averaging"]["method"] == "polyak"
+    assert pretraining["final_val_accuracy"] == pretraining["averaging"]["val_accuracy_averaged"]
+    report = (d / "run" / "report.md").read_text()
+    assert "## Weight averaging" in report and "scratch (ema): last weights" in report
+    assert "(polyak): pretext validation accuracy last weights" in report

@@ -25,15 +25,22 @@ def evaluate_test(model: HeadedModel, inputs: SeedData, finetuned: FinetuneResul
     raw ones training produced; confusion matrix of the former."""
     y = inputs.data.y_test
     with measure(clock, "evaluation"):
+        last = None
+        if finetuned.last_weights is not None:  # averaging: the weights it replaced, as a diagnostic
+            kept = model.get_weights()
+            model.set_weights(finetuned.last_weights)
+            last = accuracy(model, inputs.test, y)[0]
+            model.set_weights(kept)
         if not inputs.recipe.evaluation.bn_refresh:
             raw, predicted = accuracy(model, inputs.test, y)
-            return TestResult(raw, raw, None, confusion_matrix(y, predicted, inputs.data.num_classes).tolist())
+            return TestResult(raw, raw, None, confusion_matrix(y, predicted, inputs.data.num_classes).tolist(), last)
         refreshed, predicted = accuracy(model, inputs.test, y)
         kept = bn_state(model)
         set_bn_state(model, finetuned.raw_bn)
         raw = accuracy(model, inputs.test, y)[0]
         set_bn_state(model, kept)
-    return TestResult(refreshed, raw, refreshed, confusion_matrix(y, predicted, inputs.data.num_classes).tolist())
+    return TestResult(refreshed, raw, refreshed, confusion_matrix(y, predicted, inputs.data.num_classes).tolist(),
+                      last)
 
 
 def knn_test_accuracy(backbone: keras.Model, inputs: SeedData, *, clock: Clock | None = None) -> float:

@@ -8,9 +8,10 @@ from kpretrain.models.heads import HeadedModel
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import FinetuneResult
 from kpretrain.recipe import Recipe
+from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, set_bn_state
 from kpretrain.training.callbacks import RefreshedValidation
-from kpretrain.training.stages import fit_stage
-from kpretrain.training.timing import Clock
+from kpretrain.training.stages import accuracy, fit_stage
+from kpretrain.training.timing import Clock, measure
 from kpretrain.training.unfreezing import GradualUnfreezing
 
 
@@ -47,11 +48,26 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
     result = fit_stage(model, inputs.train_batches, epochs=epochs, steps_per_epoch=inputs.steps(examples),
                        optimizer=arm.finetune.optimizer, compile_kwargs=classification_compile_kwargs(),
                        callbacks=[*stage_callbacks, *callbacks], jit_compile=r.runtime.jit_compile,
-                       verbose=r.runtime.verbose, clock=clock, backup=backup, tensorboard=tensorboard)
+                       verbose=r.runtime.verbose, clock=clock, backup=backup, tensorboard=tensorboard,
+                       averaging=arm.finetune.averaging)
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **validation.records}
     last = {k: v[-1] for k, v in validation.records.items()}
+    averaging = None
+    if result.last_weights is not None:  # the model holds the averaged weights: refresh BN for them, validate them
+        with measure(clock, "evaluation"):
+            refresh_batch_norm(model, inputs.refresh_images(), inputs.bn_batches)
+            refreshed = accuracy(model, inputs.validation, inputs.y_validation)[0]
+            kept = bn_state(model)
+            set_bn_state(model, validation.raw_bn or kept)
+            raw = accuracy(model, inputs.validation, inputs.y_validation)[0]
+            set_bn_state(model, kept)
+        averaging = {"method": arm.finetune.averaging.method, "val_accuracy_last": last["val_accuracy"],
+                     "val_accuracy_averaged_raw": raw, "val_accuracy_averaged": refreshed}
+        last = {**last, "val_accuracy": refreshed, "val_accuracy_raw": raw,
+                "val_accuracy_refreshed": refreshed if ev.bn_refresh else None}
     return FinetuneResult(
         history=history, epochs=epochs, val_accuracy=last["val_accuracy"], val_accuracy_raw=last["val_accuracy_raw"],
         val_accuracy_refreshed=last.get("val_accuracy_refreshed"), wall_time_s=result.wall_time_s,
         unfreeze_schedule=[[int(e), list(b)] for e, b in unfreezing.schedule] if unfreezing else None,
-        steps_per_epoch=result.steps_per_epoch, lr_find=result.lr_find, raw_bn=validation.raw_bn or [], resumed_from=result.resumed_from)
+        steps_per_epoch=result.steps_per_epoch, lr_find=result.lr_find, averaging=averaging,
+        last_weights=result.last_weights, raw_bn=validation.raw_bn or [], resumed_from=result.resumed_from)

@@ -14,9 +14,10 @@ from kpretrain.pretext import create_task
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import PretrainResult
 from kpretrain.recipe import Recipe
+from kpretrain.training.bn_refresh import refresh_batch_norm
 from kpretrain.training.callbacks import RefreshedEvaluation
 from kpretrain.training.stages import fit_stage
-from kpretrain.training.timing import Clock
+from kpretrain.training.timing import Clock, measure
 
 PRETEXT_CURVE_POINTS = 4  # a short pre-training stage is validated at least this often
 
@@ -99,16 +100,24 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
     result = fit_stage(model, train, epochs=epochs, steps_per_epoch=stage.steps_per_epoch,
                        optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(), callbacks=[evaluation],
                        jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose, min_points=PRETEXT_CURVE_POINTS,
-                       clock=clock, backup=backup, tensorboard=tensorboard)
+                       clock=clock, backup=backup, tensorboard=tensorboard, averaging=arm.pretrain.averaging)
     monitor = task.monitor
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **evaluation.records}
     finals = [v for v in history.get(f"val_{monitor}", []) if v is not None]
+    averaging = None
+    if result.last_weights is not None:  # averaged weights: BN statistics refreshed for them, then validated
+        with measure(clock, "evaluation"):
+            refresh_batch_norm(model, train(0), inputs.bn_batches)
+            averaged = evaluation.measure()[monitor]
+        averaging = {"method": arm.pretrain.averaging.method, f"val_{monitor}_last": finals[-1] if finals else None,
+                     f"val_{monitor}_averaged": averaged}
+        finals.append(averaged)
     return PretrainResult(
         task=arm.pretrain.task, dataset=source, images=stage.images, epochs=epochs,
         steps_per_epoch=result.steps_per_epoch, monitor=monitor, history={"epoch": result.data_epochs, **history},
         final_val_accuracy=finals[-1] if finals else float("nan"), wall_time_s=result.wall_time_s,
         seconds=clock.split() if clock is not None else {}, weights=tuple(backbone.get_weights()),
-        resumed_from=result.resumed_from, lr_find=result.lr_find)
+        resumed_from=result.resumed_from, lr_find=result.lr_find, averaging=averaging)
 
 
 def shared(result: PretrainResult, unit: str, arms) -> PretrainResult:

@@ -30,6 +30,7 @@ class PretrainResult:
     arms: tuple = ()  # every arm of this seed that starts from these weights
     reused_from: Optional[str] = None  # a sweep's earlier point whose identical pre-training this copies
     lr_find: Optional[dict] = None  # the range test that chose the learning rate (`learning_rate: auto`)
+    averaging: Optional[dict] = None  # method and pretext validation of the last and the averaged weights
     weights: tuple = dataclasses.field(default=(), repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
 
@@ -66,6 +67,8 @@ class FinetuneResult:
     unfreeze_schedule: Optional[list] = None
     steps_per_epoch: Optional[int] = None  # batches per fine-tuning epoch
     lr_find: Optional[dict] = None  # the range test that chose the learning rate (`learning_rate: auto`)
+    averaging: Optional[dict] = None  # method and validation accuracy of the last, averaged raw, averaged weights
+    last_weights: Optional[list] = dataclasses.field(default=None, repr=False, compare=False)  # before averaging
     raw_bn: list = dataclasses.field(default_factory=list, repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
 
@@ -81,6 +84,8 @@ class FinetuneResult:
         if self.lr_find is not None:
             out["finetune_learning_rate"] = self.lr_find["suggested_lr"]
             out["finetune_lr_find"] = self.lr_find
+        if self.averaging is not None:
+            out["averaging"] = self.averaging
         return out
 
 
@@ -92,6 +97,7 @@ class TestResult:
     test_accuracy_raw: float
     test_accuracy_refreshed: Optional[float]
     confusion: list
+    test_accuracy_last: Optional[float] = None  # with averaging: the last trained weights (BN refreshed), a diagnostic
 
     def record(self) -> dict:
         return _plain(self)
@@ -129,10 +135,10 @@ class UnitResult:
         """The result a recorded unit holds (resume); inverse of `record()` given its pre-training unit."""
         r = record
         test = TestResult(r["test_accuracy"], r["test_accuracy_raw"], r.get("test_accuracy_refreshed"),
-                          r["confusion"]) if "test_accuracy" in r else None
+                          r["confusion"], r.get("test_accuracy_last")) if "test_accuracy" in r else None
         finetune = FinetuneResult(r["history"], r["finetune_epochs"], r["val_accuracy"], r["val_accuracy_raw"],
                                   r.get("val_accuracy_refreshed"), r["finetune_wall_time_s"], r.get("unfreeze_schedule"),
-                                  r.get("finetune_steps_per_epoch"), r.get("finetune_lr_find"))
+                                  r.get("finetune_steps_per_epoch"), r.get("finetune_lr_find"), r.get("averaging"))
         return cls(seed=r["seed"], arm=r["arm"], transfer=TransferResult(tuple(r["frozen_blocks"]), r.get("head_init")),
                    finetune=finetune, trainable_params=r["trainable_params"], seconds=r["seconds"], pretrain=pretrain,
                    test=test, knn_accuracy=r.get("knn_accuracy"))

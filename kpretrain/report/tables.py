@@ -184,6 +184,11 @@ def run_report(metrics: dict) -> str:
               f"- wall time: {metrics['wall_time_s']:.0f} s on {metrics['environment']['device']} "
               f"({metrics['environment']['cpu_count']} cores), TensorFlow {metrics['environment']['tensorflow']}, "
               f"Keras {metrics['environment']['keras']}", ""]
+    averaged = averaging_lines(metrics)
+    if averaged:
+        lines += ["## Weight averaging", "", "Test accuracy, seed mean: the arm's headline is the averaged weights after the "
+                  "batch-norm refresh; the other two are diagnostics (nothing is chosen from them).", ""]
+        lines += [f"- {line}" for line in averaged] + [""]
     found = learning_rate_lines(metrics)
     if found:
         lines += ["## Learning rates found (`learning_rate: auto`)", ""] + [f"- {line}" for line in found] + [""]
@@ -205,6 +210,25 @@ def run_report(metrics: dict) -> str:
                   f"Pre-trained backbone of arm `{b['arm']}`, seed {b['seed']}: `backbone.keras` and the SavedModel "
                   "`backbone/` (endpoint `serve`, float32 images, see `backbone/kpretrain.json`).", ""]
     return "\n".join(lines)
+
+
+def averaging_lines(metrics: dict) -> list[str]:
+    """Per averaged arm: test accuracy of the last weights, of the averaged ones before and after the BN refresh."""
+    lines = []
+    for name, entry in metrics["arms"].items():
+        if entry.get("averaging") and entry.get("test_accuracy_last"):
+            method = entry["averaging"][0]["method"]
+            mean = lambda xs: 100 * sum(xs) / len(xs)  # noqa: E731
+            lines.append(f"{name} ({method}): last weights {mean(entry['test_accuracy_last']):.2f} % -> averaged, stale "
+                         f"BN {mean(entry['test_accuracy_raw']):.2f} % -> averaged, BN refreshed "
+                         f"{mean(entry['test_accuracy']):.2f} %")
+    for p in metrics.get("pretraining", []):
+        if p.get("averaging"):
+            a = p["averaging"]
+            last, avg = (a.get(f"val_{p['monitor']}_{k}") for k in ("last", "averaged"))
+            lines.append(f"pre-training {p['unit']} ({a['method']}): pretext validation {p['monitor']} "
+                         f"last weights {last:.4f} -> averaged, BN refreshed {avg:.4f}")
+    return lines
 
 
 def learning_rate_lines(metrics: dict) -> list[str]:

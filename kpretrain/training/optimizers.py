@@ -20,15 +20,19 @@ def learning_rate_schedule(cfg: OptimizerConfig, steps_per_epoch: int, epochs: f
     return keras.optimizers.schedules.CosineDecay(initial_learning_rate=float(cfg.learning_rate), decay_steps=total)
 
 
-def create_optimizer(cfg: OptimizerConfig, steps_per_epoch: int = 1, epochs: float = 1.0) -> keras.optimizers.Optimizer:
-    """A fresh Keras optimizer for one stage."""
+def create_optimizer(cfg: OptimizerConfig, steps_per_epoch: int = 1, epochs: float = 1.0,
+                     ema_momentum: float | None = None) -> keras.optimizers.Optimizer:
+    """A fresh Keras optimizer for one stage; with `ema_momentum`, it keeps an exponential moving average of the
+    weights (Keras `use_ema`), which replaces them when `fit` ends."""
     lr = learning_rate_schedule(cfg, steps_per_epoch, epochs)
+    ema = {"use_ema": True, "ema_momentum": ema_momentum} if ema_momentum is not None else {}
     if cfg.name == "adam":
-        return keras.optimizers.Adam(learning_rate=lr, weight_decay=cfg.weight_decay or None)
+        return keras.optimizers.Adam(learning_rate=lr, weight_decay=cfg.weight_decay or None, **ema)
     if cfg.name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay or 0.004)
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay or 0.004, **ema)
     if cfg.name == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None)
+        return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None, **ema)
     if cfg.name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None)
+        return keras.optimizers.RMSprop(learning_rate=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay or None,
+                                        **ema)
     raise ValueError(f"unknown optimizer {cfg.name}")  # the recipe validates names

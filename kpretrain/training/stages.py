@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kpretrain.recipe import OptimizerConfig
+from kpretrain.recipe import AveragingConfig, OptimizerConfig
+from kpretrain.training.averaging import LastWeights, PolyakAverage
 from kpretrain.training.backup import EpochLog, StageBackup
 from kpretrain.training.interruption import StopOnSignal
 from kpretrain.training.lr_finder import lr_range_test
@@ -30,6 +31,7 @@ class StageResult:
     data_epochs: list = field(default_factory=list)  # position of each history point, in passes over the data
     resumed_from: int = 0  # the epoch a resumed stage started from (0: it ran whole)
     lr_find: dict | None = None  # the range test that chose the learning rate (`learning_rate: auto`)
+    last_weights: list | None = field(default=None, repr=False)  # with averaging: the weights before it replaced them
 
 
 def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tuple[int, int]:
@@ -51,7 +53,8 @@ def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tupl
 def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
               optimizer: OptimizerConfig, compile_kwargs: dict, validation: tf.data.Dataset | None = None,
               callbacks=(), jit_compile: bool = False, verbose: int = 0, min_points: int = 1,
-              clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None) -> StageResult:
+              clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None,
+              averaging: AveragingConfig | None = None) -> StageResult:
     """Compile `model` with a fresh optimizer and fit it (timed as training).
 
     `train` is a function of the first batch number returning the stage's endless batches from there (or a
@@ -59,6 +62,8 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     earlier resumes after its last backed-up epoch, on the batches it would have seen (see `StageBackup`).
     Ctrl-C / SIGTERM stop it after the current batch (`interruption.stop_on_signals`).  With `tensorboard` (a
     directory) Keras' TensorBoard callback logs every epoch there, the stage's validation numbers included.
+    With `averaging` (ema or polyak) the model ends with the averaged weights and `last_weights` holds the
+    trained ones (BN statistics as the callbacks left them); the caller refreshes BN statistics.
     """
     keras_epochs, steps = epoch_plan(epochs, steps_per_epoch, min_points)
     if keras_epochs == 0:
@@ -69,11 +74,15 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
             found = lr_range_test(model, train(0) if callable(train) else train.repeat(), compile_kwargs=compile_kwargs,
                                   optimizer=optimizer, settings=optimizer.lr_find, jit_compile=jit_compile)
         optimizer = dataclasses.replace(optimizer, learning_rate=found.suggested_lr)
-    model.compile(optimizer=create_optimizer(optimizer, steps, keras_epochs), jit_compile=jit_compile,
-                  **compile_kwargs)
+    method = averaging.method if averaging is not None else "none"
+    model.compile(optimizer=create_optimizer(optimizer, steps, keras_epochs,
+                                             ema_momentum=averaging.momentum if method == "ema" else None),
+                  jit_compile=jit_compile, **compile_kwargs)
     log = EpochLog()
     board = [keras.callbacks.TensorBoard(log_dir=tensorboard)] if tensorboard else []
-    stage_callbacks = [StopOnSignal(), *callbacks, *board, log]
+    last = LastWeights() if method != "none" else None
+    averages = [PolyakAverage(averaging.start_epoch)] if method == "polyak" else []
+    stage_callbacks = [StopOnSignal(), *callbacks, *averages, *([last] if last else []), *board, log]
     start_epoch = 0
     if backup is not None:
         saver = StageBackup(backup, stage_callbacks)
@@ -87,7 +96,8 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     return StageResult(history=log.history, epochs=keras_epochs, steps_per_epoch=steps,
                        wall_time_s=time.perf_counter() - start,
                        data_epochs=[round((i + 1) * steps / steps_per_epoch, 4) for i in range(keras_epochs)],
-                       resumed_from=start_epoch, lr_find=found.record() if found else None)
+                       resumed_from=start_epoch, lr_find=found.record() if found else None,
+                       last_weights=last.weights if last else None)
 
 
 def predict_classes(model: keras.Model, images: tf.data.Dataset) -> np.ndarray:

@@ -1,0 +1,66 @@
+"""Weight averaging of a stage: Keras optimizer EMA, or a Polyak (uniform) average from a given epoch on.
+
+Either way the averaged weights replace the trained ones when the stage ends (Keras' `finalize_variable_values`
+for EMA, `PolyakAverage.on_train_end` for Polyak); `LastWeights` keeps the last trained weights for diagnostics.
+Averages cover trainable variables only, so batch-norm statistics must be refreshed afterwards (the stage does).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+class LastWeights(keras.callbacks.Callback):
+    """Every weight of the model (BN statistics included) at the end of the last epoch, after the callbacks
+    before it (validation) ran: what the stage would have ended with without averaging."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights: list | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 >= self.params.get("epochs", epoch + 1) or self.model.stop_training:
+            self.weights = [np.array(w) for w in self.model.get_weights()]
+
+
+class PolyakAverage(keras.callbacks.Callback):
+    """Uniform average of the model's weights over every step from epoch `start_epoch` on (0-based, fractions
+    allowed: from step `start_epoch x steps per epoch`); assigned to them when training ends.  Frozen weights
+    average to themselves; BN statistics average too, to be refreshed after."""
+
+    def __init__(self, start_epoch: float = 0.0):
+        super().__init__()
+        self.start_epoch = start_epoch
+        self.count = 0
+        self.average: list | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._epoch * self.params["steps"] + batch + 1  # steps done so far
+        if step <= self.start_epoch * self.params["steps"]:
+            return
+        values = [v.numpy() for v in self.model.weights]
+        self.count += 1
+        if self.average is None:
+            self.average = [np.array(v, dtype=np.float64) for v in values]
+        else:
+            for avg, value in zip(self.average, values):
+                avg += (value - avg) / self.count
+
+    def on_train_end(self, logs=None):
+        if self.average is None:
+            return
+        for var, avg in zip(self.model.weights, self.average):
+            var.assign(avg.astype(var.dtype))
+
+    def backup_state(self) -> dict:
+        """The running average so far (see `StageBackup`): a resumed stage goes on averaging from it."""
+        return {"count": self.count, "average": None if self.average is None else [a.tolist() for a in self.average]}
+
+    def restore_state(self, state: dict) -> None:
+        self.count = state["count"]
+        self.average = None if state["average"] is None else [np.asarray(a, np.float64) for a in state["average"]]
