@@ -382,7 +382,7 @@ class Experiment:
             if r.evaluation.knn:
                 entry["knn_accuracy"] = [u["knn_accuracy"] for u in records]
             for extra in ("head_init", "unfreeze_schedule", "pretrain_unit", "finetune_learning_rate", "averaging",
-                          "test_accuracy_last"):
+                          "test_accuracy_last", "selected_epoch"):
                 if any(extra in u for u in records):
                     entry[extra] = [u.get(extra) for u in records]
             if any(u.pretrain for u in units):

@@ -92,6 +92,17 @@ class AveragingConfig:
 
 
 @dataclass
+class SelectConfig:
+    """Which epoch's weights a stage ends with; a bare string is shorthand for `mode`."""
+
+    SHORTHAND = "mode"
+    mode: str = _spec(default="last", choices=("last", "best"), doc="best: the best validated epoch (never test)")
+    monitor: Optional[str] = _spec(default=None, doc="logged validation metric; null = refreshed validation accuracy "
+                                                     "(fine-tuning), the task's validation metric (pre-training)")
+    patience: Optional[int] = _spec(default=None, minimum=1, doc="stop after this many validations without a new best")
+
+
+@dataclass
 class PretrainConfig:
     """The pre-training stage: a pretext task trained on the unlabelled images."""
 
@@ -102,6 +113,7 @@ class PretrainConfig:
     head: Optional[str] = _spec(default=None, choices=("linear", "mlp"), doc="pretext head; null = the task's default")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
 
 
 @dataclass
@@ -135,6 +147,7 @@ class FinetuneConfig:
     head: str = _spec(default="linear", choices=("linear", "mlp"))
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
 
 
 @dataclass
@@ -388,6 +401,15 @@ def recipe_from_dict(raw: dict) -> Recipe:
     for name, arm in recipe.arm_recipes().items():  # validates every arm
         for stage in ("pretrain", "finetune"):
             averaging = getattr(arm, stage).averaging
+            select = getattr(arm, stage).select
+            if select.mode == "last" and select.patience is not None:
+                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
+                raise RecipeError(f"recipe key '{where}{stage}.select.patience': early stopping keeps the best epoch; "
+                                  f"set {stage}.select.mode=best, or drop patience")
+            if select.mode != "last" and averaging.method != "none":
+                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
+                raise RecipeError(f"recipe key '{where}{stage}.select.mode': {select.mode} picks one epoch's weights, "
+                                  f"averaging ({averaging.method}) replaces them with an average; use one of the two")
             if averaging.method == "ema" and averaging.start_epoch:
                 where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
                 raise RecipeError(f"recipe key '{where}{stage}.averaging.start_epoch': Keras optimizer EMA averages from "

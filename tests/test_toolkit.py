@@ -12,7 +12,7 @@ import yaml
 from kpretrain.cli import main
 from kpretrain.errors import RecipeError
 from kpretrain.recipe import LRFindConfig, OptimizerConfig, recipe_from_dict
-from kpretrain.training.averaging import LastWeights, PolyakAverage
+from kpretrain.training.averaging import BestEpoch, LastWeights, PolyakAverage
 from kpretrain.training.lr_finder import lr_range_test, smooth, suggest
 from tests.helpers import tiny_npz, tiny_recipe_dict
 
@@ -92,6 +92,8 @@ def auto_run(tmp_path_factory):
     recipe["pretrain"]["averaging"] = {"method": "polyak", "start_epoch": 0.5}
     recipe["finetune"]["averaging"] = "ema"
     recipe["finetune"]["epochs"] = 3
+    recipe["arms"] = {"overlay": {}, "picked": {"pretrain": {"averaging": "none", "select": "best"},
+                                                "finetune": {"averaging": "none", "select": {"mode": "best"}}}}
     path = d / "auto.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["run", str(path), "--out", str(d / "run")]) == 0
@@ -107,7 +109,7 @@ def test_learning_rate_auto_records_the_value_it_used(auto_run):
         unit = json.loads((d / "run" / "units" / f"seed0.{arm}.finetune.json").read_text())
         assert unit["finetune_lr_find"]["suggested_lr"] == lr and len(unit["finetune_lr_find"]["curve"]["loss"]) <= 30
         found[arm] = lr
-    (pretraining,) = metrics["pretraining"]
+    pretraining = next(p for p in metrics["pretraining"] if "overlay" in p["arms"])
     assert pretraining["lr_find"]["method"] == "steepest" and pretraining["lr_find"]["suggested_lr"] > 0
     report = (d / "run" / "report.md").read_text()
     assert "learning rate found" in report and f"{found['scratch']:.3g}" in report
@@ -147,9 +149,52 @@ def test_averaged_weights_are_refreshed_and_reported_beside_the_last_ones(auto_r
         assert entry["val_accuracy"] == [averaging["val_accuracy_averaged"]]
         assert averaging["val_accuracy_last"] == entry["history"][0]["val_accuracy"][-1]
         assert len(entry["test_accuracy_last"]) == 1 and 0 <= entry["test_accuracy_last"][0] <= 1
-    (pretraining,) = metrics["pretraining"]
+    pretraining = next(p for p in metrics["pretraining"] if "overlay" in p["arms"])
     assert pretraining["averaging"]["method"] == "polyak"
     assert pretraining["final_val_accuracy"] == pretraining["averaging"]["val_accuracy_averaged"]
     report = (d / "run" / "report.md").read_text()
     assert "## Weight averaging" in report and "scratch (ema): last weights" in report
     assert "(polyak): pretext validation accuracy last weights" in report
+
+
+def test_best_epoch_keeps_the_best_validated_weights_and_stops_after_patience():
+    model, batches = least_squares(1.0)
+    scores = iter([0.5, None, 0.7, None, 0.6, None, 0.65, None, 0.9])  # None: an epoch without validation
+    seen = {}
+
+    def validate(epoch, logs):
+        score = next(scores)
+        if score is not None:
+            logs["val_accuracy"] = score
+        seen[epoch] = [np.array(w) for w in model.get_weights()]
+
+    best = BestEpoch("val_accuracy", patience=2)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    history = model.fit(batches, steps_per_epoch=1, epochs=9, verbose=0, shuffle=False,
+                        callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=validate), best])
+    assert len(history.history["loss"]) == 7  # two validations (0.6, 0.65) without beating 0.7: stopped
+    assert best.best_epoch == 2
+    for got, kept in zip(model.get_weights(), seen[2]):
+        np.testing.assert_array_equal(got, kept)
+    state = json.loads(json.dumps(best.backup_state()))  # what a stage backup holds
+    again = BestEpoch("val_accuracy", patience=2)
+    again.restore_state(state)
+    assert again.best == 0.7 and again.best_epoch == 2 and again.wait == 2
+    with pytest.raises(RecipeError, match="finetune.select.mode': best picks one epoch"):
+        recipe_from_dict({"name": "x", "finetune": {"select": "best", "averaging": "ema"}})
+    with pytest.raises(RecipeError, match="finetune.select.patience"):
+        recipe_from_dict({"name": "x", "finetune": {"select": {"patience": 3}}})
+
+
+def test_select_best_evaluates_the_epoch_it_reports(auto_run):
+    path, d = auto_run
+    metrics = json.loads((d / "run" / "metrics.json").read_text())
+    entry = metrics["arms"]["picked"]
+    (epoch,) = entry["selected_epoch"]
+    curve = entry["history"][0]["val_accuracy"]
+    assert curve[epoch - 1] == max(curve)
+    assert entry["val_accuracy"] == [curve[epoch - 1]]  # re-validated after restoring: the same number
+    assert entry["baseline"] == "scratch-picked" and "selected_epoch" not in metrics["arms"]["overlay"]
+    picked = [p for p in metrics["pretraining"] if "picked" in p["arms"]][0]
+    assert picked["selected_epoch"] >= 1
+    assert picked["final_val_accuracy"] == picked["history"]["val_accuracy"][picked["selected_epoch"] - 1]

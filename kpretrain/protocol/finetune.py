@@ -49,9 +49,25 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
                        optimizer=arm.finetune.optimizer, compile_kwargs=classification_compile_kwargs(),
                        callbacks=[*stage_callbacks, *callbacks], jit_compile=r.runtime.jit_compile,
                        verbose=r.runtime.verbose, clock=clock, backup=backup, tensorboard=tensorboard,
-                       averaging=arm.finetune.averaging)
+                       averaging=arm.finetune.averaging, select=arm.finetune.select, monitor="val_accuracy")
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **validation.records}
     last = {k: v[-1] for k, v in validation.records.items()}
+    raw_bn = validation.raw_bn or []
+    selected = result.selected_epoch
+    if selected is not None and selected + 1 < len(validation.records["val_accuracy"]):
+        # the model holds an earlier epoch's weights with the statistics training had then: refresh them as its
+        # validation did, and validate again (the same number as recorded for that epoch)
+        raw_bn = bn_state(model)
+        with measure(clock, "evaluation"):
+            if ev.bn_refresh:
+                refresh_batch_norm(model, inputs.refresh_images(), inputs.bn_batches)
+            measured = accuracy(model, inputs.validation, inputs.y_validation)[0]
+            kept = bn_state(model)
+            set_bn_state(model, raw_bn)
+            raw = accuracy(model, inputs.validation, inputs.y_validation)[0]
+            set_bn_state(model, kept)
+        last = {"val_accuracy": measured, "val_accuracy_raw": raw,
+                "val_accuracy_refreshed": measured if ev.bn_refresh else None}
     averaging = None
     if result.last_weights is not None:  # the model holds the averaged weights: refresh BN for them, validate them
         with measure(clock, "evaluation"):
@@ -70,4 +86,4 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
         val_accuracy_refreshed=last.get("val_accuracy_refreshed"), wall_time_s=result.wall_time_s,
         unfreeze_schedule=[[int(e), list(b)] for e, b in unfreezing.schedule] if unfreezing else None,
         steps_per_epoch=result.steps_per_epoch, lr_find=result.lr_find, averaging=averaging,
-        last_weights=result.last_weights, raw_bn=validation.raw_bn or [], resumed_from=result.resumed_from)
+        last_weights=result.last_weights, selected_epoch=None if selected is None else selected + 1, raw_bn=raw_bn, resumed_from=result.resumed_from)

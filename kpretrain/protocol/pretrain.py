@@ -100,10 +100,14 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
     result = fit_stage(model, train, epochs=epochs, steps_per_epoch=stage.steps_per_epoch,
                        optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(), callbacks=[evaluation],
                        jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose, min_points=PRETEXT_CURVE_POINTS,
-                       clock=clock, backup=backup, tensorboard=tensorboard, averaging=arm.pretrain.averaging)
+                       clock=clock, backup=backup, tensorboard=tensorboard, averaging=arm.pretrain.averaging,
+                       select=arm.pretrain.select, monitor=f"val_{task.monitor}")
     monitor = task.monitor
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **evaluation.records}
     finals = [v for v in history.get(f"val_{monitor}", []) if v is not None]
+    selected = result.selected_epoch
+    if selected is not None:  # the best epoch's weights (its training statistics): what transfers
+        finals.append(history[f"val_{monitor}"][selected])
     averaging = None
     if result.last_weights is not None:  # averaged weights: BN statistics refreshed for them, then validated
         with measure(clock, "evaluation"):
@@ -117,7 +121,8 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
         steps_per_epoch=result.steps_per_epoch, monitor=monitor, history={"epoch": result.data_epochs, **history},
         final_val_accuracy=finals[-1] if finals else float("nan"), wall_time_s=result.wall_time_s,
         seconds=clock.split() if clock is not None else {}, weights=tuple(backbone.get_weights()),
-        resumed_from=result.resumed_from, lr_find=result.lr_find, averaging=averaging)
+        resumed_from=result.resumed_from, lr_find=result.lr_find, averaging=averaging,
+        selected_epoch=None if selected is None else selected + 1)
 
 
 def shared(result: PretrainResult, unit: str, arms) -> PretrainResult:

@@ -31,6 +31,7 @@ class PretrainResult:
     reused_from: Optional[str] = None  # a sweep's earlier point whose identical pre-training this copies
     lr_find: Optional[dict] = None  # the range test that chose the learning rate (`learning_rate: auto`)
     averaging: Optional[dict] = None  # method and pretext validation of the last and the averaged weights
+    selected_epoch: Optional[int] = None  # select best: the epoch (1-based, in Keras epochs) it ended with
     weights: tuple = dataclasses.field(default=(), repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
 
@@ -68,6 +69,7 @@ class FinetuneResult:
     steps_per_epoch: Optional[int] = None  # batches per fine-tuning epoch
     lr_find: Optional[dict] = None  # the range test that chose the learning rate (`learning_rate: auto`)
     averaging: Optional[dict] = None  # method and validation accuracy of the last, averaged raw, averaged weights
+    selected_epoch: Optional[int] = None  # select best: the epoch (1-based) whose weights the stage ended with
     last_weights: Optional[list] = dataclasses.field(default=None, repr=False, compare=False)  # before averaging
     raw_bn: list = dataclasses.field(default_factory=list, repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
@@ -86,6 +88,8 @@ class FinetuneResult:
             out["finetune_lr_find"] = self.lr_find
         if self.averaging is not None:
             out["averaging"] = self.averaging
+        if self.selected_epoch is not None:
+            out["selected_epoch"] = self.selected_epoch
         return out
 
 
@@ -138,7 +142,8 @@ class UnitResult:
                           r["confusion"], r.get("test_accuracy_last")) if "test_accuracy" in r else None
         finetune = FinetuneResult(r["history"], r["finetune_epochs"], r["val_accuracy"], r["val_accuracy_raw"],
                                   r.get("val_accuracy_refreshed"), r["finetune_wall_time_s"], r.get("unfreeze_schedule"),
-                                  r.get("finetune_steps_per_epoch"), r.get("finetune_lr_find"), r.get("averaging"))
+                                  r.get("finetune_steps_per_epoch"), r.get("finetune_lr_find"), r.get("averaging"),
+                                  r.get("selected_epoch"))
         return cls(seed=r["seed"], arm=r["arm"], transfer=TransferResult(tuple(r["frozen_blocks"]), r.get("head_init")),
                    finetune=finetune, trainable_params=r["trainable_params"], seconds=r["seconds"], pretrain=pretrain,
                    test=test, knn_accuracy=r.get("knn_accuracy"))

@@ -1,4 +1,5 @@
-"""Weight averaging of a stage: Keras optimizer EMA, or a Polyak (uniform) average from a given epoch on.
+"""Which weights a stage ends with: an average (Keras optimizer EMA, or a Polyak average from a given epoch on),
+or the best validated epoch (`BestEpoch`, Keras' EarlyStopping).
 
 Either way the averaged weights replace the trained ones when the stage ends (Keras' `finalize_variable_values`
 for EMA, `PolyakAverage.on_train_end` for Polyak); `LastWeights` keeps the last trained weights for diagnostics.
@@ -64,3 +65,25 @@ class PolyakAverage(keras.callbacks.Callback):
     def restore_state(self, state: dict) -> None:
         self.count = state["count"]
         self.average = None if state["average"] is None else [np.asarray(a, np.float64) for a in state["average"]]
+
+
+class BestEpoch(keras.callbacks.EarlyStopping):
+    """Keras `EarlyStopping` that keeps the best validated epoch's weights (restored when training ends), skips
+    epochs without a validation quietly, and is saved with the stage's backup (a resumed stage keeps its best)."""
+
+    def __init__(self, monitor: str, patience: int | None = None):
+        super().__init__(monitor=monitor, mode="min" if "loss" in monitor else "max",
+                         patience=patience if patience is not None else 10 ** 9, restore_best_weights=True)
+
+    def get_monitor_value(self, logs):
+        return (logs or {}).get(self.monitor)  # None on epochs that were not validated: nothing to compare
+
+    def backup_state(self) -> dict:
+        return {"best": float(self.best) if self.best is not None else None, "best_epoch": self.best_epoch,
+                "wait": self.wait, "best_weights": None if self.best_weights is None else
+                [np.asarray(w).tolist() for w in self.best_weights]}
+
+    def restore_state(self, state: dict) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self.best_weights = None if state["best_weights"] is None else [np.asarray(w, np.float32)
+                                                                        for w in state["best_weights"]]

@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kpretrain.recipe import AveragingConfig, OptimizerConfig
-from kpretrain.training.averaging import LastWeights, PolyakAverage
+from kpretrain.recipe import AveragingConfig, OptimizerConfig, SelectConfig
+from kpretrain.training.averaging import BestEpoch, LastWeights, PolyakAverage
 from kpretrain.training.backup import EpochLog, StageBackup
 from kpretrain.training.interruption import StopOnSignal
 from kpretrain.training.lr_finder import lr_range_test
@@ -32,6 +32,7 @@ class StageResult:
     resumed_from: int = 0  # the epoch a resumed stage started from (0: it ran whole)
     lr_find: dict | None = None  # the range test that chose the learning rate (`learning_rate: auto`)
     last_weights: list | None = field(default=None, repr=False)  # with averaging: the weights before it replaced them
+    selected_epoch: int | None = None  # with select best: the epoch (0-based) whose weights the model holds
 
 
 def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tuple[int, int]:
@@ -54,7 +55,8 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
               optimizer: OptimizerConfig, compile_kwargs: dict, validation: tf.data.Dataset | None = None,
               callbacks=(), jit_compile: bool = False, verbose: int = 0, min_points: int = 1,
               clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None,
-              averaging: AveragingConfig | None = None) -> StageResult:
+              averaging: AveragingConfig | None = None, select: SelectConfig | None = None,
+              monitor: str = "val_accuracy") -> StageResult:
     """Compile `model` with a fresh optimizer and fit it (timed as training).
 
     `train` is a function of the first batch number returning the stage's endless batches from there (or a
@@ -63,7 +65,9 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     Ctrl-C / SIGTERM stop it after the current batch (`interruption.stop_on_signals`).  With `tensorboard` (a
     directory) Keras' TensorBoard callback logs every epoch there, the stage's validation numbers included.
     With `averaging` (ema or polyak) the model ends with the averaged weights and `last_weights` holds the
-    trained ones (BN statistics as the callbacks left them); the caller refreshes BN statistics.
+    trained ones (BN statistics as the callbacks left them); the caller refreshes BN statistics.  With `select`
+    best, the model ends with the weights of the best epoch by `select.monitor` (default `monitor`), as logged by
+    the validation callbacks, stopping early after `select.patience` validations without improvement.
     """
     keras_epochs, steps = epoch_plan(epochs, steps_per_epoch, min_points)
     if keras_epochs == 0:
@@ -82,7 +86,10 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     board = [keras.callbacks.TensorBoard(log_dir=tensorboard)] if tensorboard else []
     last = LastWeights() if method != "none" else None
     averages = [PolyakAverage(averaging.start_epoch)] if method == "polyak" else []
-    stage_callbacks = [StopOnSignal(), *callbacks, *averages, *([last] if last else []), *board, log]
+    best = (BestEpoch(select.monitor or monitor, select.patience)
+            if select is not None and select.mode == "best" else None)
+    stage_callbacks = [StopOnSignal(), *callbacks, *averages, *([last] if last else []), *([best] if best else []),
+                       *board, log]
     start_epoch = 0
     if backup is not None:
         saver = StageBackup(backup, stage_callbacks)
@@ -97,7 +104,8 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
                        wall_time_s=time.perf_counter() - start,
                        data_epochs=[round((i + 1) * steps / steps_per_epoch, 4) for i in range(keras_epochs)],
                        resumed_from=start_epoch, lr_find=found.record() if found else None,
-                       last_weights=last.weights if last else None)
+                       last_weights=last.weights if last else None,
+                       selected_epoch=best.best_epoch if best and best.best_weights is not None else None)
 
 
 def predict_classes(model: keras.Model, images: tf.data.Dataset) -> np.ndarray:
