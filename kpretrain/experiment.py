@@ -324,7 +324,8 @@ class Experiment:
         """What makes two sweep points' pre-trainings of a seed identical: the pre-training settings and the data
         (pre-training reads the labelled subset and the unlabelled pool together, which `labels_per_class` does not
         change; validation size and batch size do)."""
-        data = {k: v for k, v in self.recipe.to_dict()["data"].items() if k != "labels_per_class"}
+        data = {k: v for k, v in self.recipe.to_dict()["data"].items()  # probes read the labelled subset
+                if k != "labels_per_class" or arm.pretrain.probe is not None}
         return json.dumps([pretraining_key(arm), data, seed, self.smoke], sort_keys=True)
 
     def _tensorboard(self, out_dir: str, seed: int, name: str) -> str | None:

@@ -92,11 +92,24 @@ class AveragingConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """Probes of the backbone during pre-training: a classifier on its frozen, BN-refreshed features of labelled
+    images, scored on validation."""
+
+    every: float = _spec(default=1.0, minimum=0.0, doc="data epochs between probes (fractions allowed); the last epoch always")
+    method: str = _spec(default="linear", choices=("linear", "knn", "both"),
+                        doc="linear: logistic regression | knn: k=20 cosine | both")
+    labels_per_class: Optional[int] = _spec(default=None, minimum=1,
+                                            doc="a class-balanced part of the labelled subset; null = all of it")
+
+
+@dataclass
 class SelectConfig:
     """Which epoch's weights a stage ends with; a bare string is shorthand for `mode`."""
 
     SHORTHAND = "mode"
-    mode: str = _spec(default="last", choices=("last", "best"), doc="best: the best validated epoch (never test)")
+    mode: str = _spec(default="last", choices=("last", "best", "probe"),
+                      doc="best: the best validated epoch | probe (pre-training): the best probe score; never test")
     monitor: Optional[str] = _spec(default=None, doc="logged validation metric; null = refreshed validation accuracy "
                                                      "(fine-tuning), the task's validation metric (pre-training)")
     patience: Optional[int] = _spec(default=None, minimum=1, doc="stop after this many validations without a new best")
@@ -114,6 +127,7 @@ class PretrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     averaging: AveragingConfig = field(default_factory=AveragingConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    probe: Optional[ProbeConfig] = _spec(default=None, doc="probes during pre-training; null = none")
 
 
 @dataclass
@@ -406,6 +420,15 @@ def recipe_from_dict(raw: dict) -> Recipe:
                 where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
                 raise RecipeError(f"recipe key '{where}{stage}.select.patience': early stopping keeps the best epoch; "
                                   f"set {stage}.select.mode=best, or drop patience")
+            if stage == "pretrain" and arm.pretrain.probe is not None and arm.pretrain.probe.every <= 0:
+                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
+                raise RecipeError(f"recipe key '{where}pretrain.probe.every': must be above 0 (data epochs between "
+                                  f"probes), e.g. 1 or 0.5")
+            if select.mode == "probe" and (stage == "finetune" or arm.pretrain.probe is None):
+                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
+                raise RecipeError(f"recipe key '{where}{stage}.select.mode': probe picks the pre-training checkpoint "
+                                  f"with the best probe score; it needs pretrain.probe (e.g. pretrain.probe: "
+                                  f"{{every: 1}}) and is for pretrain.select only")
             if select.mode != "last" and averaging.method != "none":
                 where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
                 raise RecipeError(f"recipe key '{where}{stage}.select.mode': {select.mode} picks one epoch's weights, "

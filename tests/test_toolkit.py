@@ -1,5 +1,5 @@
 """The training toolkit: the learning-rate range test (`kpretrain lr-find`, `learning_rate: auto`), weight
-averaging (Keras optimizer EMA, Polyak) with its batch-norm refresh."""
+averaging (Keras optimizer EMA, Polyak) with its batch-norm refresh, checkpoint selection, probes."""
 
 import json
 
@@ -93,7 +93,9 @@ def auto_run(tmp_path_factory):
     recipe["finetune"]["averaging"] = "ema"
     recipe["finetune"]["epochs"] = 3
     recipe["arms"] = {"overlay": {}, "picked": {"pretrain": {"averaging": "none", "select": "best"},
-                                                "finetune": {"averaging": "none", "select": {"mode": "best"}}}}
+                                                "finetune": {"averaging": "none", "select": {"mode": "best"}}},
+                      "probed": {"pretrain": {"task": "rotation", "averaging": "none", "select": "probe",
+                                              "probe": {"every": 0.5, "method": "both", "labels_per_class": 10}}}}
     path = d / "auto.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["run", str(path), "--out", str(d / "run")]) == 0
@@ -198,3 +200,45 @@ def test_select_best_evaluates_the_epoch_it_reports(auto_run):
     picked = [p for p in metrics["pretraining"] if "picked" in p["arms"]][0]
     assert picked["selected_epoch"] >= 1
     assert picked["final_val_accuracy"] == picked["history"]["val_accuracy"][picked["selected_epoch"] - 1]
+
+
+def test_probes_record_one_value_per_probe_point_and_select_the_best_checkpoint(auto_run):
+    path, d = auto_run
+    metrics = json.loads((d / "run" / "metrics.json").read_text())
+    probed = next(p for p in metrics["pretraining"] if "probed" in p["arms"])
+    h = probed["history"]
+    # a probe after every Keras epoch that completes another half data epoch, and after the last one
+    assert len(h["epoch"]) == 4  # pre-training's curve has at least 4 points
+    due = [int(e / 0.5 + 1e-9) > int(b / 0.5 + 1e-9) for b, e in zip([0.0, *h["epoch"]], h["epoch"])]
+    due[-1] = True
+    assert sum(due) >= 2
+    for key in ("val_probe_linear", "val_probe_knn"):
+        assert [v is not None for v in h[key]] == due, (key, h["epoch"])
+        assert all(0 <= v <= 1 for v in h[key] if v is not None)
+    scores = [v for v in h["val_probe_linear"] if v is not None]
+    assert h["val_probe_linear"][probed["selected_epoch"] - 1] == max(scores)  # select: probe (linear)
+    assert (d / "run" / "probe.png").read_bytes()[:4] == b"\x89PNG"
+    report = (d / "run" / "report.md").read_text()
+    assert "## Probes during pre-training" in report and f"- {probed['unit']}: " in report
+
+
+def test_a_probe_reads_frozen_features_and_leaves_the_backbone_as_it_was(auto_run):
+    from kpretrain.experiment import Experiment
+    from kpretrain.protocol import build_model
+    from kpretrain.protocol.pretrain import backbone_probe
+    from kpretrain.recipe import load_recipe
+
+    path, d = auto_run
+    experiment = Experiment(load_recipe(str(path)))
+    experiment.prepare()
+    arm = experiment.arms["probed"]
+    inputs = experiment.seed_data(0)
+    backbone = build_model(arm, inputs).backbone
+    weights = [np.array(w) for w in backbone.get_weights()]  # BN statistics included
+    flags = [layer.trainable for layer in backbone.layers]
+    scores = backbone_probe(backbone, arm, inputs)()
+    assert set(scores) == {"linear", "knn"} and all(0 <= v <= 1 for v in scores.values())
+    assert all(np.array_equal(a, b) for a, b in zip(weights, backbone.get_weights()))
+    assert [layer.trainable for layer in backbone.layers] == flags
+    with pytest.raises(RecipeError, match="probe picks the pre-training checkpoint"):
+        recipe_from_dict({"name": "x", "pretrain": {"task": "rotation", "select": "probe"}})

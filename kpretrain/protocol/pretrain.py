@@ -14,7 +14,11 @@ from kpretrain.pretext import create_task
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import PretrainResult
 from kpretrain.recipe import Recipe
+from kpretrain.protocol.evaluate import KNN_K, all_statistics_refreshed
 from kpretrain.training.bn_refresh import refresh_batch_norm
+from kpretrain.training.head_init import fit_logistic_regression
+from kpretrain.training.knn import backbone_features, knn_accuracy
+from kpretrain.training.probes import ProbeCallback, balanced_subset
 from kpretrain.training.callbacks import RefreshedEvaluation
 from kpretrain.training.stages import fit_stage
 from kpretrain.training.timing import Clock, measure
@@ -85,6 +89,30 @@ def pretext_stage(backbone: keras.Model, arm: Recipe, inputs: SeedData) -> Prete
     return PretextStage(task, model, train, validation, source, int(len(x_pre)), inputs.steps(len(x_pre), True))
 
 
+def backbone_probe(backbone: keras.Model, arm: Recipe, inputs: SeedData):
+    """`pretrain.probe` as a function: {linear and/or knn: validation accuracy} of a classifier on the backbone's
+    frozen features (every BN layer refreshed on the labelled images, restored after) of the labelled subset."""
+    cfg, num_classes = arm.pretrain.probe, inputs.data.num_classes
+    x, y = inputs.labelled
+    keep = balanced_subset(y, cfg.labels_per_class)
+    images = image_batches(x[keep], inputs.batch_size, shuffle=False, seed=inputs.seed)
+
+    def probe() -> dict:
+        with all_statistics_refreshed(backbone, inputs):
+            memory = backbone_features(backbone, images)
+            queries = backbone_features(backbone, inputs.validation)
+        scores = {}
+        if cfg.method in ("linear", "both"):
+            kernel, bias = fit_logistic_regression(memory, y[keep], num_classes)
+            scores["linear"] = float(np.mean(np.argmax(queries @ kernel + bias, axis=1) == inputs.y_validation))
+        if cfg.method in ("knn", "both"):
+            scores["knn"] = knn_accuracy(memory, y[keep], queries, inputs.y_validation, num_classes=num_classes,
+                                         k=min(KNN_K, len(keep)))
+        return scores
+
+    return probe
+
+
 def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: float | None = None,
              clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None) -> PretrainResult:
     """Train the whole `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights.
@@ -97,13 +125,22 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
     epochs = inputs.epochs(arm.pretrain.epochs if epochs is None else epochs)
     evaluation = RefreshedEvaluation(validation, train(0) if r.evaluation.bn_refresh else None, inputs.bn_batches,
                                      raw=r.evaluation.raw, clock=clock)
+    callbacks, select, probing = [evaluation], arm.pretrain.select, None
+    if arm.pretrain.probe is not None:
+        probing = ProbeCallback(backbone_probe(backbone, arm, inputs), arm.pretrain.probe.every,
+                                stage.steps_per_epoch, clock=clock)
+        callbacks.append(probing)
+        if select.mode == "probe":  # the checkpoint with the best probe score: `best` on the probe's log
+            probed = "knn" if arm.pretrain.probe.method == "knn" else "linear"
+            select = dataclasses.replace(select, mode="best", monitor=select.monitor or f"val_probe_{probed}")
     result = fit_stage(model, train, epochs=epochs, steps_per_epoch=stage.steps_per_epoch,
-                       optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(), callbacks=[evaluation],
+                       optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(), callbacks=callbacks,
                        jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose, min_points=PRETEXT_CURVE_POINTS,
                        clock=clock, backup=backup, tensorboard=tensorboard, averaging=arm.pretrain.averaging,
-                       select=arm.pretrain.select, monitor=f"val_{task.monitor}")
+                       select=select, monitor=f"val_{task.monitor}")
     monitor = task.monitor
-    history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **evaluation.records}
+    history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **evaluation.records,
+               **(probing.records if probing is not None else {})}
     finals = [v for v in history.get(f"val_{monitor}", []) if v is not None]
     selected = result.selected_epoch
     if selected is not None:  # the best epoch's weights (its training statistics): what transfers

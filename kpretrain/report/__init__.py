@@ -15,6 +15,10 @@ def write_run_report(out_dir: str, metrics: dict, class_names=None) -> None:
 
     io.write_text(os.path.join(out_dir, "history.csv"), history_csv(metrics))
     plot_curves(metrics, os.path.join(out_dir, "curves.png"))
+    from kpretrain.report.probes import has_probes, plot_probes
+
+    if has_probes(metrics):
+        plot_probes(metrics, os.path.join(out_dir, "probe.png"))
     names = metrics["data"]["class_names"]
     for arm, entry in metrics["arms"].items():
         plot_confusion(entry["confusion"], names, os.path.join(out_dir, f"confusion_{arm}.png"),

@@ -204,6 +204,16 @@ def run_report(metrics: dict) -> str:
         lines.append(f"- {name}: " + "; ".join(f"{a} / {b} {100 * share:.1f} %" for a, b, share in pairs))
     lines += ["", "## Plots", "", "![learning curves](curves.png)", ""]
     lines += [f"![confusion {name}](confusion_{name}.png)" for name in metrics["arms"]] + [""]
+    probed = [p for p in metrics.get("pretraining", []) if any(k.startswith("val_probe_") for k in p["history"])]
+    if probed:
+        lines += ["## Probes during pre-training", "", "![probes](probe.png)", ""]
+        for p in probed:
+            scores = {k.removeprefix("val_probe_"): [v for v in p["history"][k] if v is not None]
+                      for k in p["history"] if k.startswith("val_probe_")}
+            text = "; ".join(f"{k} " + ", ".join(f"{v:.3f}" for v in vs) for k, vs in scores.items())
+            chosen = f" (checkpoint kept: epoch {p['selected_epoch']})" if p.get("selected_epoch") else ""
+            lines.append(f"- {p['unit']}: {text}{chosen}")
+        lines.append("")
     if metrics.get("backbone"):
         b = metrics["backbone"]
         lines += ["## Exported backbone", "",
