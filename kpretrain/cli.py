@@ -284,6 +284,11 @@ def cmd_show_task(args) -> int:
     out = args.out or f"{recipe.name}_task.png"
     save_task_grid(task, images, out, n=n, title=f"{recipe.name}: {arm.pretrain.task}")
     print(out)
+    from kpretrain.pretext.shortcut import checkable_tasks, shortcut_check
+
+    for sub in checkable_tasks(create_task(arm.pretrain.task, arm.pretrain.options, seed=0,
+                                           num_classes=data.num_classes)):
+        print(f"shortcut check: {shortcut_check(sub, data.x_train).line()}")
     return EXIT_OK
 
 

@@ -32,7 +32,8 @@ from kpretrain.models.backbones import block_names
 from kpretrain.models.freezing import resolve_depth
 from kpretrain.pretext import LABELLED_TASKS, create_task
 from kpretrain.protocol import FULL, SMOKE, SeedData, initial_backbone, pretrain, pretraining_key, run_unit
-from kpretrain.protocol.pretrain import shared
+from kpretrain.pretext.shortcut import ShortcutResult, checkable_tasks, shortcut_check
+from kpretrain.protocol.pretrain import pretraining_images, shared
 from kpretrain.protocol.results import PretrainResult, UnitResult
 from kpretrain.recipe import Recipe, pretrains, transfers
 from kpretrain.report import io
@@ -57,6 +58,7 @@ class Experiment:
         self.shared_with = shared_with if shared_with is not None else {"datasets": {}, "pretrained": {}}
         self.arms = recipe.arm_recipes()
         self.pairs = recipe.baseline_pairs()
+        self.shortcuts: list = []  # (arms, ShortcutResult) of each pre-training task, made when the run starts
         self.budget = SMOKE if smoke else FULL
         self.smoke = smoke
         self.log = log
@@ -227,6 +229,7 @@ class Experiment:
         configure_runtime(r.runtime)
         self.log(describe_device(self.strategy, r.runtime.distribute))
         started = time.perf_counter()
+        self.shortcuts = self.shortcut_checks()
         results: dict[str, list[UnitResult]] = {name: [] for name in self.arms}
         pretrainings: list[PretrainResult] = []
         for seed in r.seeds:
@@ -263,6 +266,26 @@ class Experiment:
                  f"({100 * split['training'] / max(split['wall'], 1e-9):.0f} %) + evaluation {split['evaluation']:.0f}s "
                  f"+ other {split['other']:.0f}s")
         return metrics
+
+    def shortcut_checks(self) -> list[tuple[list[str], ShortcutResult]]:
+        """The pretext shortcut check of every pretext task the arms pre-train with (each task of a mixed one), on
+        pretext examples of the first seed's pre-training images: ([arms with that task and options], result)."""
+        inputs = self.seed_data(self.recipe.seeds[0])
+        tasks: dict[str, list[str]] = {}  # the check depends on the task, its options and the images only
+        for name, arm in self.arms.items():
+            if pretrains(arm):
+                p = arm.pretrain
+                tasks.setdefault(json.dumps([p.task, p.options, p.dataset], sort_keys=True), []).append(name)
+        checks = []
+        for users in tasks.values():
+            arm = self.arms[users[0]]
+            found = pretraining_images(arm, inputs)
+            task = create_task(arm.pretrain.task, arm.pretrain.options, seed=inputs.seed, num_classes=found[5])
+            for sub in checkable_tasks(task):
+                result = shortcut_check(sub, found[0], seed=inputs.seed)
+                checks.append((users, result))
+                self.log(f"shortcut check | {', '.join(users)}: {result.line()}")
+        return checks
 
     def _pretrain_unit(self, out_dir: str, inputs: SeedData, name: str, arm: Recipe) -> PretrainResult:
         """Pre-train once for every arm of this seed with these pre-training settings; record it as its own unit
@@ -404,6 +427,13 @@ class Experiment:
         evaluation = sum(s.get("evaluation", 0.0) for s in seconds)
         for name, stats in arm_statistics({"arms": arms}).items():
             arms[name]["statistics"] = stats
+        shortcut = []
+        for users, check in self.shortcuts:
+            done = [p.final_val_accuracy for p in pretrainings if set(p.arms) & set(users)]
+            network = float(np.mean(done)) if done and check.task == self.arms[users[0]].pretrain.task else None
+            shortcut.append({"arms": users, **check.record(network)})
+            if shortcut[-1]["warning"] and complete:
+                warnings.append(f"shortcut: {check.line(network)}")
         return {
             "schema_version": SCHEMA_VERSION,
             "kpretrain_version": kpretrain.__version__,
@@ -424,6 +454,7 @@ class Experiment:
                            "bn_refresh_batches": self.seed_data(r.seeds[0]).bn_batches},
             "arms": arms,
             "pretraining": [p.record() for p in pretrainings],
+            "shortcut": shortcut,
             "warnings": warnings,
             "environment": {"tensorflow": tf.__version__, "keras": keras.__version__,
                             "python": platform.python_version(),

@@ -242,3 +242,42 @@ def test_a_probe_reads_frozen_features_and_leaves_the_backbone_as_it_was(auto_ru
     assert [layer.trainable for layer in backbone.layers] == flags
     with pytest.raises(RecipeError, match="probe picks the pre-training checkpoint"):
         recipe_from_dict({"name": "x", "pretrain": {"task": "rotation", "select": "probe"}})
+
+
+def test_shortcut_check_is_near_chance_for_rotation_and_near_one_for_a_leaking_task(tmp_path):
+    import tensorflow as tf
+
+    from kpretrain.pretext import PretextTask, RotationTask
+    from kpretrain.pretext.shortcut import image_statistics, shortcut_check
+
+    class BrightenTask(PretextTask):
+        """Label 1 = the image brightened: a label written in the intensity histogram."""
+
+        task_name = "brighten"
+
+        def transform(self, images, step):
+            (seed,) = self.seeds(step, 1)
+            labels = tf.cast(tf.random.stateless_uniform([tf.shape(images)[0]], seed=seed) < 0.5, tf.int32)
+            brighter = tf.clip_by_value(images * 0.7 + 0.3, 0.0, 1.0)
+            return tf.where(tf.reshape(labels > 0, [-1, 1, 1, 1]), brighter, images), labels
+
+    images = np.load(tiny_npz(tmp_path / "tiny.npz", n_train=1200))["x_train"]
+    rotation = shortcut_check(RotationTask(seed=1), images, examples=1200)
+    leak = shortcut_check(BrightenTask(seed=1), images, examples=1200)
+    assert rotation.examples == 1200 and abs(rotation.accuracy - 0.25) < 0.06 and rotation.chance < 0.3
+    assert leak.accuracy > 0.97 and 0.4 < leak.chance < 0.6
+    assert leak.record(network_accuracy=0.99)["warning"] and not rotation.record(network_accuracy=0.99)["warning"]
+    stats = image_statistics(np.full((2, 4, 4, 1), 0.5, np.float32))
+    assert stats.shape == (2, 19) and stats[0, 8] == 1.0 and stats[0, 16] == 0.5 and stats[0, 18] == 1.0
+
+
+def test_every_run_checks_its_pretext_tasks_for_shortcuts(auto_run):
+    path, d = auto_run
+    metrics = json.loads((d / "run" / "metrics.json").read_text())
+    checks = {c["task"]: c for c in metrics["shortcut"]}
+    assert set(checks) == {"overlay", "rotation"} and len(metrics["shortcut"]) == 2
+    assert checks["overlay"]["arms"] == ["overlay", "picked"] and checks["rotation"]["arms"] == ["probed"]
+    for c in checks.values():
+        assert 0 <= c["accuracy"] <= 1 and c["folds"] == 3 and c["network_accuracy"] is not None
+    report = (d / "run" / "report.md").read_text()
+    assert "## Pretext shortcut check" in report and "- overlay, picked (overlay): statistics" in report

@@ -189,6 +189,17 @@ def run_report(metrics: dict) -> str:
         lines += ["## Weight averaging", "", "Test accuracy, seed mean: the arm's headline is the averaged weights after the "
                   "batch-norm refresh; the other two are diagnostics (nothing is chosen from them).", ""]
         lines += [f"- {line}" for line in averaged] + [""]
+    if metrics.get("shortcut"):
+        lines += ["## Pretext shortcut check", "", "Can the pretext label be read off low-level image statistics "
+                  "(16-bin intensity histogram, maximum, mean, ink fraction) instead of shape?  A logistic regression "
+                  "on those 19 numbers, cross-validated on pretext examples, next to chance and to the pretext "
+                  "network's validation accuracy (a warning when it gets 80 % of the network's margin over chance):", ""]
+        for s in metrics["shortcut"]:
+            network = "" if s["network_accuracy"] is None else f"; pretext network {s['network_accuracy']:.3f}"
+            flag = " **(shortcut: the task can be solved without learning shape)**" if s["warning"] else ""
+            lines.append(f"- {', '.join(s['arms'])} ({s['task']}): statistics {s['accuracy']:.3f}, chance "
+                         f"{s['chance']:.3f}{network}{flag}")
+        lines.append("")
     found = learning_rate_lines(metrics)
     if found:
         lines += ["## Learning rates found (`learning_rate: auto`)", ""] + [f"- {line}" for line in found] + [""]
