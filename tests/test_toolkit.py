@@ -281,3 +281,21 @@ def test_every_run_checks_its_pretext_tasks_for_shortcuts(auto_run):
         assert 0 <= c["accuracy"] <= 1 and c["folds"] == 3 and c["network_accuracy"] is not None
     report = (d / "run" / "report.md").read_text()
     assert "## Pretext shortcut check" in report and "- overlay, picked (overlay): statistics" in report
+
+
+def test_histogram_matching_removes_the_intensity_cue_of_overlay_and_noise(tmp_path):
+    from kpretrain.pretext import NoiseTask, OverlayTask
+    from kpretrain.pretext.shortcut import shortcut_check
+
+    images = np.load(tiny_npz(tmp_path / "tiny.npz", n_train=1200))["x_train"]
+    batch = tf.constant(images[:32], tf.float32) / 255.0
+    for task in (OverlayTask(match="histogram", seed=3), NoiseTask(match="histogram", seed=3)):
+        out, labels = task.transform(batch, 0)
+        assert 0 < int(tf.reduce_sum(labels)) < 32
+        for before, after in zip(batch.numpy(), out.numpy()):  # every image keeps its own intensity histogram
+            np.testing.assert_array_equal(np.sort(before.ravel()), np.sort(after.ravel()))
+        leaky = shortcut_check(type(task)(seed=3), images, examples=1200)
+        matched = shortcut_check(task, images, examples=1200)
+        assert leaky.accuracy > 0.9 and matched.accuracy < matched.chance + 0.06, (task.task_name, leaky, matched)
+    with pytest.raises(RecipeError, match="match"):
+        OverlayTask(match="moments")

@@ -48,6 +48,16 @@ def check_choice(option: str, value, choices) -> str:
     return value
 
 
+def match_histogram(images: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
+    """Each image's pixels replaced, rank for rank, by its reference image's pixel values: the same picture
+    (ordering of intensities) with exactly the reference's intensity histogram."""
+    shape = tf.shape(images)
+    flat = tf.reshape(images, [shape[0], -1])
+    ranks = tf.argsort(tf.argsort(flat, axis=1, stable=True), axis=1, stable=True)
+    values = tf.sort(tf.reshape(reference, [shape[0], -1]), axis=1)
+    return tf.reshape(tf.gather(values, ranks, batch_dims=1), shape)
+
+
 class PretextTask(keras.layers.Layer):
     """A labelling pretext task: `task(images, training=True)` returns `(images_out, int32 labels [batch])`.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kpretrain.pretext.base import OptionError, PretextTask, check_choice, check_number, check_range
+from kpretrain.pretext.base import OptionError, PretextTask, match_histogram, check_choice, check_number, check_range
 
 NOISE_KINDS = ("gaussian", "salt_pepper", "speckle")
 
@@ -17,14 +17,18 @@ class NoiseTask(PretextTask):
 
     `levels=N` makes N+1 classes: 0 clean, k the k-th of N strengths evenly spaced from min to max of `strength`.
     `p` is the probability of a noisy image.  Speckle leaves black pixels black, and salt and pepper may hit
-    no pixel at very low strengths, so a noisy image can occasionally equal the clean one.
+    no pixel at very low strengths, so a noisy image can occasionally equal the clean one.  `match` removes
+    intensity cues that give noise away (see the shortcut check): `moments` shifts and scales each noisy image to
+    its clean image's mean and standard deviation (clipped to [0, 1]), `histogram` gives it exactly the clean
+    image's intensity histogram (pixels re-valued rank for rank).
     """
 
     task_name = "noise"
 
     def __init__(self, kind: str = "gaussian", strength=(0.1, 0.3), p: float = 0.5, levels: int | None = None,
-                 seed: int | None = None, **kwargs):
+                 match: str = "none", seed: int | None = None, **kwargs):
         super().__init__(seed=seed, **kwargs)
+        self.match = check_choice("match", match, ("none", "moments", "histogram"))
         self.kind = check_choice("kind", kind, NOISE_KINDS)
         self.strength = check_range("strength", strength, 0.0, 1.0, low_open=True)
         self.p = check_number("p", p, 0.0, 1.0)
@@ -35,7 +39,8 @@ class NoiseTask(PretextTask):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"kind": self.kind, "strength": list(self.strength), "p": self.p, "levels": self.levels})
+        config.update({"kind": self.kind, "strength": list(self.strength), "p": self.p, "levels": self.levels,
+                       "match": self.match})
         return config
 
     def transform(self, images, step):
@@ -53,7 +58,14 @@ class NoiseTask(PretextTask):
             spacing = (high - low) / max(self.levels - 1, 1)
             strength = low + spacing * tf.cast(level - 1, tf.float32)
         strength = tf.reshape(strength, [-1, 1, 1, 1])
-        return tf.where(tf.reshape(noisy, [-1, 1, 1, 1]), self._add_noise(images, strength, noise_seed), images), labels
+        corrupted = self._add_noise(images, strength, noise_seed)
+        if self.match == "moments":  # the clean image's mean and standard deviation
+            mean, var = tf.nn.moments(images, axes=[1, 2, 3], keepdims=True)
+            n_mean, n_var = tf.nn.moments(corrupted, axes=[1, 2, 3], keepdims=True)
+            corrupted = tf.clip_by_value(mean + (corrupted - n_mean) * tf.sqrt(var / tf.maximum(n_var, 1e-12)), 0.0, 1.0)
+        elif self.match == "histogram":
+            corrupted = match_histogram(corrupted, images)
+        return tf.where(tf.reshape(noisy, [-1, 1, 1, 1]), corrupted, images), labels
 
     def _add_noise(self, images, strength, seed):
         if self.kind == "salt_pepper":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kpretrain.pretext.base import PretextTask, check_choice, check_number, check_range
+from kpretrain.pretext.base import PretextTask, match_histogram, check_choice, check_number, check_range
 
 OVERLAY_MODES = ("mean", "max")
 
@@ -15,22 +15,26 @@ class OverlayTask(PretextTask):
     """Label 1 blends an image with a partner from the same batch (never itself): `mean` gives
     `w*a + (1-w)*b` with `w` drawn from `weight_range`, `max` the pixel-wise maximum.
 
-    A batch of one image has no partner, so it is always labelled 0.
+    A batch of one image has no partner, so it is always labelled 0.  `match` removes intensity cues that give a
+    blend away (see the shortcut check): `range` rescales it to the intensity range (minimum to maximum) of its
+    first image, `histogram` gives it exactly that image's intensity histogram (pixels re-valued rank for rank).
     """
 
     task_name = "overlay"
     num_classes = 2
 
-    def __init__(self, p: float = 0.5, mode: str = "mean", weight_range=(0.5, 0.5), seed: int | None = None,
-                 **kwargs):
+    def __init__(self, p: float = 0.5, mode: str = "mean", weight_range=(0.5, 0.5), match: str = "none",
+                 seed: int | None = None, **kwargs):
         super().__init__(seed=seed, **kwargs)
+        self.match = check_choice("match", match, ("none", "range", "histogram"))
         self.p = check_number("p", p, 0.0, 1.0)
         self.mode = check_choice("mode", mode, OVERLAY_MODES)
         self.weight_range = check_range("weight_range", weight_range, 0.0, 1.0, low_open=True, high_open=True)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"p": self.p, "mode": self.mode, "weight_range": list(self.weight_range)})
+        config.update({"p": self.p, "mode": self.mode, "weight_range": list(self.weight_range),
+                       "match": self.match})
         return config
 
     def transform(self, images, step):
@@ -45,6 +49,14 @@ class OverlayTask(PretextTask):
             w = tf.random.stateless_uniform([batch, 1, 1, 1], minval=self.weight_range[0],
                                             maxval=self.weight_range[1], seed=weight_seed)
             blended = w * images + (1.0 - w) * partners
+        if self.match == "range":  # to the first image's intensity range
+            low = tf.reduce_min(images, axis=[1, 2, 3], keepdims=True)
+            high = tf.reduce_max(images, axis=[1, 2, 3], keepdims=True)
+            b_low = tf.reduce_min(blended, axis=[1, 2, 3], keepdims=True)
+            b_high = tf.reduce_max(blended, axis=[1, 2, 3], keepdims=True)
+            blended = low + (blended - b_low) * (high - low) / tf.maximum(b_high - b_low, 1e-6)
+        elif self.match == "histogram":
+            blended = match_histogram(blended, images)
         return tf.where(tf.reshape(overlaid, [-1, 1, 1, 1]), blended, images), labels
 
     def describe(self, label: int) -> str:
