@@ -1,3 +1,26 @@
-"""kpretrain: does pre-training help my model, and under which settings?"""
+"""kpretrain: does pre-training help my model, and under which settings?
 
-__version__ = "0.3.0"
+The Python API (see the README, "Python API"):
+
+    import kpretrain
+    result = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True)
+    result.arms["overlay"].mean, result.verdicts, result.report()
+
+`kpretrain.run`, `kpretrain.tune`, `kpretrain.load_backbone`, their results `RunResult` and `TuneResult`, and the
+errors `InputError`, `RecipeError`, `DataError`; the pretext tasks are Keras layers in `kpretrain.pretext`.
+"""
+
+from kpretrain.errors import DataError, InputError, RecipeError
+
+__version__ = "0.4.0"
+
+_API = ("run", "tune", "load_backbone", "RunResult", "TuneResult", "ArmResult")
+__all__ = [*_API, "DataError", "InputError", "RecipeError", "__version__"]
+
+
+def __getattr__(name):  # PEP 562: TensorFlow loads when the API is first used, not at `import kpretrain`
+    if name in _API:
+        from kpretrain import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'kpretrain' has no attribute {name!r}")

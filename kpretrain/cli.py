@@ -186,48 +186,32 @@ def cmd_run(args) -> int:
             out_dir = tempfile.mkdtemp(prefix="kpretrain-worker-")
             print(f"multi-worker: this worker's files go to {out_dir} (removed at the end); the chief writes the results")
             try:
-                return _run_and_report(experiment, plan, out_dir, args.debug, created=True, chief=False)
+                return _run_and_report(experiment, plan, out_dir, args.debug, chief=False)
             finally:
                 shutil.rmtree(out_dir, ignore_errors=True)
-    from kpretrain.rundir import DirectoryLock, default_out_dir, run_state
+    from kpretrain.rundir import default_out_dir, run_directory
 
     out_dir = args.out or default_out_dir(recipe.name)
-    created = not os.path.exists(out_dir)
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        probe = os.path.join(out_dir, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise InputError(f"--out {out_dir!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
-    try:  # the directory's checks come before TensorFlow starts: a refusal is immediate
-        with DirectoryLock(out_dir):
-            state = run_state(out_dir, recipe.to_dict(), smoke)
-            if state == "finished":
-                print(f"{out_dir} holds a finished run of recipe {recipe.name} (metrics.json is complete); "
-                      f"nothing to train: see {out_dir}/report.md")
-                return EXIT_OK
-            _start_tensorflow(args.debug, recipe.runtime.distribute)
-            experiment = _experiment(recipe, smoke)
-            plan = experiment.prepare()
-            if state == "resume":
-                print(f"resuming the unfinished run in {out_dir}: recorded units are reused")
-            return _run_and_report(experiment, plan, out_dir, args.debug, created)
-    except InputError:
-        if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
+    with run_directory(out_dir, recipe.to_dict(), smoke) as state:  # checked before TensorFlow starts: immediate
+        if state == "finished":
+            print(f"{out_dir} holds a finished run of recipe {recipe.name} (metrics.json is complete); "
+                  f"nothing to train: see {out_dir}/report.md")
+            return EXIT_OK
+        _start_tensorflow(args.debug, recipe.runtime.distribute)
+        experiment = _experiment(recipe, smoke)
+        plan = experiment.prepare()
+        if state == "resume":
+            print(f"resuming the unfinished run in {out_dir}: recorded units are reused")
+        return _run_and_report(experiment, plan, out_dir, args.debug)
 
 
 def _experiment(recipe, smoke: bool):
-    """The run of a recipe: an `Experiment`, or a `Sweep` of them when the recipe has `sweep:`."""
-    from kpretrain.experiment import Experiment, Sweep
+    from kpretrain.experiment import make_run
 
-    return (Sweep if recipe.sweep else Experiment)(recipe, smoke=smoke)
+    return make_run(recipe, smoke=smoke)
 
 
-def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, created: bool, chief: bool = True) -> int:
+def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chief: bool = True) -> int:
     """Print the plan, run every unit into `out_dir`, print the summary; exit code."""
     from kpretrain.errors import InputError
     from kpretrain.training.interruption import Interrupted, stop_on_signals

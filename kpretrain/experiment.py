@@ -27,7 +27,7 @@ import yaml
 import kpretrain
 from kpretrain.data import SCALING, DatasetArrays, load_dataset, make_splits
 from kpretrain.data.checksums import arrays_sha256
-from kpretrain.errors import RecipeError
+from kpretrain.errors import InputError, RecipeError
 from kpretrain.models.backbones import block_names
 from kpretrain.models.freezing import resolve_depth
 from kpretrain.pretext import LABELLED_TASKS, create_task
@@ -52,8 +52,9 @@ class Experiment:
     """One recipe, prepared (validated, data loaded) then run into a run directory."""
 
     def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] = print,
-                 shared_with: dict | None = None):
+                 shared_with: dict | None = None, callbacks=None):
         self.recipe = recipe
+        self.callbacks = stage_callbacks(callbacks)  # the user's own Keras callbacks, per stage
         # what the points of a sweep share: loaded data sets, and pre-trained weights per seed and setting
         self.shared_with = shared_with if shared_with is not None else {"datasets": {}, "pretrained": {}}
         self.arms = recipe.arm_recipes()
@@ -247,6 +248,7 @@ class Experiment:
                 if unit is None:
                     interruption.check()
                     unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope,
+                                    callbacks=self.callbacks["finetune"],
                                     backup=os.path.join(units, f"seed{seed}.{name}"),
                                     tensorboard=self._tensorboard(out_dir, seed, name))
                     self._record_unit(out_dir, unit)
@@ -310,7 +312,7 @@ class Experiment:
                 return result
             interruption.check()
             board = self._tensorboard(out_dir, inputs.seed, name)
-            result = shared(pretrain(backbone, arm, inputs, clock=Clock(),
+            result = shared(pretrain(backbone, arm, inputs, clock=Clock(), callbacks=self.callbacks["pretrain"],
                                      backup=os.path.join(out_dir, "units", f"{unit}.backup"),
                                      tensorboard=os.path.join(board, "pretrain") if board else None), unit, users)
             with io.atomic_path(weights) as tmp:
@@ -491,18 +493,42 @@ class Experiment:
         return {"arm": name, "seed": seed, "keras": "backbone.keras", "saved_model": "backbone/"}
 
 
+STAGES = ("pretrain", "finetune")
+
+
+def stage_callbacks(callbacks) -> dict[str, list]:
+    """The user's Keras callbacks per stage: a list (or one callback) for every stage, or {stage: callbacks}."""
+    if callbacks is None:
+        return {stage: [] for stage in STAGES}
+    if isinstance(callbacks, dict):
+        unknown = sorted(set(callbacks) - set(STAGES))
+        if unknown:
+            raise InputError(f"callbacks: unknown stage {unknown[0]!r}; allowed: {', '.join(STAGES)}")
+        return {stage: _callback_list(callbacks.get(stage)) for stage in STAGES}
+    return {stage: _callback_list(callbacks) for stage in STAGES}
+
+
+def _callback_list(callbacks) -> list:
+    found = [] if callbacks is None else [callbacks] if isinstance(callbacks, keras.callbacks.Callback) else list(callbacks)
+    for cb in found:
+        if not isinstance(cb, keras.callbacks.Callback):
+            raise InputError(f"callbacks: {cb!r} is not a keras.callbacks.Callback")
+    return found
+
+
 class Sweep:
     """A recipe with `sweep:`: every grid point is an `Experiment` run into its own sub-directory `<key>=<value>/`;
     the points share loaded data and, per seed, identical pre-trainings.  The top-level `metrics.json` lists the
     points (each with a single run's `arms` layout); `report.md` has one table over all of them, with Holm-adjusted
     p-values across every comparison, and `label_efficiency.png` when `data.labels_per_class` is swept."""
 
-    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] = print):
+    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] = print, callbacks=None):
         self.recipe, self.smoke, self.log = recipe, smoke, log
         self.sweep = smoke_sweep(recipe.sweep) if smoke else dict(recipe.sweep)
         shared_with: dict = {"datasets": {}, "pretrained": {}}
         swept = dataclasses.replace(recipe, sweep=self.sweep)
-        self.points = [(at, point_dir(at), Experiment(point, smoke=smoke, log=log, shared_with=shared_with))
+        self.points = [(at, point_dir(at), Experiment(point, smoke=smoke, log=log, shared_with=shared_with,
+                                                      callbacks=callbacks))
                        for at, point in swept.sweep_points()]
 
     @property
@@ -602,3 +628,8 @@ def protocol(arm: Recipe) -> dict:
     }
 
 
+
+
+def make_run(recipe: Recipe, *, smoke: bool = False, callbacks=None, log: Callable[[str], None] = print):
+    """The run of a recipe: an `Experiment`, or a `Sweep` of them when the recipe has `sweep:`."""
+    return (Sweep if recipe.sweep else Experiment)(recipe, smoke=smoke, callbacks=callbacks, log=log)

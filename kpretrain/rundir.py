@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 
@@ -151,3 +153,25 @@ def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
     except (OSError, ValueError):
         finished = False
     return "finished" if finished else "resume"
+
+
+@contextlib.contextmanager
+def run_directory(out_dir: str, recipe_dict: dict, smoke: bool):
+    """Create `out_dir` if needed (checking it is writable), hold its lock and yield its `run_state`; a directory
+    this call created is removed again when bad input (`InputError`) ends the block."""
+    created = not os.path.exists(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = os.path.join(out_dir, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise InputError(f"--out {out_dir!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
+    try:
+        with DirectoryLock(out_dir):
+            yield run_state(out_dir, recipe_dict, smoke)
+    except InputError:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise

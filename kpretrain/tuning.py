@@ -348,14 +348,14 @@ def _difference(a, b, prefix: str = "") -> str | None:
 SMOKE_TRIALS = 3  # --smoke runs at most this many trials unless --max-trials says otherwise
 
 
-def tune(path: str, sets=(), *, tuner: str | None = None, max_trials: int | None = None,
+def tune(path, sets=(), *, tuner: str | None = None, max_trials: int | None = None,
          directory: str = "tuner_runs", overwrite: bool = False, smoke: bool = False, final: bool = False,
          debug: bool = False) -> int:
     """`kpretrain tune`: validate everything, search (resuming a finished or interrupted one), write the outputs;
     with `final`, search scratch with the same budget and run the best protocol against it on every seed."""
     sets = [*sets, *([f"tune.tuner={tuner}"] if tuner else []),
             *([f"tune.max_trials={max_trials}"] if max_trials is not None else [])]
-    raw = load_raw(path, sets)
+    raw = load_raw(path, sets) if isinstance(path, str) else apply_overrides(path, sets)  # a path or a raw dict
     recipe = recipe_from_dict(raw)
     if recipe.sweep:
         first = next(iter(recipe.sweep))

@@ -114,27 +114,29 @@ def backbone_probe(backbone: keras.Model, arm: Recipe, inputs: SeedData):
 
 
 def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: float | None = None,
-             clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None) -> PretrainResult:
+             clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None,
+             callbacks=()) -> PretrainResult:
     """Train the whole `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights.
 
     `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes;
-    `tensorboard`: a directory for its TensorBoard logs."""
+    `tensorboard`: a directory for its TensorBoard logs; `callbacks`: the user's own Keras callbacks."""
     r = inputs.recipe
     stage = pretext_stage(backbone, arm, inputs)
     task, model, train, validation, source = stage.task, stage.model, stage.train, stage.validation, stage.source
     epochs = inputs.epochs(arm.pretrain.epochs if epochs is None else epochs)
     evaluation = RefreshedEvaluation(validation, train(0) if r.evaluation.bn_refresh else None, inputs.bn_batches,
                                      raw=r.evaluation.raw, clock=clock)
-    callbacks, select, probing = [evaluation], arm.pretrain.select, None
+    stage_callbacks, select, probing = [evaluation], arm.pretrain.select, None
     if arm.pretrain.probe is not None:
         probing = ProbeCallback(backbone_probe(backbone, arm, inputs), arm.pretrain.probe.every,
                                 stage.steps_per_epoch, clock=clock)
-        callbacks.append(probing)
+        stage_callbacks.append(probing)
         if select.mode == "probe":  # the checkpoint with the best probe score: `best` on the probe's log
             probed = "knn" if arm.pretrain.probe.method == "knn" else "linear"
             select = dataclasses.replace(select, mode="best", monitor=select.monitor or f"val_probe_{probed}")
     result = fit_stage(model, train, epochs=epochs, steps_per_epoch=stage.steps_per_epoch,
-                       optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(), callbacks=callbacks,
+                       optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(),
+                       callbacks=[*stage_callbacks, *callbacks],
                        jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose, min_points=PRETEXT_CURVE_POINTS,
                        clock=clock, backup=backup, tensorboard=tensorboard, averaging=arm.pretrain.averaging,
                        select=select, monitor=f"val_{task.monitor}")

@@ -44,12 +44,13 @@ def build_model(arm: Recipe, inputs: SeedData) -> HeadedModel:
 def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedModel | None = None,
              pretrained: PretrainResult | None = None, resumed: bool = False, callbacks=(), epochs: int | None = None,
              test: bool = True, scope: Callable = contextlib.nullcontext, backup: str | None = None,
-             tensorboard: str | None = None) -> UnitResult:
+             tensorboard: str | None = None, pretrain_callbacks=()) -> UnitResult:
     """Pre-train (or take `pretrained` weights), transfer, fine-tune, evaluate one arm for one seed.
 
     `model` (from `build_model`) is trained in place; `resumed=True` means its weights come from an earlier
     round (Hyperband), so pre-training and transfer's re-initialisation are skipped and only freezing is applied.
-    `test=False` (tuner trials) touches neither the test split nor kNN.  `callbacks` go to fine-tuning.
+    `test=False` (tuner trials) touches neither the test split nor kNN.  `callbacks` go to fine-tuning,
+    `pretrain_callbacks` to pre-training.
     `backup`: path prefix of the stages' backup directories (`<backup>.pretrain.backup`, `<backup>.finetune.backup`),
     from which stages interrupted earlier resume.  `tensorboard`: a directory, each stage logs to `<dir>/<stage>`.
     """
@@ -61,7 +62,8 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
             transferred = refreeze(model, arm)
         else:
             pretrained, transferred = pretrain_and_transfer(model, arm, inputs, pretrained=pretrained, clock=clock,
-                                                            backup=backup, tensorboard=tensorboard)
+                                                            backup=backup, tensorboard=tensorboard,
+                                                            callbacks=pretrain_callbacks)
         trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         knn = knn_test_accuracy(backbone, inputs, clock=clock) if test and inputs.recipe.evaluation.knn else None
         interruption.check()
@@ -75,13 +77,13 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
 
 def pretrain_and_transfer(model: HeadedModel, arm: Recipe, inputs: SeedData, *,
                           pretrained: PretrainResult | None = None, clock: Clock | None = None,
-                          backup: str | None = None, tensorboard: str | None = None):
+                          backup: str | None = None, tensorboard: str | None = None, callbacks=()):
     """What comes before fine-tuning: the arm's pre-training (or the `pretrained` weights given), then transfer.
     Returns (PretrainResult or None, TransferResult)."""
     if pretrains(arm):
         if pretrained is None:
             pretrained = pretrain(model.backbone, arm, inputs, clock=clock, backup=_stage(backup, "pretrain"),
-                                  tensorboard=_board(tensorboard, "pretrain"))
+                                  tensorboard=_board(tensorboard, "pretrain"), callbacks=callbacks)
         else:
             model.backbone.set_weights(list(pretrained.weights))
     return pretrained, transfer(model, arm, inputs, clock=clock)

@@ -1,0 +1,68 @@
+"""The Python API: the README's example, run as written, against metrics.json and the recorded weights."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kpretrain
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_example() -> str:
+    section = README.read_text().split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_runs_and_returns_what_metrics_json_holds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.symlink(README.parent / "recipes", tmp_path / "recipes")
+    scope: dict = {}
+    exec(compile(readme_example(), "README.md (Python API)", "exec"), scope)
+    result = scope["result"]
+    metrics = json.loads((tmp_path / "runs" / "api_example" / "metrics.json").read_text())
+    assert result.run_dir == "runs/api_example" and result.metrics == metrics
+    assert set(result.arms) == {"scratch", "overlay"}
+    for name, arm in result.arms.items():
+        assert arm.test_accuracy == metrics["arms"][name]["test_accuracy"] and len(arm.test_accuracy) == 2
+        assert arm.mean == pytest.approx(np.mean(arm.test_accuracy))
+    assert result.arms["overlay"].baseline == "scratch" and "p" in result.arms["overlay"].difference
+    assert result.verdicts and result.verdicts[0].startswith("overlay vs scratch:")
+    assert scope["markdown"].startswith("# fashion_overlay")
+    # the user's callback saw every stage of every unit: 2 pre-trainings, 4 fine-tunings
+    seen = scope["seen"]
+    assert seen.count("pretext_overlay_model") == 2 and len(seen) == 6, seen
+    # load_backbone: seed 1's pre-trained weights, as its unit recorded them
+    backbone, unit = scope["backbone"], metrics["arms"]["overlay"]["pretrain_unit"][1]
+    import keras
+
+    recorded = kpretrain.load_backbone("runs/api_example", arm="overlay", seed=0)
+    assert unit == "seed1.overlay.pretrain" and tuple(scope["features"].shape) == (1, 64)
+    assert not all(np.array_equal(a, b) for a, b in zip(backbone.get_weights(), recorded.get_weights()))
+    exported = kpretrain.load_backbone("runs/api_example")  # backbone.keras: the first seed's
+    assert all(np.array_equal(a, b) for a, b in zip(exported.get_weights(), recorded.get_weights()))
+    assert isinstance(backbone, keras.Model)
+    # a finished directory is read back, not run again
+    again = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True, out="runs/api_example",
+                          overrides={"seeds": [0, 1]})
+    assert again.metrics == metrics
+    with pytest.raises(kpretrain.InputError, match="arm 'scratch': no pre-trained backbone"):
+        kpretrain.load_backbone("runs/api_example", arm="scratch")
+    with pytest.raises(kpretrain.RecipeError, match="pretrain.epoch"):
+        kpretrain.run({"name": "x", "pretrain": {"epoch": 2}})
+    with pytest.raises(kpretrain.InputError, match="callbacks: unknown stage 'train'"):
+        kpretrain.run("recipes/fashion_overlay.yaml", smoke=True, out="runs/other", callbacks={"train": []})
+    assert not os.path.exists("runs/other")
+
+
+def test_import_kpretrain_does_not_load_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, kpretrain; print('tensorflow' in sys.modules, kpretrain.RecipeError.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "RecipeError"]
