@@ -24,59 +24,134 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"kpretrain: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kpretrain", description="Does pre-training help my model? One recipe, one command.")
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+EXIT_CODES = """exit codes:
+  0    success (run: also a --out holding a finished run: nothing to do)
+  1    failure while training (partial results stay in the run directory)
+  2    bad input: recipe, arguments, data, a directory of another recipe or in use; one line naming the fix
+  130  stopped by Ctrl-C, 143 by SIGTERM (run and tune resume when started again)"""
+ENVIRONMENT = """environment:
+  KPRETRAIN_DATA_DIR   where local data sets are looked for first (default ~/.kpretrain/datasets)
+  KPRETRAIN_OFFLINE    1: never download with TFDS; a missing data set is exit 2 at once
+  TF_CONFIG            the cluster of runtime.distribute: multi_worker (one process per worker)"""
+TUNER_ENVIRONMENT = """  KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT
+                       a distributed search: the chief (KERASTUNER_TUNER_ID=chief) and its workers"""
 
-    run = sub.add_parser("run", help="pretrain -> transfer -> fine-tune every arm and seed of a recipe")
+
+def _command(sub, name: str, summary: str, description: str, examples: str, tuner_env: bool = False):
+    """A sub-command whose help says what it does, shows its defaults, examples, exit codes and environment."""
+    epilog = "\n\n".join(["examples:\n" + examples, EXIT_CODES,
+                           ENVIRONMENT + ("\n" + TUNER_ENVIRONMENT if tuner_env else "")])
+    return sub.add_parser(name, help=summary, description=description, epilog=epilog,
+                          formatter_class=_HelpFormatter)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description wrapped, examples as written, and the default of every option that has one."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        paragraphs = text.split("\n\n")
+        wrapped = [p if p.startswith(("examples:", "exit codes:", "environment:", "quick start:")) else
+                   textwrap.fill(" ".join(p.split()), width, initial_indent=indent, subsequent_indent=indent)
+                   for p in paragraphs]
+        return "\n\n".join(wrapped)
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _recipe_options(command, smoke_help: str = "tiny data and a few batches: checks a recipe end to end in seconds"):
+    command.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a recipe key with a YAML value, e.g. --set 'seeds=[0,1,2]' (repeatable)")
+    command.add_argument("--smoke", action="store_true", help=smoke_help)
+    command.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kpretrain", formatter_class=_HelpFormatter,
+                     description="Does pre-training help my model, and under which settings?  One YAML recipe, one "
+                                 "command: pre-train a backbone on a pretext task, transfer it, train the same model "
+                                 "from scratch, and compare them honestly (intervals, paired tests).",
+                     epilog="quick start:\n  kpretrain run recipes/fashion_overlay.yaml\n"
+                            "  kpretrain <command> --help   (defaults, examples, exit codes, environment)")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="<command>")
+
+    run = _command(sub, "run", "train every seed x arm of a recipe and report pre-training against scratch",
+                   "Pre-train (each arm's pretext task), transfer, fine-tune and test every arm and seed of RECIPE, "
+                   "with the scratch baseline on identical data per seed; write metrics.json, report.md, plots and the "
+                   "exported backbone into the run directory.  A run stopped in any way continues when started again.",
+                   "  kpretrain run recipes/fashion_overlay.yaml\n"
+                   "  kpretrain run recipes/fashion_overlay.yaml --smoke --set 'seeds=[0]'\n"
+                   "  kpretrain run --resume runs/fashion_overlay/20261127T201500Z")
     run.add_argument("recipe", nargs="?", help="YAML recipe, e.g. recipes/fashion_overlay.yaml")
     run.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own recipe.yaml")
-    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a recipe key with a YAML value, e.g. --set 'seeds=[0,1,2]' (repeatable)")
-    run.add_argument("--out", help="run directory (default runs/<name>/<UTC timestamp>/); an unfinished run there "
+    run.add_argument("--out", help="run directory (default: runs/<name>/<UTC timestamp>/); an unfinished run there "
                      "of the same recipe is resumed")
-    run.add_argument("--smoke", action="store_true", help="every arm and seed on tiny data and a few batches")
     run.add_argument("--dry-run", action="store_true", help="validate recipe and data, print the plan, train nothing")
-    run.add_argument("--debug", action="store_true", help="show tracebacks")
+    _recipe_options(run, "every arm and seed on tiny data and a few batches: checks a recipe end to end")
 
-    show = sub.add_parser("show-task", help="grid of pretext examples with their labels")
-    show.add_argument("recipe")
-    show.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    show.add_argument("--out", default=None, help="PNG file (default <recipe name>_task.png)")
+    show = _command(sub, "show-task", "draw pretext examples with their labels and check the task for shortcuts",
+                    "Draw a grid of pretext examples of the recipe's first pretext task with their labels, and run the "
+                    "pretext shortcut check (can image statistics alone predict the label?).",
+                    "  kpretrain show-task recipes/fashion_overlay.yaml\n"
+                    "  kpretrain show-task recipes/mnist_mixed.yaml --out mixed.png --n 32")
+    show.add_argument("recipe", help="YAML recipe")
+    show.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a recipe key (repeatable)")
+    show.add_argument("--out", default=None, help="PNG file (default: <recipe name>_task.png)")
     show.add_argument("--n", type=int, default=16, help="number of examples")
-    show.add_argument("--debug", action="store_true")
+    show.add_argument("--debug", action="store_true", help="show tracebacks")
 
-    tune = sub.add_parser("tune", help="KerasTuner search over the recipe's tune.space, scored on validation")
-    tune.add_argument("recipe")
-    tune.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    tune = _command(sub, "tune", "search the protocol with KerasTuner, scored on validation",
+                    "Search the recipe's tune.space (a default space over pre-training epochs, learning rate and "
+                    "frozen depth when it has none) with KerasTuner; each trial runs the searched arm on the first seed "
+                    "and is scored on validation, never test.  A stopped search resumes.  --final then searches scratch "
+                    "with the same budget and runs every seed of the best recipe against it.",
+                    "  kpretrain tune recipes/fashion_tune.yaml --smoke\n"
+                    "  kpretrain tune recipes/fashion_tune.yaml --max-trials 40\n"
+                    "  kpretrain tune recipes/fashion_overlay.yaml --tuner grid --final", tuner_env=True)
+    tune.add_argument("recipe", help="YAML recipe")
     tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband", "grid"), help="default: tune.tuner")
     tune.add_argument("--max-trials", type=int, help="default: tune.max_trials; raising it resumes with more trials")
-    tune.add_argument("--dir", default="tuner_runs", help="tuner directory (default tuner_runs/); results in DIR/<name>/")
+    tune.add_argument("--dir", default="tuner_runs", help="tuner directory; results in DIR/<name>/")
     tune.add_argument("--overwrite", action="store_true", help="start the search over instead of resuming it")
-    tune.add_argument("--smoke", action="store_true", help="tiny data, a few batches per trial, at most 3 trials unless --max-trials")
-    tune.add_argument("--final", action="store_true", help="re-run the best recipe with all seeds, report test accuracy")
-    tune.add_argument("--debug", action="store_true")
+    tune.add_argument("--final", action="store_true",
+                      help="then tune scratch with the same budget and run every seed of the best recipe against it")
+    _recipe_options(tune, "tiny data, a few batches per trial, at most 3 trials unless --max-trials")
 
-    lr = sub.add_parser("lr-find", help="learning-rate range test of one stage of an arm, on its real model and data")
-    lr.add_argument("recipe")
-    lr.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    lr.add_argument("--stage", choices=("pretrain", "finetune"), default="finetune", help="default: finetune")
+    lr = _command(sub, "lr-find", "learning-rate range test of one stage of an arm",
+                  "Train the stage's real model on its own batches while the learning rate grows exponentially; "
+                  "write the loss curve (lr_find.png) and the suggested learning rates (lr_find.json).  The model is "
+                  "restored afterwards.  In a recipe, learning_rate: auto does this before every stage.",
+                  "  kpretrain lr-find recipes/fashion_overlay.yaml\n"
+                  "  kpretrain lr-find recipes/fashion_overlay.yaml --stage pretrain --suggestion valley")
+    lr.add_argument("recipe", help="YAML recipe")
+    lr.add_argument("--stage", choices=("pretrain", "finetune"), default="finetune",
+                    help="the stage tested (fine-tuning comes after the arm's pre-training and transfer)")
     lr.add_argument("--arm", help="default: the first arm that is not a baseline (scratch is allowed)")
-    lr.add_argument("--out", help="directory for lr_find.json and lr_find.png (default runs/<name>-lr-find/<UTC timestamp>/)")
+    lr.add_argument("--out", help="directory for lr_find.json and lr_find.png (default: runs/<name>-lr-find/<UTC timestamp>/)")
     lr.add_argument("--start-lr", type=float, help="default: <stage>.optimizer.lr_find.start_lr (1e-7)")
     lr.add_argument("--end-lr", type=float, help="default: <stage>.optimizer.lr_find.end_lr (10)")
     lr.add_argument("--steps", type=int, help="default: <stage>.optimizer.lr_find.steps (200)")
     lr.add_argument("--suggestion", choices=("steepest", "valley", "minimum"),
                     help="which suggestion is suggested_lr (default: <stage>.optimizer.lr_find.suggestion, steepest)")
-    lr.add_argument("--smoke", action="store_true", help="tiny data, at most 50 steps")
-    lr.add_argument("--debug", action="store_true")
+    _recipe_options(lr, "tiny data, at most 50 steps")
 
-    report = sub.add_parser("report", help="one table across run directories")
-    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    report.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    report = _command(sub, "report", "one table across run directories, with intervals and paired tests",
+                      "Combine the metrics.json of run directories (and sweep points) into one table with 95 % "
+                      "intervals, paired differences to each arm's matched baseline and Holm-adjusted p-values.",
+                      "  kpretrain report runs/fashion_overlay/*\n"
+                      "  kpretrain report runs/a runs/b --format csv > runs.csv\n"
+                      "  kpretrain report runs/a runs/b --plot runs.png")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or sweep points)")
+    report.add_argument("--format", choices=("md", "csv", "json"), default="md", help="output format")
     report.add_argument("--plot", metavar="FILE.png", help="also draw every run's arms with their 95 %% intervals")
-    report.add_argument("--debug", action="store_true")
+    report.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 

@@ -201,3 +201,26 @@ def test_multi_worker_run_on_two_workers(tiny_recipe, tmp_path):
     assert metrics["complete"] is True and (out / "backbone" / "saved_model.pb").exists()
     assert "results: in the chief's run directory" in results[1][0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.npz", "tiny.yaml"]  # worker 1's files removed
+
+
+@pytest.mark.parametrize("command", ["run", "show-task", "tune", "lr-find", "report"])
+def test_every_command_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for needle in ("examples:\n  kpretrain " + command, "exit codes:", "  2    bad input", "KPRETRAIN_DATA_DIR",
+                   "KPRETRAIN_OFFLINE", "TF_CONFIG"):
+        assert needle in text, (command, needle)
+    assert ("KERASTUNER_TUNER_ID" in text) == (command == "tune")
+    options = [line for line in text.splitlines() if line.startswith("  -")]
+    assert options and all(len(line.split(None, 1)) == 2 or line.strip().startswith("--") for line in options)
+
+
+def test_top_level_help_lists_every_command_with_a_sentence(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for command in ("run", "show-task", "tune", "lr-find", "report"):
+        assert re.search(rf"^    {command}\s", text, re.M), command
+    assert "kpretrain <command> --help" in text
