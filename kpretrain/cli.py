@@ -142,6 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which suggestion is suggested_lr (default: <stage>.optimizer.lr_find.suggestion, steepest)")
     _recipe_options(lr, "tiny data, at most 50 steps")
 
+    export = _command(sub, "export", "export the backbone or the fine-tuned classifier of any arm and seed",
+                      "Build the pre-trained backbone (or the fine-tuned classifier) of any arm and seed of a finished "
+                      "run from its unit records, as <what>.keras (Keras safe mode) and a SavedModel <what>/ (endpoint "
+                      "serve, float32 images in [0, 1]) with kpretrain.json, under RUN_DIR/backbones/<arm>/seed<k>/ "
+                      "(or classifiers/, or --out).  backbone.from accepts those directories.",
+                      "  kpretrain export runs/fashion_overlay/20261127T201500Z\n"
+                      "  kpretrain export RUN_DIR --arm overlay --seed 2 --out exported/\n"
+                      "  kpretrain export RUN_DIR --model classifier --arm scratch")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory (for a sweep: a point's)")
+    export.add_argument("--model", choices=("backbone", "classifier"), default="backbone", help="what to export")
+    export.add_argument("--arm", help="default: every arm that has one")
+    export.add_argument("--seed", type=int, help="default: every seed")
+    export.add_argument("--out", help="default: RUN_DIR/backbones/ (or RUN_DIR/classifiers/); one <arm>/seed<k>/ each")
+    export.add_argument("--debug", action="store_true", help="show tracebacks")
+
     report = _command(sub, "report", "one table across run directories, with intervals and paired tests",
                       "Combine the metrics.json of run directories (and sweep points) into one table with 95 % "
                       "intervals, paired differences to each arm's matched baseline and Holm-adjusted p-values.",
@@ -165,7 +180,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "show-task": cmd_show_task, "tune": cmd_tune, "lr-find": cmd_lr_find,
-               "report": cmd_report}[args.command]
+               "export": cmd_export, "report": cmd_report}[args.command]
     from kpretrain.errors import InputError
 
     try:
@@ -366,6 +381,18 @@ def cmd_tune(args) -> int:
 
     return tune(args.recipe, args.sets, tuner=args.tuner, max_trials=args.max_trials, directory=args.dir,
                 overwrite=args.overwrite, smoke=args.smoke, final=args.final, debug=args.debug)
+
+
+def cmd_export(args) -> int:
+    from kpretrain.errors import InputError
+
+    if not os.path.isdir(args.run_dir):
+        raise InputError(f"{args.run_dir}: not a directory; pass a run directory written by kpretrain run")
+    _start_tensorflow(args.debug)
+    from kpretrain.export import export_run
+
+    export_run(args.run_dir, arm=args.arm, seed=args.seed, what=args.model, out=args.out)
+    return EXIT_OK
 
 
 LR_FIND_SMOKE_STEPS = 50

@@ -28,6 +28,7 @@ import kpretrain
 from kpretrain.data import SCALING, DatasetArrays, load_dataset, make_splits
 from kpretrain.data.checksums import arrays_sha256
 from kpretrain.errors import InputError, RecipeError
+from kpretrain.export import save_model
 from kpretrain.models.backbones import block_names
 from kpretrain.models.freezing import resolve_depth
 from kpretrain.pretext import LABELLED_TASKS, create_task
@@ -251,7 +252,7 @@ class Experiment:
                                     callbacks=self.callbacks["finetune"],
                                     backup=os.path.join(units, f"seed{seed}.{name}"),
                                     tensorboard=self._tensorboard(out_dir, seed, name))
-                    self._record_unit(out_dir, unit)
+                    unit = self._record_unit(out_dir, unit)
                 results[name].append(unit)
                 io.write_json(os.path.join(out_dir, "metrics.json"),
                               self.metrics(results, pretrainings, time.perf_counter() - started, complete=False))
@@ -366,7 +367,11 @@ class Experiment:
         self._reused.add(f"seed{seed}.{name}.finetune")
         return UnitResult.from_record(io.read_json(path), pretrained)
 
-    def _record_unit(self, out_dir: str, unit: UnitResult) -> None:
+    def _record_unit(self, out_dir: str, unit: UnitResult) -> UnitResult:
+        """Save the unit's classifier weights and its record (the record last: it marks the unit finished)."""
+        with io.atomic_path(os.path.join(out_dir, "units", f"seed{unit.seed}.{unit.arm}.finetune.weights.h5")) as tmp:
+            unit.model.save_weights(tmp)
+        unit = dataclasses.replace(unit, model=None)  # not kept in memory for the rest of the run
         record = unit.record()
         io.write_json(os.path.join(out_dir, "units", f"seed{unit.seed}.{unit.arm}.finetune.json"), record)
         test = unit.test
@@ -377,6 +382,7 @@ class Experiment:
                 " (stale BN!)" if gap > self.recipe.evaluation.bn_warn_points else "")
         self.log(f"seed {unit.seed} | {unit.arm}: test acc {test.test_accuracy:.4f}{warn} ({_seconds(unit.seconds)})"
                  + _resumed("fine-tuning", unit.finetune.resumed_from))
+        return unit
 
     # ---- artifacts --------------------------------------------------------------------------------
     def metrics(self, results: dict[str, list[UnitResult]], pretrainings: list[PretrainResult], wall: float,
@@ -484,13 +490,7 @@ class Experiment:
             "data": {"dataset": self.data.name, "source": self.data.source},
             "recipe": self.recipe.to_dict(), "kpretrain_version": kpretrain.__version__,
         }
-        with io.atomic_path(os.path.join(out_dir, "backbone.keras")) as tmp:
-            backbone.save(tmp)
-        with io.atomic_path(os.path.join(out_dir, "backbone")) as tmp:
-            backbone.export(tmp, format="tf_saved_model", verbose=False)
-            with open(os.path.join(tmp, "kpretrain.json"), "w") as fh:
-                json.dump(info, fh, indent=2)
-        return {"arm": name, "seed": seed, "keras": "backbone.keras", "saved_model": "backbone/"}
+        return {"arm": name, "seed": seed, **save_model(backbone, out_dir, "backbone", info)}
 
 
 STAGES = ("pretrain", "finetune")

@@ -46,6 +46,28 @@ def test_the_readme_example_runs_and_returns_what_metrics_json_holds(tmp_path, m
     exported = kpretrain.load_backbone("runs/api_example")  # backbone.keras: the first seed's
     assert all(np.array_equal(a, b) for a, b in zip(exported.get_weights(), recorded.get_weights()))
     assert isinstance(backbone, keras.Model)
+    # kpretrain export: every pre-trained arm's backbone for every seed, and any arm's fine-tuned classifier
+    from kpretrain.cli import main
+    from kpretrain.experiment import Experiment
+    from kpretrain.recipe import load_recipe
+
+    assert main(["export", "runs/api_example"]) == 0
+    for seed in (0, 1):
+        exported = keras.saving.load_model(f"runs/api_example/backbones/overlay/seed{seed}/backbone.keras",
+                                           safe_mode=True)
+        expected = kpretrain.load_backbone("runs/api_example", arm="overlay", seed=seed)
+        assert all(np.array_equal(a, b) for a, b in zip(exported.get_weights(), expected.get_weights()))
+        assert os.path.exists(f"runs/api_example/backbones/overlay/seed{seed}/backbone/saved_model.pb")
+    assert not os.path.exists("runs/api_example/backbones/scratch")  # scratch has no pre-trained backbone
+    assert main(["export", "runs/api_example", "--model", "classifier", "--arm", "scratch", "--seed", "1"]) == 0
+    classifier = keras.saving.load_model("runs/api_example/classifiers/scratch/seed1/classifier.keras",
+                                         safe_mode=True)
+    experiment = Experiment(load_recipe("runs/api_example/recipe.yaml"), smoke=True)
+    experiment.prepare()
+    inputs = experiment.seed_data(1)
+    predicted = np.argmax(classifier.predict(inputs.test, verbose=0), axis=1)
+    assert np.mean(predicted == inputs.data.y_test) == metrics["arms"]["scratch"]["test_accuracy"][1]
+    assert main(["export", "runs/api_example", "--arm", "scratch"]) == 2
     # a finished directory is read back, not run again
     again = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True, out="runs/api_example",
                           overrides={"seeds": [0, 1]})

@@ -203,7 +203,7 @@ def test_multi_worker_run_on_two_workers(tiny_recipe, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "tiny.npz", "tiny.yaml"]  # worker 1's files removed
 
 
-@pytest.mark.parametrize("command", ["run", "show-task", "tune", "lr-find", "report"])
+@pytest.mark.parametrize("command", ["run", "show-task", "tune", "lr-find", "export", "report"])
 def test_every_command_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
@@ -221,6 +221,6 @@ def test_top_level_help_lists_every_command_with_a_sentence(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for command in ("run", "show-task", "tune", "lr-find", "report"):
+    for command in ("run", "show-task", "tune", "lr-find", "export", "report"):
         assert re.search(rf"^    {command}\s", text, re.M), command
     assert "kpretrain <command> --help" in text

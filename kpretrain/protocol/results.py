@@ -120,6 +120,7 @@ class UnitResult:
     pretrain: Optional[PretrainResult] = None
     test: Optional[TestResult] = None
     knn_accuracy: Optional[float] = None
+    model: object = dataclasses.field(default=None, repr=False, compare=False)  # the trained classifier (in memory)
 
     def record(self) -> dict:
         """Flat record of the unit (without the pre-training curve, which its own unit records)."""

@@ -71,7 +71,7 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
                              backup=_stage(backup, "finetune"), tensorboard=_board(tensorboard, "finetune"))
         tested = evaluate_test(model, inputs, finetuned, clock=clock) if test else None
     return UnitResult(seed=inputs.seed, arm=name, transfer=transferred, finetune=finetuned, trainable_params=trainable,
-                      seconds=clock.split(), pretrain=pretrained, test=tested, knn_accuracy=knn)
+                      seconds=clock.split(), pretrain=pretrained, test=tested, knn_accuracy=knn, model=model)
 
 
 
