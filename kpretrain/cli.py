@@ -68,7 +68,19 @@ def _recipe_options(command, smoke_help: str = "tiny data and a few batches: che
     command.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                          help="override a recipe key with a YAML value, e.g. --set 'seeds=[0,1,2]' (repeatable)")
     command.add_argument("--smoke", action="store_true", help=smoke_help)
+    _output_options(command, verbose="also Keras' line per epoch of every stage (runtime.verbose=2)")
+
+
+def _output_options(command, verbose: str | None = None):
+    command.add_argument("-q", "--quiet", action="store_true", help="only errors and the final results")
+    if verbose:
+        command.add_argument("-v", "--verbose", action="store_true", help=verbose)
     command.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _verbosity(args) -> list[str]:
+    """The --set that -v means (Keras' per-epoch lines), if given."""
+    return ["runtime.verbose=2"] if getattr(args, "verbose", False) else []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override a recipe key (repeatable)")
     show.add_argument("--out", default=None, help="PNG file (default: <recipe name>_task.png)")
     show.add_argument("--n", type=int, default=16, help="number of examples")
-    show.add_argument("--debug", action="store_true", help="show tracebacks")
+    _output_options(show)
 
     tune = _command(sub, "tune", "search the protocol with KerasTuner, scored on validation",
                     "Search the recipe's tune.space (a default space over pre-training epochs, learning rate and "
@@ -155,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--arm", help="default: every arm that has one")
     export.add_argument("--seed", type=int, help="default: every seed")
     export.add_argument("--out", help="default: RUN_DIR/backbones/ (or RUN_DIR/classifiers/); one <arm>/seed<k>/ each")
-    export.add_argument("--debug", action="store_true", help="show tracebacks")
+    _output_options(export)
 
     report = _command(sub, "report", "one table across run directories, with intervals and paired tests",
                       "Combine the metrics.json of run directories (and sweep points) into one table with 95 % "
@@ -166,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or sweep points)")
     report.add_argument("--format", choices=("md", "csv", "json"), default="md", help="output format")
     report.add_argument("--plot", metavar="FILE.png", help="also draw every run's arms with their 95 %% intervals")
-    report.add_argument("--debug", action="store_true", help="show tracebacks")
+    _output_options(report)
     return parser
 
 
@@ -260,10 +272,10 @@ def cmd_run(args) -> int:
         args.out = args.resume
     elif not args.recipe:
         raise InputError("kpretrain run needs a recipe (e.g. recipes/fashion_overlay.yaml) or --resume DIR")
-    recipe = load_recipe(recipe_path, args.sets)
+    recipe = load_recipe(recipe_path, [*args.sets, *_verbosity(args)])
     if args.dry_run:
         _start_tensorflow(args.debug)
-        print("\n".join(_experiment(recipe, smoke).prepare()))
+        print("\n".join(_experiment(recipe, smoke, args).prepare()))
         print("dry run: recipe and data are valid; nothing was trained")
         return EXIT_OK
     if recipe.runtime.distribute == "multi_worker":  # which process is the chief is known once the strategy exists
@@ -271,12 +283,12 @@ def cmd_run(args) -> int:
         from kpretrain.training.runtime import distribution_strategy, is_chief
 
         if not is_chief(distribution_strategy("multi_worker")):  # it trains; the chief alone writes the run directory
-            experiment = _experiment(recipe, smoke)
+            experiment = _experiment(recipe, smoke, args)
             plan = experiment.prepare()
             out_dir = tempfile.mkdtemp(prefix="kpretrain-worker-")
             print(f"multi-worker: this worker's files go to {out_dir} (removed at the end); the chief writes the results")
             try:
-                return _run_and_report(experiment, plan, out_dir, args.debug, chief=False)
+                return _run_and_report(experiment, plan, out_dir, args.debug, chief=False, quiet=args.quiet)
             finally:
                 shutil.rmtree(out_dir, ignore_errors=True)
     from kpretrain.rundir import default_out_dir, run_directory
@@ -288,30 +300,38 @@ def cmd_run(args) -> int:
                   f"nothing to train: see {out_dir}/report.md")
             return EXIT_OK
         _start_tensorflow(args.debug, recipe.runtime.distribute)
-        experiment = _experiment(recipe, smoke)
+        experiment = _experiment(recipe, smoke, args)
         plan = experiment.prepare()
-        if state == "resume":
+        if state == "resume" and not args.quiet:
             print(f"resuming the unfinished run in {out_dir}: recorded units are reused")
-        return _run_and_report(experiment, plan, out_dir, args.debug)
+        return _run_and_report(experiment, plan, out_dir, args.debug, quiet=args.quiet)
 
 
-def _experiment(recipe, smoke: bool):
+def _experiment(recipe, smoke: bool, args):
+    """The run, with a live progress line on a terminal (plain lines otherwise; nothing with -q; no live line
+    with -v, whose Keras lines would break it)."""
     from kpretrain.experiment import make_run
+    from kpretrain.report.progress import Progress
 
-    return make_run(recipe, smoke=smoke)
+    return make_run(recipe, smoke=smoke, progress=Progress(quiet=args.quiet, live=False if args.verbose else None))
 
 
-def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chief: bool = True) -> int:
+def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chief: bool = True,
+                    quiet: bool = False) -> int:
     """Print the plan, run every unit into `out_dir`, print the summary; exit code."""
     from kpretrain.errors import InputError
     from kpretrain.training.interruption import Interrupted, stop_on_signals
 
-    print("\n".join(plan))
-    print(f"run directory: {out_dir}")
+    if not quiet:
+        print("\n".join(plan))
+        print(f"run directory: {out_dir}")
     resume = f"; resume with: kpretrain run --resume {out_dir}" if chief else ""
     try:
         with stop_on_signals():
-            metrics = experiment.run(out_dir)
+            try:
+                metrics = experiment.run(out_dir)
+            finally:
+                experiment.progress.close()
     except (Interrupted, KeyboardInterrupt) as exc:
         name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
         print(f"kpretrain: interrupted ({name}); finished units are kept in {out_dir}/units{resume}", file=sys.stderr)
@@ -361,7 +381,7 @@ def cmd_show_task(args) -> int:
     from kpretrain.pretext.shortcut import checkable_tasks, shortcut_check
 
     for sub in checkable_tasks(create_task(arm.pretrain.task, arm.pretrain.options, seed=0,
-                                           num_classes=data.num_classes)):
+                                           num_classes=data.num_classes)) if not args.quiet else []:
         print(f"shortcut check: {shortcut_check(sub, data.x_train).line()}")
     return EXIT_OK
 
@@ -370,6 +390,7 @@ def cmd_tune(args) -> int:
     from kpretrain.errors import InputError
     from kpretrain.recipe import load_recipe
 
+    args.sets = [*args.sets, *_verbosity(args)]
     distribute = load_recipe(args.recipe, args.sets).runtime.distribute
     workers = _tf_config_workers()
     if distribute == "multi_worker" and workers > 1:
@@ -380,7 +401,7 @@ def cmd_tune(args) -> int:
     from kpretrain.tuning import tune
 
     return tune(args.recipe, args.sets, tuner=args.tuner, max_trials=args.max_trials, directory=args.dir,
-                overwrite=args.overwrite, smoke=args.smoke, final=args.final, debug=args.debug)
+                overwrite=args.overwrite, smoke=args.smoke, final=args.final, debug=args.debug, quiet=args.quiet)
 
 
 def cmd_export(args) -> int:
@@ -391,7 +412,8 @@ def cmd_export(args) -> int:
     _start_tensorflow(args.debug)
     from kpretrain.export import export_run
 
-    export_run(args.run_dir, arm=args.arm, seed=args.seed, what=args.model, out=args.out)
+    export_run(args.run_dir, arm=args.arm, seed=args.seed, what=args.model, out=args.out,
+               log=(lambda text: None) if args.quiet else print)
     return EXIT_OK
 
 
@@ -404,7 +426,7 @@ def cmd_lr_find(args) -> int:
     from kpretrain.errors import InputError
     from kpretrain.recipe import load_recipe, pretrains
 
-    recipe = load_recipe(args.recipe, args.sets)
+    recipe = load_recipe(args.recipe, [*args.sets, *_verbosity(args)])
     if recipe.sweep:
         first = next(iter(recipe.sweep))
         raise InputError(f"kpretrain lr-find tests one recipe, not a sweep; pick one of its points, e.g. "
@@ -435,7 +457,8 @@ def cmd_lr_find(args) -> int:
     experiment = Experiment(recipe, smoke=args.smoke)
     experiment.prepare()
     seed = recipe.seeds[0]
-    print(f"lr-find {recipe.name}: arm {name}, stage {args.stage}, seed {seed}: {settings.steps} steps from "
+    say = (lambda *a, **k: None) if args.quiet else print
+    say(f"lr-find {recipe.name}: arm {name}, stage {args.stage}, seed {seed}: {settings.steps} steps from "
           f"{settings.start_lr:g} to {settings.end_lr:g}"
           + (" (after the arm's pre-training)" if args.stage == "finetune" and pretrains(arm) else ""))
     try:

@@ -38,6 +38,7 @@ from kpretrain.protocol.pretrain import pretraining_images, shared
 from kpretrain.protocol.results import PretrainResult, UnitResult
 from kpretrain.recipe import Recipe, pretrains, transfers
 from kpretrain.report import io
+from kpretrain.report.progress import Progress, ProgressCallback
 from kpretrain.report.tables import arm_statistics
 from kpretrain.rundir import RUN_FILE, recipe_sha256
 from kpretrain.training import interruption
@@ -52,10 +53,14 @@ SCHEMA_VERSION = 2  # metrics.json layout; 2: provenance (recipe and data checks
 class Experiment:
     """One recipe, prepared (validated, data loaded) then run into a run directory."""
 
-    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] = print,
-                 shared_with: dict | None = None, callbacks=None):
+    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] | None = None,
+                 shared_with: dict | None = None, callbacks=None, progress: Progress | None = None):
         self.recipe = recipe
+        self.progress = progress if progress is not None else Progress(live=False)
         self.callbacks = stage_callbacks(callbacks)  # the user's own Keras callbacks, per stage
+        for stage in STAGES:
+            self.callbacks[stage].append(ProgressCallback(self.progress, stage))
+        self.counted = False  # whether the progress display already counts this run's units (a sweep counts all)
         # what the points of a sweep share: loaded data sets, and pre-trained weights per seed and setting
         self.shared_with = shared_with if shared_with is not None else {"datasets": {}, "pretrained": {}}
         self.arms = recipe.arm_recipes()
@@ -63,7 +68,7 @@ class Experiment:
         self.shortcuts: list = []  # (arms, ShortcutResult) of each pre-training task, made when the run starts
         self.budget = SMOKE if smoke else FULL
         self.smoke = smoke
-        self.log = log
+        self.log = log if log is not None else self.progress.log
         self.data: DatasetArrays | None = None
         self.pretrain_data: dict[str, DatasetArrays] = {}
         self._seed_data: dict[int, SeedData] = {}
@@ -234,6 +239,9 @@ class Experiment:
         self.shortcuts = self.shortcut_checks()
         results: dict[str, list[UnitResult]] = {name: [] for name in self.arms}
         pretrainings: list[PretrainResult] = []
+        if not self.counted:
+            self.progress.add_units(self.unit_count())
+            self.counted = True
         for seed in r.seeds:
             inputs = self.seed_data(seed)
             shared_weights: dict[str, PretrainResult] = {}
@@ -242,23 +250,29 @@ class Experiment:
                 if pretrains(arm):
                     key = pretraining_key(arm)
                     if key not in shared_weights:
+                        self.progress.unit(seed, ", ".join(self.sharing_pretraining(arm)), "pretrain")
                         shared_weights[key] = self._pretrain_unit(out_dir, inputs, name, arm)
                         pretrainings.append(shared_weights[key])
+                        self.progress.unit_done()
                     pretrained = shared_weights[key]
+                self.progress.unit(seed, name, "finetune")
                 unit = self._recorded_unit(out_dir, seed, name, pretrained)
                 if unit is None:
                     interruption.check()
                     unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope,
                                     callbacks=self.callbacks["finetune"],
+                                    pretrain_callbacks=self.callbacks["pretrain"],
                                     backup=os.path.join(units, f"seed{seed}.{name}"),
                                     tensorboard=self._tensorboard(out_dir, seed, name))
                     unit = self._record_unit(out_dir, unit)
+                self.progress.unit_done()
                 results[name].append(unit)
                 io.write_json(os.path.join(out_dir, "metrics.json"),
                               self.metrics(results, pretrainings, time.perf_counter() - started, complete=False))
         metrics = self.metrics(results, pretrainings, time.perf_counter() - started, complete=True)
         exported = next((p for p in pretrainings if p.weights), None)
         if exported is not None:
+            self.progress.phase("exporting the backbone")
             metrics["backbone"] = self._export_backbone(out_dir, exported.unit, exported.arms[0], exported)
         from kpretrain.report import write_run_report
 
@@ -269,6 +283,11 @@ class Experiment:
                  f"({100 * split['training'] / max(split['wall'], 1e-9):.0f} %) + evaluation {split['evaluation']:.0f}s "
                  f"+ other {split['other']:.0f}s")
         return metrics
+
+    def unit_count(self) -> int:
+        """Units this run trains or reuses: each seed x arm, and each seed's shared pre-trainings."""
+        shared = len({pretraining_key(arm) for arm in self.arms.values() if pretrains(arm)})
+        return len(self.recipe.seeds) * (len(self.arms) + shared)
 
     def shortcut_checks(self) -> list[tuple[list[str], ShortcutResult]]:
         """The pretext shortcut check of every pretext task the arms pre-train with (each task of a mixed one), on
@@ -287,7 +306,7 @@ class Experiment:
             for sub in checkable_tasks(task):
                 result = shortcut_check(sub, found[0], seed=inputs.seed)
                 checks.append((users, result))
-                self.log(f"shortcut check | {', '.join(users)}: {result.line()}")
+                self.log(f"shortcut check | {result.line()} (arms {', '.join(users)})")
         return checks
 
     def _pretrain_unit(self, out_dir: str, inputs: SeedData, name: str, arm: Recipe) -> PretrainResult:
@@ -522,13 +541,15 @@ class Sweep:
     points (each with a single run's `arms` layout); `report.md` has one table over all of them, with Holm-adjusted
     p-values across every comparison, and `label_efficiency.png` when `data.labels_per_class` is swept."""
 
-    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] = print, callbacks=None):
-        self.recipe, self.smoke, self.log = recipe, smoke, log
+    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] | None = None,
+                 callbacks=None, progress: Progress | None = None):
+        self.progress = progress if progress is not None else Progress(live=False)
+        self.recipe, self.smoke, self.log = recipe, smoke, log if log is not None else self.progress.log
         self.sweep = smoke_sweep(recipe.sweep) if smoke else dict(recipe.sweep)
         shared_with: dict = {"datasets": {}, "pretrained": {}}
         swept = dataclasses.replace(recipe, sweep=self.sweep)
         self.points = [(at, point_dir(at), Experiment(point, smoke=smoke, log=log, shared_with=shared_with,
-                                                      callbacks=callbacks))
+                                                      callbacks=callbacks, progress=self.progress))
                        for at, point in swept.sweep_points()]
 
     @property
@@ -550,6 +571,9 @@ class Sweep:
         io.write_json(os.path.join(out_dir, RUN_FILE), {"smoke": self.smoke})
         started = time.perf_counter()
         finished = []
+        self.progress.add_units(sum(experiment.unit_count() for _, _, experiment in self.points))
+        for _, _, experiment in self.points:
+            experiment.counted = True
         for at, name, experiment in self.points:
             self.log(f"== point {name}")
             finished.append((at, name, experiment.run(os.path.join(out_dir, name))))
@@ -630,6 +654,6 @@ def protocol(arm: Recipe) -> dict:
 
 
 
-def make_run(recipe: Recipe, *, smoke: bool = False, callbacks=None, log: Callable[[str], None] = print):
+def make_run(recipe: Recipe, *, smoke: bool = False, callbacks=None, progress: Progress | None = None):
     """The run of a recipe: an `Experiment`, or a `Sweep` of them when the recipe has `sweep:`."""
-    return (Sweep if recipe.sweep else Experiment)(recipe, smoke=smoke, callbacks=callbacks, log=log)
+    return (Sweep if recipe.sweep else Experiment)(recipe, smoke=smoke, callbacks=callbacks, progress=progress)

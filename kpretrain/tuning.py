@@ -207,8 +207,9 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         configure_runtime(experiment.recipe.runtime)  # KerasTuner's clear_session() resets the dtype policy
         return build_model(arm, experiment.seed_data(experiment.recipe.seeds[0]))
 
-    def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0):
-        """`run_unit` on the trial's model; a Hyperband round that resumes trained weights skips pre-training."""
+    def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
+        """`run_unit` on the trial's model; a Hyperband round that resumes trained weights skips pre-training.
+        Other `fit` arguments of `search(...)` (`verbose`) are KerasTuner's display settings, not the recipe's."""
         experiment, arm = self.trial(self.declare(hp))
         key = json.dumps([pretraining_key(arm), experiment.recipe.to_dict()["data"]], sort_keys=True, default=str)
         unit = run_unit(arm, experiment.seed_data(experiment.recipe.seeds[0]), model=model,
@@ -350,7 +351,7 @@ SMOKE_TRIALS = 3  # --smoke runs at most this many trials unless --max-trials sa
 
 def tune(path, sets=(), *, tuner: str | None = None, max_trials: int | None = None,
          directory: str = "tuner_runs", overwrite: bool = False, smoke: bool = False, final: bool = False,
-         debug: bool = False) -> int:
+         debug: bool = False, quiet: bool = False) -> int:
     """`kpretrain tune`: validate everything, search (resuming a finished or interrupted one), write the outputs;
     with `final`, search scratch with the same budget and run the best protocol against it on every seed."""
     sets = [*sets, *([f"tune.tuner={tuner}"] if tuner else []),
@@ -369,7 +370,9 @@ def tune(path, sets=(), *, tuner: str | None = None, max_trials: int | None = No
         raise InputError("--final: only the chief (KERASTUNER_TUNER_ID=chief) re-runs the best recipe")
     strategy = _runtime(recipe)
     experiment = Experiment(recipe, smoke=smoke)
-    print("\n".join(experiment.prepare()))
+    plan = experiment.prepare()
+    if not quiet:
+        print("\n".join(plan))
     if not recipe.tune.space:
         raw.setdefault("tune", {})["space"] = default_space(recipe, experiment)
         recipe = recipe_from_dict(raw)
@@ -391,17 +394,17 @@ def tune(path, sets=(), *, tuner: str | None = None, max_trials: int | None = No
         held.enter_context(_atomic_state_files())
         if overwrite and not worker:  # here, not by KerasTuner: its overwrite removes the directory, lock included
             _clear(project)
-        code, best = _search(hypermodel, directory, recipe.name, smoke, debug, worker)
+        code, best = _search(hypermodel, directory, recipe.name, smoke, debug, worker, quiet)
         if best is None or scratch is None:
             return code
-        code, scratch_best = _search(scratch, project, "scratch", smoke, debug, worker)
+        code, scratch_best = _search(scratch, project, "scratch", smoke, debug, worker, quiet)
         if scratch_best is None:
             return code
         return _final(project, raw, best, scratch.raw, scratch_best, smoke, debug)
 
 
 def _search(hypermodel: ProtocolHyperModel, directory: str, name: str, smoke: bool, debug: bool,
-            worker: bool) -> tuple[int, dict | None]:
+            worker: bool, quiet: bool = False) -> tuple[int, dict | None]:
     """One KerasTuner search of `hypermodel` in `directory/name` (resumed when found there): (exit code, best trial)."""
     recipe = recipe_from_dict(hypermodel.raw)
     arm_name = hypermodel.arm_name
@@ -424,7 +427,7 @@ def _search(hypermodel: ProtocolHyperModel, directory: str, name: str, smoke: bo
     if not worker:
         io.write_json(os.path.join(project, "search.json"), signature)
     try:
-        search.search()
+        search.search(verbose=0 if quiet else 1)  # KerasTuner's trial display
     except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
         return _failed("search", exc, debug), None
     if worker:

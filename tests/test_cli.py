@@ -224,3 +224,48 @@ def test_top_level_help_lists_every_command_with_a_sentence(capsys):
     for command in ("run", "show-task", "tune", "lr-find", "export", "report"):
         assert re.search(rf"^    {command}\s", text, re.M), command
     assert "kpretrain <command> --help" in text
+
+
+def test_progress_is_a_live_line_on_a_terminal_and_plain_lines_otherwise():
+    import io as stdio
+
+    from kpretrain.report.progress import Progress
+
+    class Terminal(stdio.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, live in ((Terminal(), True), (stdio.StringIO(), False)):
+        progress = Progress(stream)
+        assert progress.live == live
+        progress.add_units(3)
+        progress.unit(0, "overlay", "pretrain")
+        progress.step("pretrain", 1, 4, 9, 20)
+        progress.log("seed 0 | pretrain overlay: done")
+        progress.unit_done()
+        progress.unit(0, "overlay", "finetune")
+        progress.phase("finetune done, evaluating")
+        progress.close()
+        text = stream.getvalue()
+        assert "seed 0 | pretrain overlay: done\n" in text
+        if live:  # one status line rewritten in place: unit i/N, elapsed, ETA once a unit is done, stage position
+            assert "\runit 1/3 [0:00:00 elapsed] seed 0 | overlay | pretrain" in text
+            assert "pretrain epoch 2/4 batch 10/20" in text and "about 0:00:00 left" in text
+            assert text.endswith("\r")  # closed: the status line is wiped
+        else:
+            assert text.splitlines() == ["[unit 1/3] seed 0 | overlay | pretrain: started",
+                                         "seed 0 | pretrain overlay: done",
+                                         "[unit 2/3] seed 0 | overlay | finetune: started"]
+    quiet = stdio.StringIO()
+    progress = Progress(quiet, quiet=True)
+    progress.add_units(1)
+    progress.unit(0, "scratch", "finetune")
+    progress.log("hidden")
+    assert quiet.getvalue() == ""
+
+
+def test_quiet_run_prints_only_the_results(tiny_recipe, tmp_path, capsys):
+    assert main(["run", tiny_recipe, "--smoke", "-q", "--set", "seeds=[0]", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| arm |") and "results: " in out
+    assert "[unit" not in out and "seed 0 |" not in out and "recipe tiny" not in out
