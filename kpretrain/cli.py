@@ -1,4 +1,4 @@
-"""Command line: `kpretrain run | show-task | tune | report`.
+"""Command line: `kpretrain run | show-task | tune | lr-find | export | report`."""
 
 Exit codes: 0 success, 1 failure while training, 2 bad input (one line naming the key or file, no traceback
 unless --debug, no run directory left behind).
@@ -371,7 +371,8 @@ def cmd_show_task(args) -> int:
     if arm is None:
         raise RecipeError("recipe key 'pretrain.task': the recipe has no pretext task that makes labels to show; "
                           "set pretrain.task, e.g. overlay")
-    data = load_dataset(arm.pretrain.dataset or recipe.data.dataset, recipe.data.path if not arm.pretrain.dataset else None)
+    data = load_dataset(arm.pretrain.dataset or recipe.data.dataset, recipe.data.path if not arm.pretrain.dataset else None,
+                        recipe.data.image_size, recipe.data.channels)
     task = create_task(arm.pretrain.task, arm.pretrain.options, seed=0)
     n = max(2, args.n)
     images = data.x_train[:max(n, 2)].astype("float32") / 255.0

@@ -119,10 +119,11 @@ class Experiment:
 
     def _load(self, name: str, path) -> DatasetArrays:
         """`load_dataset`, once per data set for all the points of a sweep."""
-        cache = self.shared_with["datasets"]
-        if (name, path) not in cache:
-            cache[(name, path)] = load_dataset(name, path)
-        return cache[(name, path)]
+        cache, d = self.shared_with["datasets"], self.recipe.data
+        key = (name, path, tuple(d.image_size or ()), d.channels)
+        if key not in cache:
+            cache[key] = load_dataset(name, path, d.image_size, d.channels)
+        return cache[key]
 
     def _check_transfer(self, name: str, arm: Recipe, backbone: keras.Model) -> None:
         """Transfer settings that depend on the backbone: depth in range, SavedModel limits."""
@@ -471,6 +472,7 @@ class Experiment:
             "smoke": self.smoke,
             "seeds": list(r.seeds),
             "data": {"dataset": d.name, "source": d.source, "image_shape": list(d.image_shape),
+                     "image_size": r.data.image_size, "channels": r.data.channels,
                      "num_classes": d.num_classes, "class_names": list(d.class_names),
                      "train": int(len(d.y_train)), "test": int(len(d.y_test)),
                      "labelled": int(len(split.labelled)), "validation": int(len(split.validation)),
@@ -506,7 +508,8 @@ class Experiment:
             "feature_dim": int(backbone.output_shape[-1]), "endpoint": "serve",
             "pretrain": {"task": arm.pretrain.task, "options": arm.pretrain.options, "epochs": arm.pretrain.epochs,
                          "dataset": arm.pretrain.dataset or self.recipe.data.dataset},
-            "data": {"dataset": self.data.name, "source": self.data.source},
+            "data": {"dataset": self.data.name, "source": self.data.source, "image_size": self.recipe.data.image_size,
+                     "channels": self.recipe.data.channels},
             "recipe": self.recipe.to_dict(), "kpretrain_version": kpretrain.__version__,
         }
         return {"arm": name, "seed": seed, **save_model(backbone, out_dir, "backbone", info)}

@@ -42,6 +42,9 @@ class DataConfig:
     labels_per_class: Optional[int] = _spec(default=None, minimum=1, doc="null = all labels")
     validation: int = _spec(default=5000, minimum=1, doc="examples held out of train for validation")
     batch_size: int = _spec(default=128, minimum=1, maximum=65536)
+    image_size: Optional[list] = _spec(default=None, doc="[H, W]: resize every image while loading; null = as stored")
+    channels: Optional[int] = _spec(default=None, minimum=1, maximum=3, doc="1 (grayscale) or 3 (RGB): convert while "
+                                                                            "loading; null = as stored")
 
 
 @dataclass
@@ -397,6 +400,12 @@ def recipe_from_dict(raw: dict) -> Recipe:
             for forbidden in ("name", "seeds", "data", "arms", "baselines", "evaluation", "runtime", "tune", "sweep"):
                 if overrides and forbidden in overrides:
                     raise RecipeError(f"recipe key 'arms.{name}.{forbidden}': arms share {forbidden}; set it at the top level")
+    size = recipe.data.image_size
+    if size is not None and not (len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                        for v in size)):
+        raise RecipeError(f"recipe key 'data.image_size': expected [height, width] in pixels, e.g. [32, 32], got {size!r}")
+    if recipe.data.channels == 2:
+        raise RecipeError("recipe key 'data.channels': 2 is not an image mode; allowed: 1 (grayscale), 3 (RGB) or null")
     if recipe.baseline is not None:
         raise RecipeError("recipe key 'baseline': only an arm names its baseline; set arms.<name>.baseline")
     for name, overrides in (recipe.arms or {}).items():

@@ -241,8 +241,33 @@ def test_image_folder_with_mixed_sizes_names_the_odd_file(tmp_path):
     root = tmp_path / "mixed"
     write_png_classes(root, {"a": 2, "b": 2})
     Image.new("L", (9, 9)).save(root / "b" / "zz_big.png")
-    with pytest.raises(DataError, match=r"zz_big.png: size 9x9 differs from 5x4"):
+    with pytest.raises(DataError, match=r"zz_big.png: size 9x9 differs from 5x4.*data.image_size"):
         load_dataset("mixed", path=root)
+
+
+def test_image_folder_of_mixed_sizes_and_colour_modes_loads_resized_and_converted(tmp_path):
+    """data.image_size and data.channels: Keras' image loading resizes and converts every file while loading."""
+    from PIL import Image
+
+    root = tmp_path / "mixed"
+    write_png_classes(root, {"a": 3, "b": 3})  # 5x4 grayscale, flat value 20*class + i
+    Image.new("RGB", (12, 7), (200, 100, 0)).save(root / "b" / "zz_rgb.png")
+    Image.new("L", (3, 9), 90).save(root / "a" / "zz_tall.png")
+    data = load_dataset("mixed", path=root, image_size=[6, 8], channels=3)
+    assert data.x_train.shape[1:] == (6, 8, 3) and len(data.x_train) + len(data.x_test) == 8
+    every = np.concatenate([data.x_train, data.x_test])
+    assert any((im == [200, 100, 0]).all() for im in every)  # the colour image, resized: flat, so unchanged values
+    assert any((im == 90).all() for im in every)  # a grayscale file, as three equal channels
+    gray = load_dataset("mixed", path=root, image_size=[6, 8], channels=1)
+    expected = int(round(0.299 * 200 + 0.587 * 100))  # PIL's luminance
+    assert gray.x_train.shape[1:] == (6, 8, 1) and any(abs(int(im[0, 0, 0]) - expected) <= 1
+                                                         for im in np.concatenate([gray.x_train, gray.x_test]))
+    assert "converted while loading: 6x8x3" in data.source
+    # arrays of any other source are converted too (here: a gray .npz to 3 channels, upsampled)
+    np.savez(tmp_path / "tiny.npz", x_train=np.full((4, 2, 2), 50, np.uint8), y_train=np.array([0, 1, 0, 1]),
+             x_test=np.full((2, 2, 2), 50, np.uint8), y_test=np.array([0, 1]))
+    converted = load_dataset("tiny", path=tmp_path / "tiny.npz", image_size=[4, 4], channels=3)
+    assert converted.x_train.shape == (4, 4, 4, 3) and (converted.x_train == 50).all()
 
 
 # ---------------------------------------------------------------- resolution order and errors

@@ -167,3 +167,12 @@ def test_an_arm_names_its_baseline_and_bad_names_are_refused():
             recipe_from_dict({**base, "arms": arms})
     with pytest.raises(RecipeError, match="recipe key 'baseline': only an arm names its baseline"):
         recipe_from_dict({"name": "x", "baseline": "scratch"})
+
+
+def test_image_size_and_channels_are_validated():
+    assert recipe_from_dict({"name": "x", "data": {"image_size": [32, 32], "channels": 3}}).data.image_size == [32, 32]
+    for data, needle in (({"image_size": [32]}, "'data.image_size': expected \\[height, width\\]"),
+                         ({"image_size": [32, 0]}, "'data.image_size'"), ({"channels": 2}, "'data.channels': 2"),
+                         ({"channels": 4}, "'data.channels'")):
+        with pytest.raises(RecipeError, match=needle):
+            recipe_from_dict({"name": "x", "data": data})

@@ -50,13 +50,46 @@ def _decode(path: Path) -> np.ndarray:
         raise DataError(f"image {path}: cannot be decoded ({' '.join(str(err).split())}); replace or delete it") from None
 
 
-def _load_files(paths: list[Path]) -> np.ndarray:
+def _load_converted(paths: list[Path], image_size, channels) -> np.ndarray:
+    """Every image resized to `image_size` ([H, W], bilinear) and converted to `channels` (1 or 3; default: 3 if
+    any image has colour) by Keras' image loading."""
+    import keras
+
+    if channels is None:
+        from PIL import Image
+
+        modes = []
+        for path in paths:
+            try:
+                with Image.open(path) as img:
+                    modes.append(img.mode)
+            except (OSError, ValueError) as err:
+                raise DataError(f"image {path}: cannot be decoded ({' '.join(str(err).split())}); replace or delete it") from None
+        channels = 1 if all(m in GRAY_MODES for m in modes) else 3
+    images = []
+    for path in paths:
+        try:
+            img = keras.utils.load_img(path, color_mode="grayscale" if channels == 1 else "rgb",
+                                       target_size=tuple(image_size) if image_size else None, interpolation="bilinear")
+        except (OSError, ValueError) as err:
+            raise DataError(f"image {path}: cannot be decoded ({' '.join(str(err).split())}); replace or delete it") from None
+        array = np.asarray(img, dtype=np.uint8)
+        images.append(array[..., np.newaxis] if array.ndim == 2 else array)
+    sizes = {im.shape for im in images}
+    if len(sizes) > 1:
+        raise DataError(f"image folder: images of sizes {sorted(sizes)[:2]} ...; set data.image_size: [H, W] to resize them")
+    return np.stack(images)
+
+
+def _load_files(paths: list[Path], image_size=None, channels=None) -> np.ndarray:
+    if image_size is not None or channels is not None:
+        return _load_converted(paths, image_size, channels)
     images = [_decode(p) for p in paths]
     images = [im[..., np.newaxis] if im.ndim == 2 else im for im in images]
     size = images[0].shape[:2]
     for path, im in zip(paths, images):
         if im.shape[:2] != size:
-            raise DataError(f"image {path}: size {im.shape[1]}x{im.shape[0]} differs from {size[1]}x{size[0]} ({paths[0].name}); resize all images to one size")
+            raise DataError(f"image {path}: size {im.shape[1]}x{im.shape[0]} differs from {size[1]}x{size[0]} ({paths[0].name}); set data.image_size: [H, W] to resize them while loading")
     channels = max(im.shape[2] for im in images)
     return np.stack([np.repeat(im, channels, axis=2) if im.shape[2] < channels else im for im in images])
 
@@ -83,8 +116,10 @@ def _holdout(labels: np.ndarray) -> np.ndarray:
     return mask
 
 
-def load_image_folder_arrays(folder) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], str]:
-    """Read (x_train, y_train, x_test, y_test, class_names, note on the test split) from an image folder."""
+def load_image_folder_arrays(folder, image_size=None, channels=None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                               np.ndarray, list[str], str]:
+    """Read (x_train, y_train, x_test, y_test, class_names, note on the test split) from an image folder, resizing
+    to `image_size` and converting to `channels` while loading when given."""
     folder = Path(folder)
     layout = image_folder_layout(folder)
     if layout is None:
@@ -96,11 +131,11 @@ def load_image_folder_arrays(folder) -> tuple[np.ndarray, np.ndarray, np.ndarray
             raise DataError(f"image folder {folder}: test/ has classes {', '.join(extra)} that train/ lacks; give train/ the same class folders")
         train_paths, y_train = _class_files(folder / "train", class_names)
         test_paths, y_test = _class_files(folder / "test", class_names)
-        x_all = _load_files(train_paths + test_paths)
+        x_all = _load_files(train_paths + test_paths, image_size, channels)
         return x_all[: len(train_paths)], y_train, x_all[len(train_paths):], y_test, class_names, "test = test/ folder"
     class_names = [p.name for p in _class_dirs(folder)]
     paths, labels = _class_files(folder, class_names)
-    x_all = _load_files(paths)
+    x_all = _load_files(paths, image_size, channels)
     test = _holdout(labels)
     note = f"no test/ folder: held out a stratified 1/6 of each class as test, seed {HOLDOUT_SEED}"
     return x_all[~test], labels[~test], x_all[test], labels[test], class_names, note

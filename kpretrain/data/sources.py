@@ -7,6 +7,8 @@ import difflib
 import os
 from pathlib import Path
 
+import numpy as np
+
 from kpretrain.data.arrays import DatasetArrays, make_dataset_arrays
 from kpretrain.data.checksums import file_checksums
 from kpretrain.data.cifar_binary import is_cifar_binary_folder, load_cifar_binary_arrays
@@ -149,8 +151,20 @@ def _files_read(kind: str, where) -> list[Path]:
     return []
 
 
-def load_dataset(name: str, path=None) -> DatasetArrays:
-    """Load a data set by name (or from path) into uint8 arrays; raises a one-line DataError when it cannot."""
+def convert_images(x: np.ndarray, image_size=None, channels=None) -> np.ndarray:
+    """uint8 images [N, H, W, C] resized to `image_size` (bilinear) and converted to `channels` (1 or 3)."""
+    import tensorflow as tf
+
+    if channels is not None and x.shape[-1] != channels:
+        x = (tf.image.rgb_to_grayscale(x) if channels == 1 else tf.image.grayscale_to_rgb(tf.constant(x))).numpy()
+    if image_size is not None and tuple(x.shape[1:3]) != tuple(image_size):
+        x = np.clip(np.round(tf.image.resize(x, tuple(image_size), method="bilinear").numpy()), 0, 255).astype(np.uint8)
+    return x
+
+
+def load_dataset(name: str, path=None, image_size=None, channels=None) -> DatasetArrays:
+    """Load a data set by name (or from path) into uint8 arrays, resized to `image_size` ([H, W]) and converted to
+    `channels` (1 or 3) when given; raises a one-line DataError when it cannot."""
     kind, where = _locate(name, path)
     info = KNOWN_DATASETS.get(name)
     names = None
@@ -164,7 +178,7 @@ def load_dataset(name: str, path=None) -> DatasetArrays:
         x_train, y_train, x_test, y_test, names = load_npz_arrays(where)
         source = f"npz:{where}"
     elif kind == "images":
-        x_train, y_train, x_test, y_test, names, note = load_image_folder_arrays(where)
+        x_train, y_train, x_test, y_test, names, note = load_image_folder_arrays(where, image_size, channels)
         source = f"images:{where} ({note})"
     else:
         try:
@@ -180,4 +194,11 @@ def load_dataset(name: str, path=None) -> DatasetArrays:
         raise DataError(
             f"data set '{name}' from {source}: {data.num_classes} classes of {'x'.join(map(str, data.image_shape))} images, expected "
             f"{len(info.class_names)} classes of {'x'.join(map(str, info.image_shape))}; point data.path at the right data, or give your own data another name")
+    if (image_size is not None or channels is not None) and kind != "images":  # folders convert while loading
+        data = make_dataset_arrays(name, convert_images(data.x_train, image_size, channels), data.y_train,
+                                   convert_images(data.x_test, image_size, channels), data.y_test, source=data.source,
+                                   class_names=data.class_names, num_classes=data.num_classes)
+        data.files = file_checksums(_files_read(kind, where))
+    if image_size is not None or channels is not None:
+        data.source += f" (converted while loading: {'x'.join(map(str, data.image_shape))})"
     return data
