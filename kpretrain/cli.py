@@ -1,4 +1,4 @@
-"""Command line: `kpretrain run | show-task | tune | lr-find | export | report`."""
+"""Command line: `kpretrain run | show-task | tune | lr-find | export | report`.
 
 Exit codes: 0 success, 1 failure while training, 2 bad input (one line naming the key or file, no traceback
 unless --debug, no run directory left behind).

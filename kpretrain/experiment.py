@@ -120,9 +120,9 @@ class Experiment:
     def _load(self, name: str, path) -> DatasetArrays:
         """`load_dataset`, once per data set for all the points of a sweep."""
         cache, d = self.shared_with["datasets"], self.recipe.data
-        key = (name, path, tuple(d.image_size or ()), d.channels)
+        key = (name, path, tuple(d.image_size or ()), d.channels, d.data_dir, json.dumps(d.split, sort_keys=True))
         if key not in cache:
-            cache[key] = load_dataset(name, path, d.image_size, d.channels)
+            cache[key] = load_dataset(name, path, d.image_size, d.channels, tfds_dir=d.data_dir, split=d.split)
         return cache[key]
 
     def _check_transfer(self, name: str, arm: Recipe, backbone: keras.Model) -> None:

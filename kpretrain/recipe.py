@@ -42,6 +42,10 @@ class DataConfig:
     labels_per_class: Optional[int] = _spec(default=None, minimum=1, doc="null = all labels")
     validation: int = _spec(default=5000, minimum=1, doc="examples held out of train for validation")
     batch_size: int = _spec(default=128, minimum=1, maximum=65536)
+    data_dir: Optional[str] = _spec(default=None, doc="TensorFlow Datasets' data directory; null = $TFDS_DATA_DIR or "
+                                                      "~/tensorflow_datasets")
+    split: Optional[dict] = _spec(default=None, doc="TFDS split names when they are not train/test, e.g. "
+                                                    "{test: validation}")
     image_size: Optional[list] = _spec(default=None, doc="[H, W]: resize every image while loading; null = as stored")
     channels: Optional[int] = _spec(default=None, minimum=1, maximum=3, doc="1 (grayscale) or 3 (RGB): convert while "
                                                                             "loading; null = as stored")
@@ -404,6 +408,10 @@ def recipe_from_dict(raw: dict) -> Recipe:
     if size is not None and not (len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                                         for v in size)):
         raise RecipeError(f"recipe key 'data.image_size': expected [height, width] in pixels, e.g. [32, 32], got {size!r}")
+    if recipe.data.split is not None and (set(recipe.data.split) - {"train", "test"} or not all(
+            isinstance(v, str) and v for v in recipe.data.split.values())):
+        raise RecipeError(f"recipe key 'data.split': expected {{train: <split>, test: <split>}} (TFDS split names, "
+                          f"e.g. {{test: validation}}), got {recipe.data.split!r}")
     if recipe.data.channels == 2:
         raise RecipeError("recipe key 'data.channels': 2 is not an image mode; allowed: 1 (grayscale), 3 (RGB) or null")
     if recipe.baseline is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from kpretrain.data import KNOWN_DATASETS, SCALING, image_batches, labelled_batches, load_dataset, make_splits, resolve_dataset
 from kpretrain.data import tfds_source
@@ -471,3 +472,21 @@ def test_drop_remainder_and_bad_inputs(indexed_images):
         labelled_batches(x, y, 0, shuffle=False, seed=0)
     with pytest.raises(DataError, match="49 integer class ids"):
         labelled_batches(x[:49], y, 4, shuffle=False, seed=0)
+
+
+@pytest.mark.parametrize("dataset,needle", [
+    ("tfds:stl10", "data set 'tfds:stl10' unavailable: TFDS {dir}/stl10 (not prepared; download skipped: "
+                   "KPRETRAIN_OFFLINE=1); on a machine online run `tfds build stl10`"),
+    ("emnist", "data set 'emnist' unavailable: TFDS {dir}/emnist"),  # a plain name TFDS knows
+    ("tfds:no_such_set", "TensorFlow Datasets has no data set 'no_such_set'"),
+])
+def test_a_tfds_data_set_offline_is_one_line_naming_what_to_do(dataset, needle, tmp_path, monkeypatch, capsys):
+    from kpretrain.cli import main
+
+    monkeypatch.setenv("KPRETRAIN_OFFLINE", "1")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "t", "data": {"dataset": dataset, "labels_per_class": 10,
+                                                            "data_dir": str(tmp_path / "tfds")}}))
+    assert main(["run", str(recipe), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert needle.format(dir=tmp_path / "tfds") in err and len(err.strip().splitlines()) == 1, err

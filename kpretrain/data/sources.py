@@ -15,7 +15,8 @@ from kpretrain.data.cifar_binary import is_cifar_binary_folder, load_cifar_binar
 from kpretrain.data.folder import IMAGE_SUFFIXES, image_folder_layout, load_image_folder_arrays
 from kpretrain.data.idx import EXPECTED_NAMES as IDX_NAMES, find_idx_files, load_idx_arrays
 from kpretrain.data.npz import find_npz, load_npz_arrays
-from kpretrain.data.tfds_source import TfdsUnavailable, load_tfds_arrays, tfds_status
+from kpretrain.data.tfds_source import (GENERIC_DOWNLOAD_URL, TfdsUnavailable, load_tfds_arrays, tfds_data_dir,
+                                        tfds_knows, tfds_status)
 from kpretrain.errors import DataError
 
 DATA_DIR_ENV = "KPRETRAIN_DATA_DIR"
@@ -95,12 +96,32 @@ def _unknown_name_error(name: str) -> DataError:
     close = difflib.get_close_matches(name.lower(), KNOWN_DATASETS, n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return DataError(
-        f"unknown data set '{name}'{hint}: known are {', '.join(KNOWN_DATASETS)}; "
-        f"for your own data, set data.path to {FORMATS_HINT}")
+        f"unknown data set '{name}'{hint}: known are {', '.join(KNOWN_DATASETS)} and every TensorFlow Datasets "
+        f"name (tfds:<name>); for your own data, set data.path to {FORMATS_HINT}")
 
 
-def _locate(name: str, path) -> tuple[str, Path | str]:
+def _tfds_name(name: str, path) -> str | None:
+    """The TFDS name a `data.dataset` asks for: `tfds:<name>`, or a plain name kpretrain does not know but TFDS does."""
+    if name.startswith("tfds:"):
+        return name.removeprefix("tfds:")
+    if path is None and name not in KNOWN_DATASETS and tfds_knows(name):
+        return name
+    return None
+
+
+def _locate(name: str, path, tfds_dir: str | None = None) -> tuple[str, Path | str]:
     """(format, where): the first place holding the data set; format 'tfds' means TFDS with a description."""
+    tfds_name = _tfds_name(name, path)
+    if tfds_name is not None:
+        if not tfds_knows(tfds_name):
+            raise DataError(f"data set '{name}': TensorFlow Datasets has no data set '{tfds_name}'; see "
+                            f"https://www.tensorflow.org/datasets/catalog for the names")
+        available, detail = tfds_status(tfds_name, GENERIC_DOWNLOAD_URL, tfds_dir)
+        if available:
+            return "tfds", detail
+        raise DataError(f"data set '{name}' unavailable: {detail}; on a machine online run `tfds build {tfds_name}` "
+                        f"(pip install tensorflow-datasets) and copy {tfds_name}/ from its data directory into "
+                        f"{tfds_data_dir(tfds_dir)}, or set data.data_dir to a TFDS data directory holding it")
     if path is not None:
         where = Path(path).expanduser()
         if not where.exists():
@@ -135,9 +156,9 @@ def _describe(kind: str, where) -> str:
     return f"{kind}:{where}"
 
 
-def resolve_dataset(name: str, path=None) -> str:
+def resolve_dataset(name: str, path=None, tfds_dir: str | None = None) -> str:
     """Where load_dataset would read the data set from (no decoding); raises DataError if nowhere."""
-    return _describe(*_locate(name, path))
+    return _describe(*_locate(name, path, tfds_dir))
 
 
 def _files_read(kind: str, where) -> list[Path]:
@@ -162,10 +183,12 @@ def convert_images(x: np.ndarray, image_size=None, channels=None) -> np.ndarray:
     return x
 
 
-def load_dataset(name: str, path=None, image_size=None, channels=None) -> DatasetArrays:
+def load_dataset(name: str, path=None, image_size=None, channels=None, *, tfds_dir: str | None = None,
+                 split: dict | None = None) -> DatasetArrays:
     """Load a data set by name (or from path) into uint8 arrays, resized to `image_size` ([H, W]) and converted to
-    `channels` (1 or 3) when given; raises a one-line DataError when it cannot."""
-    kind, where = _locate(name, path)
+    `channels` (1 or 3) when given; `tfds_dir` and `split` for TFDS (`data.data_dir`, `data.split`).  Raises a
+    one-line DataError when it cannot."""
+    kind, where = _locate(name, path, tfds_dir)
     info = KNOWN_DATASETS.get(name)
     names = None
     if kind == "idx":
@@ -181,10 +204,14 @@ def load_dataset(name: str, path=None, image_size=None, channels=None) -> Datase
         x_train, y_train, x_test, y_test, names, note = load_image_folder_arrays(where, image_size, channels)
         source = f"images:{where} ({note})"
     else:
+        tfds_name = info.tfds_name if info is not None else _tfds_name(name, path)
         try:
-            x_train, y_train, x_test, y_test, names, source = load_tfds_arrays(info.tfds_name, info.download_url)
+            x_train, y_train, x_test, y_test, names, source = load_tfds_arrays(
+                tfds_name, info.download_url if info is not None else GENERIC_DOWNLOAD_URL, tfds_dir, split)
         except TfdsUnavailable as err:
-            raise DataError(f"data set '{name}' could not be loaded: {err}; {info.files_hint} in ${DATA_DIR_ENV}/{name} or set data.path") from None
+            fix = (f"{info.files_hint} in ${DATA_DIR_ENV}/{name} or set data.path" if info is not None else
+                   f"prepare it with `tfds build {tfds_name}` on a machine online, or set data.data_dir")
+            raise DataError(f"data set '{name}' could not be loaded: {err}; {fix}") from None
     if names is None and info is not None:
         names = list(info.class_names)
     data = make_dataset_arrays(name, x_train, y_train, x_test, y_test, source=source, class_names=names,

@@ -25,9 +25,20 @@ class TfdsUnavailable(Exception):
     """TFDS cannot provide the data set; the message says why in a few words."""
 
 
-def tfds_data_dir() -> Path:
-    """The folder TFDS reads prepared data sets from (same rule as TFDS: $TFDS_DATA_DIR or ~/tensorflow_datasets)."""
-    return Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
+GENERIC_DOWNLOAD_URL = "https://storage.googleapis.com/"  # probed for data sets kpretrain has no URL for
+
+
+def tfds_data_dir(override: str | None = None) -> Path:
+    """The folder TFDS reads prepared data sets from: `data.data_dir`, else as TFDS: $TFDS_DATA_DIR or
+    ~/tensorflow_datasets."""
+    return Path(override or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
+
+
+def tfds_knows(name: str) -> bool:
+    """Whether TFDS has a data set builder of this name (its registry; no download)."""
+    import tensorflow_datasets as tfds
+
+    return name.split(":")[0].split("/")[0] in tfds.list_builders(with_community_datasets=False)
 
 
 def offline() -> bool:
@@ -62,20 +73,20 @@ def network_problem(url: str, timeout: float = NETWORK_CHECK_SECONDS) -> str | N
     return f"{host}:{port} unreachable ({outcome.get('error', f'no answer in {timeout:g} s')})"
 
 
-def _builder(tfds_name: str):
+def _builder(tfds_name: str, data_dir: str | None = None):
     import tensorflow_datasets as tfds
 
     try:
-        return tfds.builder(tfds_name, data_dir=str(tfds_data_dir()))
+        return tfds.builder(tfds_name, data_dir=str(tfds_data_dir(data_dir)))
     except Exception as err:  # TFDS raises many kinds of errors (missing extras, registry, file system)
         raise TfdsUnavailable(f"TFDS error: {type(err).__name__}: {' '.join(str(err).split())[:200]}") from None
 
 
-def tfds_status(tfds_name: str, download_url: str) -> tuple[bool, str]:
+def tfds_status(tfds_name: str, download_url: str, data_dir: str | None = None) -> tuple[bool, str]:
     """(available, detail) without loading: prepared, or downloadable (host answers), or why not."""
-    where = tfds_data_dir() / tfds_name
+    where = tfds_data_dir(data_dir) / tfds_name
     try:  # no folder means not prepared: skip importing TFDS (and its "no dataset_info.json" warning)
-        if where.is_dir() and _builder(tfds_name).is_prepared():
+        if where.is_dir() and _builder(tfds_name, data_dir).is_prepared():
             return True, f"tfds:{tfds_name} ({where})"
     except TfdsUnavailable as err:
         return False, f"TFDS {where} ({err})"
@@ -87,20 +98,29 @@ def tfds_status(tfds_name: str, download_url: str) -> tuple[bool, str]:
     return True, f"tfds:{tfds_name} (download to {where})"
 
 
-def load_tfds_arrays(tfds_name: str, download_url: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], str]:
-    """Read (x_train, y_train, x_test, y_test, class_names, source) from TFDS, downloading only if the host answers."""
-    available, detail = tfds_status(tfds_name, download_url)
+def load_tfds_arrays(tfds_name: str, download_url: str, data_dir: str | None = None,
+                     split: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], str]:
+    """Read (x_train, y_train, x_test, y_test, class_names, source) from TFDS, downloading only if the host answers.
+    `split` maps train/test to the data set's own split names (e.g. {test: validation})."""
+    available, detail = tfds_status(tfds_name, download_url, data_dir)
     if not available:
         raise TfdsUnavailable(detail)
     import tensorflow_datasets as tfds
 
-    builder = _builder(tfds_name)
+    names = {"train": "train", "test": "test", **(split or {})}
+    builder = _builder(tfds_name, data_dir)
     try:
         if not builder.is_prepared():
             builder.download_and_prepare()
-        splits = builder.as_dataset(split=["train", "test"], as_supervised=True, batch_size=-1)
+        missing = [s for s in (names["train"], names["test"]) if s.split("[")[0] not in builder.info.splits]
+        if missing:
+            raise TfdsUnavailable(f"TFDS {tfds_name} has no split {missing[0]!r} (it has {', '.join(builder.info.splits)}); "
+                                  f"set data.split, e.g. {{test: {next(iter(builder.info.splits))}}}")
+        splits = builder.as_dataset(split=[names["train"], names["test"]], as_supervised=True, batch_size=-1)
         (x_train, y_train), (x_test, y_test) = tfds.as_numpy(splits)
         class_names = list(builder.info.features["label"].names)
+    except TfdsUnavailable:
+        raise
     except Exception as err:  # download, extraction and reading errors all end here
-        raise TfdsUnavailable(f"TFDS {tfds_data_dir() / tfds_name} (download or read failed: {type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
+        raise TfdsUnavailable(f"TFDS {tfds_data_dir(data_dir) / tfds_name} (download or read failed: {type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
     return x_train, y_train, x_test, y_test, class_names, detail.replace("download to ", "downloaded to ")
