@@ -490,3 +490,13 @@ def test_a_tfds_data_set_offline_is_one_line_naming_what_to_do(dataset, needle, 
     assert main(["run", str(recipe), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert needle.format(dir=tmp_path / "tfds") in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bundled_digits_load_offline_with_a_held_out_test_split():
+    data = load_dataset("digits")
+    assert data.num_classes == 10 and data.x_train.shape[1:] == (8, 8, 1) and data.x_train.dtype == np.uint8
+    assert len(data.x_train) + len(data.x_test) == 1797 and 280 <= len(data.x_test) <= 320
+    assert data.x_train.max() == 255 and np.bincount(data.y_test).min() >= 25  # stratified
+    assert "scikit-learn digits" in data.source
+    bigger = load_dataset("digits", image_size=[16, 16])
+    assert bigger.x_train.shape[1:] == (16, 16, 1) and np.array_equal(bigger.y_test, data.y_test)

@@ -104,7 +104,7 @@ def _class_files(folder: Path, class_names: list[str]) -> tuple[list[Path], np.n
     return paths, np.asarray(labels, np.int64)
 
 
-def _holdout(labels: np.ndarray) -> np.ndarray:
+def holdout_mask(labels: np.ndarray) -> np.ndarray:
     """Boolean mask of a deterministic, stratified ~1/6 of each class (at least one when a class has two or more)."""
     rng = np.random.default_rng(HOLDOUT_SEED)
     mask = np.zeros(len(labels), bool)
@@ -136,6 +136,6 @@ def load_image_folder_arrays(folder, image_size=None, channels=None) -> tuple[np
     class_names = [p.name for p in _class_dirs(folder)]
     paths, labels = _class_files(folder, class_names)
     x_all = _load_files(paths, image_size, channels)
-    test = _holdout(labels)
+    test = holdout_mask(labels)
     note = f"no test/ folder: held out a stratified 1/6 of each class as test, seed {HOLDOUT_SEED}"
     return x_all[~test], labels[~test], x_all[test], labels[test], class_names, note

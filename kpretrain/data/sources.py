@@ -96,8 +96,27 @@ def _unknown_name_error(name: str) -> DataError:
     close = difflib.get_close_matches(name.lower(), KNOWN_DATASETS, n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return DataError(
-        f"unknown data set '{name}'{hint}: known are {', '.join(KNOWN_DATASETS)} and every TensorFlow Datasets "
+        f"unknown data set '{name}'{hint}: known are {', '.join([*KNOWN_DATASETS, *BUNDLED])} and every TensorFlow Datasets "
         f"name (tfds:<name>); for your own data, set data.path to {FORMATS_HINT}")
+
+
+BUNDLED = {"digits": "scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes)"}
+
+
+def load_digits_arrays():
+    """scikit-learn's bundled digits: 8x8 grayscale, 0..16 scaled to 0..255, a stratified 1/6 held out as test."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError("data set 'digits' comes with scikit-learn, which is not installed; pip install scikit-learn") from None
+    from kpretrain.data.folder import HOLDOUT_SEED, holdout_mask
+
+    found = load_digits()
+    x = np.round(found.images * (255 / 16)).astype(np.uint8)[..., np.newaxis]
+    y = found.target.astype(np.int64)
+    test = holdout_mask(y)
+    note = f"scikit-learn digits, a stratified 1/6 of each class held out as test, seed {HOLDOUT_SEED}"
+    return x[~test], y[~test], x[test], y[test], [str(d) for d in range(10)], note
 
 
 def _tfds_name(name: str, path) -> str | None:
@@ -111,6 +130,8 @@ def _tfds_name(name: str, path) -> str | None:
 
 def _locate(name: str, path, tfds_dir: str | None = None) -> tuple[str, Path | str]:
     """(format, where): the first place holding the data set; format 'tfds' means TFDS with a description."""
+    if name in BUNDLED and path is None:
+        return "bundled", name
     tfds_name = _tfds_name(name, path)
     if tfds_name is not None:
         if not tfds_knows(tfds_name):
@@ -203,6 +224,9 @@ def load_dataset(name: str, path=None, image_size=None, channels=None, *, tfds_d
     elif kind == "images":
         x_train, y_train, x_test, y_test, names, note = load_image_folder_arrays(where, image_size, channels)
         source = f"images:{where} ({note})"
+    elif kind == "bundled":
+        x_train, y_train, x_test, y_test, names, note = load_digits_arrays()
+        source = f"bundled:{where} ({note})"
     else:
         tfds_name = info.tfds_name if info is not None else _tfds_name(name, path)
         try:
