@@ -240,6 +240,18 @@ class _NoTensorBoard:
     def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
         pass
 
+    def on_trial_begin(self, trial):
+        """One line per trial: its number out of the maximum, its values (recipe keys) and the best score so far."""
+        super().on_trial_begin(trial)
+        if getattr(self, "_kpretrain_quiet", False):
+            return
+        done = [t.score for t in self.oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+        dims = getattr(self.hypermodel, "dims", [])
+        values = {d.key: d.value_of(trial.hyperparameters.values[d.key]) for d in dims
+                  if d.key in trial.hyperparameters.values}
+        best = f"best val_accuracy so far {max(done):.4f}" if done else "no trial completed yet"
+        print(f"trial {len(self.oracle.trials)}/{self.oracle.max_trials}: {json.dumps(values)}; {best}", flush=True)
+
 
 TUNERS = {kind: type(cls.__name__, (_NoTensorBoard, cls), {}) for kind, cls in
           {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
@@ -427,6 +439,7 @@ def _search(hypermodel: ProtocolHyperModel, directory: str, name: str, smoke: bo
     if not worker:
         io.write_json(os.path.join(project, "search.json"), signature)
     try:
+        search._kpretrain_quiet = quiet
         search.search(verbose=0 if quiet else 1)  # KerasTuner's trial display
     except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
         return _failed("search", exc, debug), None

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -66,6 +67,8 @@ def test_search_writes_outputs_resumes_extends_and_starts_over(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "Running Trial #2" in out and "| trial | pretrain.epochs | pretrain.task | transfer.frozen_depth |" in out
     assert "device: CPU" in out
+    assert "trial 1/2: {" in out and "no trial completed yet" in out  # one line per trial: n/max, values, best
+    assert re.search(r"trial 2/2: \{.*\}; best val_accuracy so far 0\.\d{4}", out)
 
     best = json.loads((project / "best.json").read_text())
     assert len(best["trials"]) == 2 and best["arm"] == "overlay"
