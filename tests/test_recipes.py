@@ -19,7 +19,10 @@ def test_recipes_are_shipped():
             "mnist_mixed.yaml", "fashion_rotation.yaml", "cifar10_rotation.yaml"} <= names
 
 
-@pytest.mark.parametrize("recipe", [r for r in LOCAL if "fashion_overlay" not in r])
+SEARCHES = [r for r in LOCAL if load_recipe(r).tune.space]  # recipes made for `kpretrain tune`
+
+
+@pytest.mark.parametrize("recipe", [r for r in LOCAL if "fashion_overlay" not in r and r not in SEARCHES])
 def test_recipe_smoke_runs_on_real_data(recipe, tmp_path):
     out = tmp_path / "run"
     assert main(["run", recipe, "--smoke", "--set", "seeds=[0]", "--out", str(out)]) == 0
@@ -35,6 +38,17 @@ def test_recipe_smoke_runs_on_real_data(recipe, tmp_path):
             if arm.get("pretext"):
                 monitor = arm["pretext"][0]["monitor"]
                 assert arm["pretext"][0][f"val_{monitor}"], arm["pretext"][0].keys()
+
+
+@pytest.mark.parametrize("recipe", SEARCHES)
+def test_search_recipes_validate_their_space_against_real_data(recipe, capsys):
+    """What `kpretrain tune` checks before its first trial: every bound and choice, on the recipe's data."""
+    from kpretrain.recipe import load_raw
+    from kpretrain.tuning import ProtocolHyperModel
+
+    ProtocolHyperModel(load_raw(recipe), smoke=True).check()
+    assert main(["run", recipe, "--smoke", "--dry-run"]) == 0
+    assert "dry run: recipe and data are valid" in capsys.readouterr().out
 
 
 def test_shipped_recipes_cover_every_task_but_jigsaw():

@@ -116,7 +116,7 @@ def test_learning_rate_auto_records_the_value_it_used(auto_run):
     report = (d / "run" / "report.md").read_text()
     assert "learning rate found" in report and f"{found['scratch']:.3g}" in report
     # the recorded value is the one training used: the same run with it written in gives the same scratch
-    assert main(["run", str(path), "--out", str(d / "fixed"), "--set", "pretrain.epochs=0",
+    assert main(["run", str(path), "--out", str(d / "fixed"), "--set", "arms={plain: {}}", "--set", "pretrain.epochs=0",
                  "--set", f"finetune.optimizer.learning_rate={found['scratch']!r}"]) == 0
     fixed = json.loads((d / "fixed" / "metrics.json").read_text())
     assert fixed["arms"]["scratch"]["test_accuracy"] == metrics["arms"]["scratch"]["test_accuracy"]

@@ -221,19 +221,6 @@ def test_search_across_tf_config_workers_is_refused_before_tensorflow_starts(tmp
     assert not (tmp_path / "runs").exists()
 
 
-def test_trial_scores_what_a_run_measures_for_the_same_arm_and_seed(tmp_path, capsys):
-    """Pre-training, then transfer (re-initialisation, freezing, head warm start), then fine-tuning: in a trial
-    as in `kpretrain run`, so the trial's score is the run's validation accuracy for that arm and seed."""
-    transfer = {"frozen_depth": 1, "head_init": "logistic_regression"}
-    recipe = write_recipe(tmp_path, space={"pretrain.epochs": {"choice": [1]}}, transfer=transfer)
-    assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs"), "--max-trials", "1"]) == 0
-    (trial,) = trials(tmp_path / "runs" / "tiny").values()
-    assert main(["run", recipe, "--smoke", "--set", "seeds=[0]", "--out", str(tmp_path / "run")]) == 0
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    score = trial["metrics"]["metrics"]["val_accuracy"]["observations"][0]["value"][0]
-    assert score == pytest.approx(metrics["arms"]["overlay"]["val_accuracy"][0], abs=1e-6)
-
-
 def test_hyperband_resumes_trained_weights_without_pretraining_again(tmp_path, monkeypatch):
     space = {"pretrain.epochs": {"choice": [1]},
              "pretrain.optimizer.learning_rate": {"float": [1.0e-5, 1.0e-2], "sampling": "log"}}  # 1e-05 in YAML
