@@ -260,6 +260,7 @@ class Experiment:
                 unit = self._recorded_unit(out_dir, seed, name, pretrained)
                 if unit is None:
                     interruption.check()
+                    self.progress.phase("transfer, kNN of the transferred features")
                     unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope,
                                     callbacks=self.callbacks["finetune"],
                                     pretrain_callbacks=self.callbacks["pretrain"],

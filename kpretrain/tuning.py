@@ -245,12 +245,13 @@ class _NoTensorBoard:
         super().on_trial_begin(trial)
         if getattr(self, "_kpretrain_quiet", False):
             return
-        done = [t.score for t in self.oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
         dims = getattr(self.hypermodel, "dims", [])
         values = {d.key: d.value_of(trial.hyperparameters.values[d.key]) for d in dims
                   if d.key in trial.hyperparameters.values}
-        best = f"best val_accuracy so far {max(done):.4f}" if done else "no trial completed yet"
-        print(f"trial {len(self.oracle.trials)}/{self.oracle.max_trials}: {json.dumps(values)}; {best}", flush=True)
+        best = [t for t in self.oracle.get_best_trials(1) if t.score is not None]  # a worker asks the chief
+        so_far = f"best val_accuracy so far {best[0].score:.4f}" if best else "no trial completed yet"
+        number = int(trial.trial_id) + 1 if str(trial.trial_id).isdigit() else trial.trial_id
+        print(f"trial {number}/{self.oracle.max_trials}: {json.dumps(values)}; {so_far}", flush=True)
 
 
 TUNERS = {kind: type(cls.__name__, (_NoTensorBoard, cls), {}) for kind, cls in

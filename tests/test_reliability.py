@@ -16,7 +16,8 @@ from tests.helpers import tiny_npz
 
 CLI = [sys.executable, "-m", "kpretrain.cli"]
 UNIT_FILES = ("seed0.scratch.finetune.json", "seed0.overlay.pretrain.json", "seed0.overlay.pretrain.weights.h5",
-              "seed0.overlay.finetune.json")
+              "seed0.scratch.finetune.weights.h5", "seed0.overlay.finetune.json", "seed0.overlay.finetune.weights.h5")
+RECORDED_BEFORE_THE_KILL = UNIT_FILES[:4]
 TIMINGS = ("seconds", "wall_time_s")  # what may differ between an interrupted and an uninterrupted run
 
 
@@ -98,7 +99,7 @@ def interrupted_and_reference(resumable_recipe, tmp_path_factory):
     third = _start(resumable_recipe, run)
     steps["kill"] = _interrupt_once_backed_up(third, run / "units" / "seed0.overlay.finetune.backup", signal.SIGKILL)
     steps["kill_epoch"] = _backed_up_epoch(run / "units" / "seed0.overlay.finetune.backup")
-    steps["mtimes"] = {f: os.stat(run / "units" / f).st_mtime_ns for f in UNIT_FILES[:3]}
+    steps["mtimes"] = {f: os.stat(run / "units" / f).st_mtime_ns for f in RECORDED_BEFORE_THE_KILL}
     references = [_start(resumable_recipe, refs[0], "--set", "runtime.tensorboard=true"), _start(resumable_recipe, refs[1])]
     last = _run(None, run)  # kpretrain run --resume DIR
     steps["last"] = last.returncode, last.stdout, last.stderr
@@ -133,7 +134,7 @@ def test_an_interrupted_run_resumes_each_stage_after_its_last_backup(interrupted
     assert "seed 0 | pretrain for overlay: recorded in" in out
     assert f"fine-tuning resumed from its backup after epoch {steps['kill_epoch']}" in out, out[-3000:]
     # units finished before the kill were reused, not recomputed: their files were not written again
-    assert {f: os.stat(run / "units" / f).st_mtime_ns for f in UNIT_FILES[:3]} == steps["mtimes"]
+    assert {f: os.stat(run / "units" / f).st_mtime_ns for f in RECORDED_BEFORE_THE_KILL} == steps["mtimes"]
     units = sorted(os.listdir(run / "units"))
     assert units == sorted(UNIT_FILES)  # every unit recorded exactly once, no backup left behind
     metrics = json.loads((run / "metrics.json").read_text())
