@@ -154,32 +154,13 @@ def load_backbone(run_dir: str, arm: str | None = None, seed: int | None = None)
     """The pre-trained backbone (a Keras model) of `arm` and `seed` in a run directory (a sweep point's directory
     for a sweep): without both, the exported `backbone.keras` (the first pre-trained arm, first seed), loaded in
     safe mode; otherwise rebuilt from the run's recipe with the weights of that seed's pre-training unit."""
-    from kpretrain.models.backbones import create_backbone
+    from kpretrain.export import pretrained_backbone, read_run
     from kpretrain.models.loading import load_backbone as load_exported
-    from kpretrain.report import io
 
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    if not os.path.exists(metrics_path):
-        raise InputError(f"{run_dir}: no metrics.json; pass a run directory written by kpretrain run "
-                         f"(for a sweep, one of its point directories)")
-    metrics = io.read_json(metrics_path)
-    if "points" in metrics:
-        raise InputError(f"{run_dir} is a sweep; pass one of its points: "
-                         + ", ".join(os.path.join(run_dir, p["dir"]) for p in metrics["points"]))
+    metrics, recipe = read_run(run_dir)
     if arm is None and seed is None:
         return load_exported(run_dir, tuple(metrics["data"]["image_shape"]))[0]
-    pretrained = {name: e for name, e in metrics["arms"].items() if e.get("pretrain_unit")}
-    arm = arm if arm is not None else next(iter(pretrained), None)
-    if arm not in pretrained:
-        raise InputError(f"arm {arm!r}: no pre-trained backbone in {run_dir}; arms with one: "
-                         f"{', '.join(pretrained) or 'none'}")
-    seeds = pretrained[arm]["seeds"]
-    seed = seeds[0] if seed is None else seed
-    if seed not in seeds:
-        raise InputError(f"seed {seed}: arm {arm!r} of {run_dir} has seeds {seeds}")
-    unit = pretrained[arm]["pretrain_unit"][seeds.index(seed)]
-    recipe = recipe_from_dict(load_raw(os.path.join(run_dir, "recipe.yaml")))
-    settings = recipe.arm_recipes()[arm].backbone
-    backbone = create_backbone(settings.name, tuple(metrics["data"]["image_shape"]), seed=seed, **settings.options)
-    backbone.load_weights(os.path.join(run_dir, "units", f"{unit}.weights.h5"))
-    return backbone
+    if arm is None:
+        arm = next((name for name, e in metrics["arms"].items() if e.get("pretrain_unit")), "")
+    return pretrained_backbone(run_dir, metrics, recipe, arm,
+                               seed if seed is not None else (metrics["arms"].get(arm) or {}).get("seeds", [0])[0])

@@ -24,14 +24,9 @@ def save_model(model: keras.Model, directory: str, name: str, info: dict) -> dic
     return {"keras": f"{name}.keras", "saved_model": f"{name}/"}
 
 
-def export_run(run_dir: str, *, arm: str | None = None, seed: int | None = None, what: str = "backbone",
-               out: str | None = None, log=print) -> list[str]:
-    """Export `what` ('backbone' or 'classifier') of `arm` (default every arm that has one) and `seed` (default
-    every seed) of a finished run into `out` (default `run_dir/backbones/` or `run_dir/classifiers/`), one
-    `<arm>/seed<k>/` directory each; returns those directories."""
-    from kpretrain.data import SCALING
-    from kpretrain.models.backbones import block_names, create_backbone
-    from kpretrain.models.heads import attach_head, create_head
+def read_run(run_dir: str):
+    """(metrics, recipe) of a finished run directory (a sweep's point directory for a sweep), or a one-line
+    InputError saying what to pass."""
     from kpretrain.recipe import load_recipe
 
     metrics_path = os.path.join(run_dir, "metrics.json")
@@ -40,9 +35,39 @@ def export_run(run_dir: str, *, arm: str | None = None, seed: int | None = None,
                          f"(for a sweep, one of its point directories)")
     metrics = io.read_json(metrics_path)
     if "points" in metrics:
-        raise InputError(f"{run_dir} is a sweep; export from one of its points: "
+        raise InputError(f"{run_dir} is a sweep; pass one of its points: "
                          + ", ".join(os.path.join(run_dir, p["dir"]) for p in metrics["points"]))
-    recipe = load_recipe(os.path.join(run_dir, "recipe.yaml"))
+    return metrics, load_recipe(os.path.join(run_dir, "recipe.yaml"))
+
+
+def pretrained_backbone(run_dir: str, metrics: dict, recipe, arm: str, seed: int) -> keras.Model:
+    """`arm`'s backbone for `seed`, rebuilt from the recipe with the weights its pre-training unit recorded."""
+    from kpretrain.models.backbones import create_backbone
+
+    entry = metrics["arms"].get(arm) or {}
+    if not entry.get("pretrain_unit"):
+        with_one = [name for name, e in metrics["arms"].items() if e.get("pretrain_unit")]
+        raise InputError(f"arm {arm!r}: no pre-trained backbone in {run_dir}; arms with one: "
+                         f"{', '.join(with_one) or 'none'}")
+    if seed not in entry["seeds"]:
+        raise InputError(f"seed {seed}: arm {arm!r} of {run_dir} has seeds {entry['seeds']}")
+    settings = recipe.arm_recipes()[arm].backbone
+    backbone = create_backbone(settings.name, tuple(metrics["data"]["image_shape"]), seed=seed, **settings.options)
+    unit = entry["pretrain_unit"][entry["seeds"].index(seed)]
+    backbone.load_weights(os.path.join(run_dir, "units", f"{unit}.weights.h5"))
+    return backbone
+
+
+def export_run(run_dir: str, *, arm: str | None = None, seed: int | None = None, what: str = "backbone",
+               out: str | None = None, log=print) -> list[str]:
+    """Export `what` ('backbone' or 'classifier') of `arm` (default every arm that has one) and `seed` (default
+    every seed) of a finished run into `out` (default `run_dir/backbones/` or `run_dir/classifiers/`), one
+    `<arm>/seed<k>/` directory each; returns those directories."""
+    from kpretrain.data import SCALING
+    from kpretrain.models.backbones import block_names, create_backbone
+    from kpretrain.models.heads import attach_head, create_head
+
+    metrics, recipe = read_run(run_dir)
     arms = recipe.arm_recipes()
     has = {name: e for name, e in metrics["arms"].items() if what == "classifier" or e.get("pretrain_unit")}
     if arm is not None and arm not in has:
@@ -56,14 +81,14 @@ def export_run(run_dir: str, *, arm: str | None = None, seed: int | None = None,
             if k not in entry["seeds"]:
                 raise InputError(f"--seed {k}: arm {name!r} of {run_dir} has seeds {entry['seeds']}")
             settings = arms[name]
-            backbone = create_backbone(settings.backbone.name, shape, seed=k, **settings.backbone.options)
+            backbone = (pretrained_backbone(run_dir, metrics, recipe, name, k) if what == "backbone" else
+                        create_backbone(settings.backbone.name, shape, seed=k, **settings.backbone.options))
             info = {"arm": name, "seed": k, "backbone": settings.backbone.name, "options": settings.backbone.options,
                     "blocks": block_names(backbone), "input_shape": [None, *shape], "input_dtype": "float32",
                     "scaling": SCALING, "endpoint": "serve", "recipe": recipe.to_dict(),
                     "data": metrics["data"], "kpretrain_version": metrics.get("kpretrain_version")}
             if what == "backbone":
                 unit = entry["pretrain_unit"][entry["seeds"].index(k)]
-                backbone.load_weights(os.path.join(run_dir, "units", f"{unit}.weights.h5"))
                 model, info = backbone, {**info, "feature_dim": int(backbone.output_shape[-1]), "pretrain_unit": unit}
             else:
                 weights = os.path.join(run_dir, "units", f"seed{k}.{name}.finetune.weights.h5")
