@@ -88,3 +88,18 @@ def test_import_kpretrain_does_not_load_tensorflow():
     code = "import sys, kpretrain; print('tensorflow' in sys.modules, kpretrain.RecipeError.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "RecipeError"]
+
+
+def test_tune_from_python_returns_the_best_trial_and_its_recipe(tmp_path):
+    from tests.helpers import tiny_npz, tiny_recipe_dict
+
+    recipe = tiny_recipe_dict(tiny_npz(tmp_path / "tiny.npz"))
+    recipe["tune"] = {"tuner": "grid", "max_trials": 5, "space": {"transfer.frozen_depth": {"int": [0, 1]}}}
+    result = kpretrain.tune(recipe, smoke=True, directory=str(tmp_path / "tuner"))
+    assert result.directory == str(tmp_path / "tuner" / "tiny") and len(result.trials) == 2  # the grid is 2 points
+    assert result.best_score == max(t["score"] for t in result.trials)
+    assert result.best_recipe["transfer"]["frozen_depth"] == result.best_values["transfer.frozen_depth"]
+    assert result.final is None
+    with pytest.raises(kpretrain.RecipeError, match="tune.space.transfer.frozen_depth"):
+        kpretrain.tune(recipe, overrides={"tune.space": {"transfer.frozen_depth": {"int": [0, 9]}}}, smoke=True,
+                       directory=str(tmp_path / "other"))
