@@ -430,33 +430,28 @@ def recipe_from_dict(raw: dict) -> Recipe:
         raise RecipeError("recipe key 'runtime.jit_compile': XLA is off under op determinism (Keras falls back "
                           "silently); set runtime.deterministic=false or runtime.jit_compile=false")
     for name, arm in recipe.arm_recipes().items():  # validates every arm
+        where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""  # the key as the user wrote it
         for stage in ("pretrain", "finetune"):
             averaging = getattr(arm, stage).averaging
             select = getattr(arm, stage).select
             if select.mode == "last" and select.patience is not None:
-                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
                 raise RecipeError(f"recipe key '{where}{stage}.select.patience': early stopping keeps the best epoch; "
                                   f"set {stage}.select.mode=best, or drop patience")
             if stage == "pretrain" and arm.pretrain.probe is not None and arm.pretrain.probe.every <= 0:
-                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
                 raise RecipeError(f"recipe key '{where}pretrain.probe.every': must be above 0 (data epochs between "
                                   f"probes), e.g. 1 or 0.5")
             if select.mode == "probe" and (stage == "finetune" or arm.pretrain.probe is None):
-                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
                 raise RecipeError(f"recipe key '{where}{stage}.select.mode': probe picks the pre-training checkpoint "
                                   f"with the best probe score; it needs pretrain.probe (e.g. pretrain.probe: "
                                   f"{{every: 1}}) and is for pretrain.select only")
             if select.mode != "last" and averaging.method != "none":
-                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
                 raise RecipeError(f"recipe key '{where}{stage}.select.mode': {select.mode} picks one epoch's weights, "
                                   f"averaging ({averaging.method}) replaces them with an average; use one of the two")
             if averaging.method == "ema" and averaging.start_epoch:
-                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
                 raise RecipeError(f"recipe key '{where}{stage}.averaging.start_epoch': Keras optimizer EMA averages from "
                                   f"the first step; start_epoch is for method polyak")
             found = getattr(arm, stage).optimizer.lr_find
             if not 0 < found.start_lr < found.end_lr:
-                where = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
                 raise RecipeError(f"recipe key '{where}{stage}.optimizer.lr_find.start_lr': {found.start_lr} must be "
                                   f"above 0 and below end_lr ({found.end_lr})")
     return recipe
