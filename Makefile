@@ -7,6 +7,7 @@ FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DATA_DIR ?= $(HOME)/.kpretrain/datasets
 RECIPE ?= recipes/fashion_overlay.yaml
 PYTEST_ARGS ?=
+JOBS ?= 2
 
 .PHONY: setup data mnist run smoke test bench clean
 
@@ -40,7 +41,7 @@ smoke: setup data
 	$(VENV)/bin/kpretrain run $(RECIPE) --smoke
 
 test: setup data mnist
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 bench: setup data
 	$(PY) benchmarks/overhead.py --quick

@@ -27,6 +27,7 @@ class ArmResult:
     ci95: tuple | None
     baseline: str | None = None
     difference: dict | None = None  # vs the baseline: mean, ci95, p, p_holm, seeds_for_80_power (metrics.json)
+    benefit: dict | None = None  # share of the natural reference arm's gain: reference, ratio, ci95, defined, reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +67,8 @@ def _arms(metrics: dict) -> dict[str, ArmResult]:
         stats = entry["statistics"]["test_accuracy"]
         ci = stats.get("ci95")
         out[name] = ArmResult(name, list(entry["test_accuracy"]), stats["mean"], stats.get("std"),
-                              tuple(ci) if ci else None, entry.get("baseline"), entry["statistics"].get("vs_baseline"))
+                              tuple(ci) if ci else None, entry.get("baseline"), entry["statistics"].get("vs_baseline"),
+                              entry["statistics"].get("benefit"))
     return out
 
 

@@ -115,7 +115,27 @@ class Experiment:
                             f"recipe key 'arms.{name}.pretrain.dataset': {dataset} images are {other.image_shape}, "
                             f"{r.data.dataset} images are {self.data.image_shape}; use data sets of the same shape")
                     self.pretrain_data[dataset] = other
+            if arm.selftrain is not None:
+                self._check_selftrain(name, arm)
         return self.plan_lines()
+
+    def _check_selftrain(self, name: str, arm: Recipe) -> None:
+        """Self-training needs an unlabelled pool of the downstream image shape (loaded here when another set)."""
+        r = self.recipe
+        key = f"arms.{name}.selftrain" if self.recipe.arms and name in self.recipe.arms else "selftrain"
+        dataset = arm.selftrain.unlabelled
+        if dataset and dataset != r.data.dataset:
+            if dataset not in self.pretrain_data:
+                other = self._shrink(self._load(dataset, None))
+                if other.image_shape != self.data.image_shape:
+                    raise RecipeError(f"recipe key '{key}.unlabelled': {dataset} images are {other.image_shape}, "
+                                      f"{r.data.dataset} images are {self.data.image_shape}; use data sets of the "
+                                      f"same shape")
+                self.pretrain_data[dataset] = other
+        elif not len(self.seed_data(r.seeds[0]).split.unlabelled):
+            raise RecipeError(f"recipe key '{key}.unlabelled': the unlabelled pool is empty (data.labels_per_class "
+                              f"is null: every train image is labelled); set data.labels_per_class, or "
+                              f"{key}.unlabelled to another data set")
 
     def _load(self, name: str, path) -> DatasetArrays:
         """`load_dataset`, once per data set for all the points of a sweep."""
@@ -430,12 +450,14 @@ class Experiment:
             }
             if name in self.pairs:
                 entry["baseline"] = self.pairs[name]
+            if self.arms[name].reference:  # `reference: natural`: the benefit column's denominator
+                entry["reference"] = self.arms[name].reference
             if r.evaluation.bn_refresh:
                 entry["test_accuracy_refreshed"] = [u["test_accuracy_refreshed"] for u in records]
             if r.evaluation.knn:
                 entry["knn_accuracy"] = [u["knn_accuracy"] for u in records]
             for extra in ("head_init", "unfreeze_schedule", "pretrain_unit", "finetune_learning_rate", "averaging",
-                          "test_accuracy_last", "selected_epoch"):
+                          "test_accuracy_last", "selected_epoch", "selftrain"):
                 if any(extra in u for u in records):
                     entry[extra] = [u.get(extra) for u in records]
             if any(u.pretrain for u in units):
@@ -483,6 +505,7 @@ class Experiment:
                            "raw": r.evaluation.raw, "validate_every": r.evaluation.validate_every,
                            "bn_refresh_batches": self.seed_data(r.seeds[0]).bn_batches},
             "arms": arms,
+            "reference": next((n for n, a in self.arms.items() if a.reference == "natural"), None),
             "pretraining": [p.record() for p in pretrainings],
             "shortcut": shortcut,
             "warnings": warnings,
@@ -604,6 +627,7 @@ class Sweep:
             "data_files": {k: v for _, _, m in finished for k, v in m["data_files"].items()},
             "data_sha256": {k: v for _, _, m in finished for k, v in m["data_sha256"].items()},
             "evaluation": first["evaluation"], "environment": first["environment"], "wall_time_s": wall,
+            "reference": first.get("reference"),
         }
 
 
@@ -653,6 +677,8 @@ def protocol(arm: Recipe) -> dict:
         "finetune_epochs": arm.finetune.epochs,
         "pretrain_lr": arm.pretrain.optimizer.learning_rate if pre else None,
         "finetune_lr": arm.finetune.optimizer.learning_rate,
+        "augment": arm.finetune.augment,
+        "selftrain": dataclasses.asdict(arm.selftrain) if arm.selftrain else None,
     }
 
 

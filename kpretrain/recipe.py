@@ -166,9 +166,36 @@ class FinetuneConfig:
     min_steps_per_epoch: int = _spec(default=1, minimum=1,
                                      doc="at least this many batches per epoch (the labelled subset repeats)")
     head: str = _spec(default="linear", choices=("linear", "mlp"))
+    augment: str = _spec(default="none", choices=("none", "weak", "strong"),
+                         doc="training batches: weak = flip + translate; strong = weak + Keras RandAugment")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     averaging: AveragingConfig = field(default_factory=AveragingConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+
+
+@dataclass
+class SelfTrainConfig:
+    """Self-training: a teacher fine-tuned on the labelled subset labels an unlabelled pool; a student learns from
+    human plus pseudo labels (and teaches the next round)."""
+
+    rounds: int = _spec(default=1, minimum=1, maximum=10, doc="teacher -> student rounds; each student teaches the next")
+    teacher_init: str = _spec(default="pretrained", choices=("pretrained", "scratch"),
+                              doc="pretrained: the arm's transferred backbone (random when it does not pre-train)")
+    student_init: str = _spec(default="scratch", choices=("pretrained", "scratch"),
+                              doc="scratch: random weights | pretrained: the arm's transferred backbone (stacking)")
+    labels: str = _spec(default="hard", choices=("hard", "soft"), doc="hard: the teacher's class | soft: its "
+                                                                        "probabilities at `temperature`")
+    threshold: float = _spec(default=0.0, minimum=0.0, maximum=1.0, doc="keep pool images whose top probability "
+                                                                         "is at least this")
+    temperature: float = _spec(default=1.0, minimum=0.01, maximum=100.0, doc="softmax temperature of the teacher")
+    balance: bool = _spec(default=False, doc="the same number of pseudo labels per class (the most confident; "
+                                             "classes with fewer are repeated)")
+    weight: float = _spec(default=1.0, minimum=0.0, doc="weight of a pseudo-labelled example in the loss")
+    ratio: float = _spec(default=1.0, minimum=0.0, maximum=64.0, doc="pseudo-labelled per human-labelled example "
+                                                                      "in each batch")
+    pool: Optional[int] = _spec(default=None, minimum=1, doc="at most this many unlabelled images (seeded); null = all")
+    unlabelled: Optional[str] = _spec(default=None, doc="data set of the unlabelled pool; null = the rest of the "
+                                                        "train split (validation and labelled subset excluded)")
 
 
 @dataclass
@@ -225,12 +252,16 @@ class Recipe:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    selftrain: Optional[SelfTrainConfig] = _spec(default=None, doc="self-training after fine-tuning; null = none")
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     baselines: list = _spec(default_factory=lambda: ["scratch"], choices=BASELINES)
     arms: Optional[dict] = _spec(default=None, doc="arm name -> overrides of any protocol key")
     baseline: Optional[str] = _spec(default=None, doc="on an arm: the arm it is compared with (a tuned scratch, "
                                                       "say); null = its matched scratch")
+    reference: Optional[str] = _spec(default=None, choices=("natural",),
+                                     doc="on an arm: natural = the natural pre-training whose gain over scratch the "
+                                         "report's benefit column divides by (at most one arm)")
     tune: TuneConfig = field(default_factory=TuneConfig)
     sweep: Optional[dict] = _spec(default=None, doc="recipe key -> list of values; every point of their grid is run")
 
@@ -388,6 +419,16 @@ def apply_overrides(raw: dict, overrides) -> dict:
     return raw
 
 
+def with_defaults(plain: dict) -> dict:
+    """A stored recipe dict with every key a newer kpretrain added filled in with its default (as it was before
+    the key existed); `plain` unchanged when it no longer validates."""
+    extra = {k: plain[k] for k in plain if k not in {_yaml_key(f) for f in dataclasses.fields(Recipe)}}
+    try:
+        return {**recipe_from_dict({k: v for k, v in plain.items() if k not in extra}).to_dict(), **extra}
+    except RecipeError:
+        return plain
+
+
 def recipe_from_dict(raw: dict) -> Recipe:
     """Validate a raw dict into a Recipe (and validate every arm)."""
     recipe = _build(Recipe, raw, "")
@@ -423,6 +464,19 @@ def recipe_from_dict(raw: dict) -> Recipe:
         if target is not None and target not in others:
             raise RecipeError(f"recipe key 'arms.{name}.baseline': {target!r} is not another arm without a baseline "
                               f"of its own; allowed: {', '.join(others) or 'none'}")
+    if recipe.reference is not None:
+        raise RecipeError("recipe key 'reference': only an arm is the natural reference; "
+                          "set arms.<name>.reference: natural")
+    natural = [name for name, overrides in (recipe.arms or {}).items() if (overrides or {}).get("reference") is not None]
+    for name in natural:
+        _check_choice(recipe.arms[name]["reference"], {"choices": ("natural",)}, f"arms.{name}.reference")
+        named = {(o or {}).get("baseline") for o in recipe.arms.values()}
+        if name in recipe.baselines or name in named:
+            raise RecipeError(f"recipe key 'arms.{name}.reference': {name!r} is a baseline; mark the arm whose "
+                              f"pre-training is the natural one")
+    if len(natural) > 1:
+        raise RecipeError(f"recipe key 'arms.{natural[1]}.reference': only one arm may be the natural reference "
+                          f"({natural[0]!r} is already); remove it from all but one of {', '.join(natural)}")
     if recipe.sweep is not None:
         _check_sweep(recipe.sweep)
         recipe.sweep_points()  # validates every point
@@ -640,8 +694,10 @@ def _deep_merge(base: dict, overrides: dict, prefix: str) -> dict:
 def _baseline(name: str, base: dict) -> Recipe:
     """`scratch`: the backbone, data and fine-tuning of `base`; no pre-training, no loaded weights, default transfer."""
     raw = copy.deepcopy(base)
+    raw.pop("reference", None)  # a baseline is never the natural reference (nor the matched scratch of one)
     if name == "scratch":
         raw["pretrain"] = {"epochs": 0}
+        raw["selftrain"] = None
         raw["backbone"] = {**raw["backbone"], "from": None}
         raw["transfer"] = {}
     arm = _build(Recipe, raw, "")

@@ -135,8 +135,10 @@ def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
     recipe_path = os.path.join(out_dir, "recipe.yaml")
     if not os.path.exists(recipe_path):
         return "new"
+    from kpretrain.recipe import with_defaults
+
     with open(recipe_path) as fh:
-        there = yaml.safe_load(fh)
+        there = with_defaults(yaml.safe_load(fh) or {})  # keys added since the run started: their defaults
     here = yaml.safe_load(yaml.safe_dump(recipe_dict, sort_keys=False))  # compare as the file stores it
     found = _first_difference(here, there)
     if found:

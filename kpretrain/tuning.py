@@ -29,7 +29,7 @@ from kpretrain.models.backbones import block_names
 from kpretrain.protocol import build_model, run_unit
 from kpretrain.protocol.unit import initial_backbone
 from kpretrain.protocol.pretrain import pretraining_key
-from kpretrain.recipe import Recipe, apply_overrides, load_raw, pretrains, recipe_from_dict
+from kpretrain.recipe import Recipe, apply_overrides, load_raw, pretrains, recipe_from_dict, with_defaults
 from kpretrain.report import io
 from kpretrain.rundir import LOCK_NAME, DirectoryLock
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
@@ -477,7 +477,7 @@ def scratch_search_recipe(raw: dict, arm_name: str) -> dict:
     space.setdefault("finetune.optimizer.schedule", {"choice": ["constant", "cosine"]})
     if recipe.tune.tuner != "hyperband":  # Hyperband's budget is the epochs
         space.setdefault("finetune.epochs", {"int": [max(1, epochs // 2), 2 * epochs]})
-    scratch = {k: v for k, v in arm.items() if k not in ("arms", "sweep", "baseline")}
+    scratch = {k: v for k, v in arm.items() if k not in ("arms", "sweep", "baseline", "reference")}
     scratch.update(name=f"{recipe.name}-scratch", baselines=["scratch"],
                    tune={**arm["tune"], "arm": "scratch", "space": space})
     return scratch
@@ -549,8 +549,8 @@ def _check_resumable(path: str, signature: dict, overwrite: bool) -> None:
     if overwrite or not os.path.exists(path):
         return
     with open(path) as fh:
-        previous = json.load(fh)
-    key = _difference(previous, json.loads(json.dumps(signature)))
+        previous = with_defaults(json.load(fh))  # keys added since the search started: their defaults
+    key = _difference(previous, with_defaults(json.loads(json.dumps(signature))))
     if key:
         raise InputError(f"{os.path.dirname(path)} holds a search of a different recipe ({key} differs); "
                          f"pass --overwrite to start over, or --dir for a new search")

@@ -176,3 +176,27 @@ def test_image_size_and_channels_are_validated():
                          ({"channels": 4}, "'data.channels'")):
         with pytest.raises(RecipeError, match=needle):
             recipe_from_dict({"name": "x", "data": data})
+
+
+def test_an_arm_marked_as_the_natural_reference_and_bad_marks_are_refused():
+    """`arms.<name>.reference: natural`: the arm whose gain the report's benefit column divides by."""
+    base = {"name": "x", "arms": {"natural": {"pretrain": {"task": "rotation"}, "reference": "natural"},
+                                  "ov": {"pretrain": {"task": "overlay"}}}}
+    recipe = recipe_from_dict(base)
+    arms = recipe.arm_recipes()
+    assert arms["natural"].reference == "natural" and arms["ov"].reference is None and arms["scratch"].reference is None
+    assert recipe.baseline_pairs() == {"natural": "scratch", "ov": "scratch"}  # the mark adds no matched scratch
+    for raw, needle in (
+            ({"name": "x", "reference": "natural"}, "recipe key 'reference': only an arm is the natural reference; "
+                                                    "set arms.<name>.reference: natural"),
+            ({**base, "arms": {**base["arms"], "ov": {"reference": "natural"}}},
+             "'arms.ov.reference': only one arm may be the natural reference \\('natural' is already\\)"),
+            ({**base, "arms": {"natural": {"reference": "natral"}}},
+             "'arms.natural.reference': 'natral' is not allowed; allowed: natural; did you mean 'natural'"),
+            ({**base, "arms": {**base["arms"], "scratch": {"reference": "natural"}}},
+             "'arms.scratch.reference': 'scratch' is a baseline"),
+            ({**base, "arms": {"ov": {"baseline": "tuned", "pretrain": {"task": "overlay"}},
+                               "tuned": {"finetune": {"epochs": 3}, "reference": "natural"}}},
+             "'arms.tuned.reference': 'tuned' is a baseline")):
+        with pytest.raises(RecipeError, match=needle):
+            recipe_from_dict(raw)

@@ -177,6 +177,11 @@ def test_finished_changed_and_locked_run_directories(resumable_recipe, interrupt
     assert "holds a finished run of recipe resumable (metrics.json is complete); nothing to train" in done.stdout
     assert "took over the stale lock of run directory" in done.stderr and "process 999999999" in done.stderr
     before = (run / "metrics.json").read_bytes()
+    stored = yaml.safe_load((run / "recipe.yaml").read_text())  # a run started before these keys existed
+    del stored["reference"], stored["finetune"]["min_steps_per_epoch"]
+    (run / "recipe.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    older = _run(resumable_recipe, run)
+    assert older.returncode == 0 and "nothing to train" in older.stdout, older.stderr[-2000:]
     changed = _run(resumable_recipe, run, "--set", "finetune.epochs=3")
     assert changed.returncode == 2
     assert changed.stderr.strip().splitlines()[-1].startswith(

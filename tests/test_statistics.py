@@ -99,3 +99,122 @@ def test_run_statistics_pair_by_seed_and_adjust_for_several_arms():
     assert "Holm-adjusted" in verdict_lines(m)[0] and "(Holm " in markdown_table(m)
     single = _metrics({"scratch": [0.70, 0.71, 0.72], "a": [0.72, 0.72, 0.75]})
     assert "Holm" not in verdict_lines(single)[0] and "Holm" not in markdown_table(single)
+
+
+def test_benefit_ratio_is_the_ratio_of_mean_paired_differences():
+    from kpretrain.report.statistics import benefit_ratio
+
+    arm = [0.02, 0.03, 0.01, 0.02, 0.04]  # arm - scratch per seed
+    natural = [0.05, 0.04, 0.06, 0.05, 0.05]  # natural - scratch per seed, interval well above zero
+    b = benefit_ratio(arm, natural)
+    assert b["defined"] and b["reason"] is None and b["n"] == 5
+    assert b["ratio"] == pytest.approx(np.mean(arm) / np.mean(natural)) and b["ratio"] == pytest.approx(0.48)
+    low, high = b["ci95"]
+    assert low < b["ratio"] < high
+    # the bootstrap's extremes: every resample's ratio lies between these two
+    assert 0.01 / 0.06 <= low and high <= 0.04 / 0.04
+    assert benefit_ratio(arm, natural)["ci95"] == b["ci95"]  # seeded: the same interval every time
+    assert benefit_ratio(arm, natural, seed=1)["ci95"] != b["ci95"]
+    same = benefit_ratio(natural, natural)  # the reference against itself: 100 %, every resample
+    assert same["ratio"] == pytest.approx(1.0) and same["ci95"] == pytest.approx([1.0, 1.0])
+    # paired: resampling seeds jointly, a perfectly proportional arm has a zero-width interval
+    half = benefit_ratio([d / 2 for d in natural], natural)
+    assert half["ci95"] == pytest.approx([0.5, 0.5])
+
+
+def test_benefit_ratio_is_undefined_when_the_natural_gain_is_not_established():
+    from kpretrain.report.statistics import benefit_ratio
+
+    # natural - scratch: mean 0.01, t interval [-0.0148, 0.0348] contains zero -> no ratio
+    b = benefit_ratio([0.02, 0.03, 0.01], [0.00, 0.01, 0.02])
+    assert paired_comparison([0.00, 0.01, 0.02])["ci"][0] < 0  # the interval the report shows contains zero
+    assert not b["defined"] and b["ratio"] is None and b["ci95"] is None
+    assert "not established" in b["reason"] and b["natural"]["mean"] == pytest.approx(0.01)
+    hurts = benefit_ratio([0.02, 0.03, 0.01], [-0.05, -0.04, -0.06])  # natural clearly worse than scratch
+    assert not hurts["defined"] and "hurts" in hurts["reason"]
+    one = benefit_ratio([0.02], [0.05])  # one seed: no interval at all
+    assert not one["defined"] and "1 paired seed" in one["reason"]
+    with pytest.raises(ValueError):
+        benefit_ratio([0.01, 0.02], [0.05])  # not paired
+
+
+def _with_reference(arms, reference):
+    m = _metrics(arms)
+    m["arms"][reference]["reference"] = "natural"
+    return m
+
+
+def test_benefit_column_equals_the_formula_and_is_marked_undefined():
+    from kpretrain.report.tables import CSV_FIELDS, benefit_note, flat_row, rows_table, run_report
+
+    scratch, natural, a = [0.70, 0.71, 0.72, 0.70, 0.69], [0.75, 0.75, 0.78, 0.75, 0.74], [0.72, 0.74, 0.73, 0.71, 0.71]
+    m = _with_reference({"scratch": scratch, "natural": natural, "a": a}, "natural")
+    rows = {r["arm"]: r for r in summary_rows(m)}
+    expected = np.mean(np.subtract(a, scratch)) / np.mean(np.subtract(natural, scratch))  # 0.018 / 0.05
+    assert expected == pytest.approx(0.36)
+    assert rows["a"]["benefit"]["ratio"] == pytest.approx(expected) and rows["a"]["benefit"]["defined"]
+    assert rows["natural"]["benefit"]["ratio"] == pytest.approx(1.0) and "benefit" not in rows["scratch"]
+    stats = arm_statistics(m)
+    assert stats["a"]["benefit"] == rows["a"]["benefit"] and stats["a"]["benefit"]["reference"] == "natural"
+    low, high = stats["a"]["benefit"]["ci95"]
+    table = markdown_table(m)
+    assert "| benefit (% of natural's gain [95 % CI]) |" in table
+    assert f"| {100 * expected:.0f} % [{100 * low:.0f}, {100 * high:.0f}] |" in table
+    assert "100 % [100, 100] (reference)" in table
+    assert all(line.count("|") == table.splitlines()[0].count("|") for line in table.splitlines())
+    flat = flat_row(rows["a"])
+    assert flat["benefit"] == pytest.approx(expected) and flat["benefit_ci_low"] == low
+    assert {"benefit", "benefit_ci_low", "benefit_ci_high", "benefit_undefined"} <= set(CSV_FIELDS)
+    assert benefit_note(m) and "benefit" not in markdown_table(_metrics({"scratch": scratch, "a": a}))
+    assert benefit_note(_metrics({"scratch": scratch, "a": a})) == []
+
+    # the natural arm's gain has an interval containing zero: no number, a reason
+    undefined = _with_reference({"scratch": [0.70, 0.71, 0.72], "natural": [0.70, 0.72, 0.71],
+                                 "a": [0.72, 0.74, 0.73]}, "natural")
+    rows = {r["arm"]: r for r in summary_rows(undefined)}
+    assert rows["natural"]["diff_ci"][0] < 0 < rows["natural"]["diff_ci"][1]
+    assert not rows["a"]["benefit"]["defined"] and rows["a"]["benefit"]["ratio"] is None
+    assert "| undefined (natural's gain not established) |" in markdown_table(undefined)
+    assert "not established" in flat_row(rows["a"])["benefit_undefined"]
+    assert "undefined (natural's gain not established)" in rows_table([{"run": "r", **r} for r in rows.values()])
+
+    # a sweep: per point, with the reference read from the point's arms
+    sweep = {"points": [{"dir": "p=1", **m}, {"dir": "p=2", **undefined}]}
+    rows = summary_rows(sweep)
+    by_point = {(r["point"], r["arm"]): r for r in rows}
+    assert by_point[("p=1", "a")]["benefit"]["ratio"] == pytest.approx(expected)
+    assert not by_point[("p=2", "a")]["benefit"]["defined"]
+
+    # the top-level `reference` (metrics.json) is enough on its own
+    top = {**_metrics({"scratch": scratch, "natural": natural, "a": a}), "reference": "natural"}
+    assert summary_rows(top)[2]["benefit"]["ratio"] == pytest.approx(expected)
+    for entry in m["arms"].values():  # what run_report reads beyond the statistics
+        entry.update(history=[], confusion=[[[5, 0], [1, 4]]])
+    report = run_report({**m, "recipe": "r", "smoke": False, "evaluation": {"bn_refresh": True}, "warnings": [],
+                         "data": {"dataset": "d", "source": "s", "image_shape": [28, 28, 1], "num_classes": 2,
+                                  "scaling": "unit", "labelled": 10, "validation": 5, "unlabelled": 0, "test": 5,
+                                  "class_names": ["a", "b"]},
+                         "seeds": [0, 1, 2, 3, 4], "wall_time_s": 1.0,
+                         "environment": {"device": "CPU", "cpu_count": 2, "tensorflow": "x", "keras": "y"}})
+    assert "benefit (% of natural's gain" in report and "Benefit: each arm's mean gain" in report
+
+
+def test_kpretrain_report_shows_the_benefit_of_a_written_run(tmp_path, capsys):
+    import csv
+    import json
+
+    from kpretrain.cli import main
+
+    m = _with_reference({"scratch": [0.70, 0.71, 0.72, 0.70, 0.69], "natural": [0.75, 0.75, 0.78, 0.75, 0.74],
+                         "a": [0.72, 0.74, 0.73, 0.71, 0.71]}, "natural")
+    (tmp_path / "metrics.json").write_text(json.dumps({**m, "recipe": "r"}))
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--format", "csv"]) == 0
+    rows = {r["arm"]: r for r in csv.DictReader(capsys.readouterr().out.splitlines())}
+    assert float(rows["a"]["benefit"]) == pytest.approx(0.018 / 0.05) and rows["a"]["benefit_reference"] == "natural"
+    assert float(rows["a"]["benefit_ci_low"]) < float(rows["a"]["benefit"]) < float(rows["a"]["benefit_ci_high"])
+    assert rows["scratch"]["benefit"] == ""
+    assert main(["report", str(tmp_path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[2]["benefit"]["defined"] is True
+    assert main(["report", str(tmp_path)]) == 0
+    assert "| benefit (% of natural's gain [95 % CI]) |" in capsys.readouterr().out

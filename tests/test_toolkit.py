@@ -218,8 +218,21 @@ def test_probes_record_one_value_per_probe_point_and_select_the_best_checkpoint(
     scores = [v for v in h["val_probe_linear"] if v is not None]
     assert h["val_probe_linear"][probed["selected_epoch"] - 1] == max(scores)  # select: probe (linear)
     assert (d / "run" / "probe.png").read_bytes()[:4] == b"\x89PNG"
+    # each probe's validation confusion matrix at its best and at its last probe point
+    points = [(e, v) for e, v in enumerate(h["val_probe_linear"], 1) if v is not None]
+    for name in ("linear", "knn"):
+        kept = probed["probe_confusion"][name]
+        curve = [(e, v) for e, v in enumerate(h[f"val_probe_{name}"], 1) if v is not None]
+        best = max(curve, key=lambda p: p[1])
+        assert (kept["last"]["epoch"], kept["last"]["score"]) == curve[-1]
+        assert kept["best"]["score"] == best[1] and h[f"val_probe_{name}"][kept["best"]["epoch"] - 1] == best[1]
+        for point in kept.values():
+            matrix = np.array(point["matrix"])
+            assert matrix.sum() == 40 and np.trace(matrix) / 40 == pytest.approx(point["score"])
+    assert points and (d / "run" / "probe_confusion.png").read_bytes()[:4] == b"\x89PNG"
     report = (d / "run" / "report.md").read_text()
     assert "## Probes during pre-training" in report and f"- {probed['unit']}: " in report
+    assert f"most confused by the linear probe at its best point (epoch {probed['probe_confusion']['linear']['best']['epoch']})" in report
 
 
 def test_a_probe_reads_frozen_features_and_leaves_the_backbone_as_it_was(auto_run):
@@ -237,7 +250,11 @@ def test_a_probe_reads_frozen_features_and_leaves_the_backbone_as_it_was(auto_ru
     weights = [np.array(w) for w in backbone.get_weights()]  # BN statistics included
     flags = [layer.trainable for layer in backbone.layers]
     scores = backbone_probe(backbone, arm, inputs)()
-    assert set(scores) == {"linear", "knn"} and all(0 <= v <= 1 for v in scores.values())
+    assert set(scores) == {"linear", "knn"}
+    for score, matrix in scores.values():  # validation accuracy, and the confusion matrix it comes from
+        matrix = np.array(matrix)
+        assert matrix.sum() == len(inputs.y_validation) and score == np.trace(matrix) / matrix.sum()
+        np.testing.assert_array_equal(matrix.sum(axis=1), np.bincount(inputs.y_validation, minlength=len(matrix)))
     assert all(np.array_equal(a, b) for a, b in zip(weights, backbone.get_weights()))
     assert [layer.trainable for layer in backbone.layers] == flags
     with pytest.raises(RecipeError, match="probe picks the pre-training checkpoint"):

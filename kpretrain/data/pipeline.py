@@ -77,3 +77,19 @@ def labelled_batches(x_uint8, y, batch_size: int, *, shuffle: bool, seed: int, d
         raise DataError(f"pipeline labels have dtype {y.dtype} and shape {y.shape}, expected {len(x)} integer class ids; pass the labels that go with the images")
     return _batches((x, y.astype(np.int32)), batch_size, shuffle, seed, drop_remainder,
                     lambda xb, yb: (_to_float(xb), yb), start, repeat)
+
+
+def target_batches(x_uint8, targets, weight: float, batch_size: int, *, shuffle: bool, seed: int, start: int = 0,
+                   repeat: bool = False, drop_remainder: bool = False):
+    """Batches of (float32 images in [0, 1], float32 class distributions [B, C], float32 sample weights [B] all
+    equal to `weight`): hard labels as one-hot rows, soft labels as they are; `start`, `repeat` and
+    `drop_remainder` as `image_batches`."""
+    import tensorflow as tf
+
+    x = _check(x_uint8, batch_size)
+    targets = np.asarray(targets, dtype=np.float32)
+    if targets.ndim != 2 or len(targets) != len(x):
+        raise DataError(f"pipeline targets have shape {targets.shape}, expected [{len(x)}, classes]")
+    return _batches((x, targets), batch_size, shuffle, seed, drop_remainder,
+                    lambda xb, tb: (_to_float(xb), tb, tf.fill([tf.shape(tb)[0]], tf.constant(weight, tf.float32))),
+                    start, repeat)

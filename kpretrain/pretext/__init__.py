@@ -5,15 +5,16 @@ Task names come from `kpretrain.pretext.registry` (no TensorFlow needed); the cl
 
 from __future__ import annotations
 
-from kpretrain.pretext.registry import (DEFAULT_MIXED_TASKS, LABELLED_TASKS, TASK_CLASSES, TASK_NAMES, create_task,
-                                        task_class, task_options)
+from kpretrain.pretext.registry import (DEFAULT_MIXED_TASKS, LABELLED_TASKS, SYNTHETIC_TASKS, TASK_CLASSES, TASK_NAMES,
+                                        create_task, task_class, task_options)
 
 _CLASSES = {path.split(":")[1]: path for path in TASK_CLASSES.values()}
 _CLASSES.update({"PretextTask": "kpretrain.pretext.base:PretextTask", "OptionError": "kpretrain.pretext.base:OptionError",
+                 "SyntheticTask": "kpretrain.pretext.synthetic:SyntheticTask",
                  "ContrastiveModel": "kpretrain.pretext.contrastive:ContrastiveModel"})
 
-__all__ = [*_CLASSES, "TASKS", "TASK_NAMES", "TASK_CLASSES", "LABELLED_TASKS", "DEFAULT_MIXED_TASKS", "create_task",
-           "task_class", "task_options"]
+__all__ = [*_CLASSES, "TASKS", "TASK_NAMES", "TASK_CLASSES", "LABELLED_TASKS", "SYNTHETIC_TASKS", "DEFAULT_MIXED_TASKS",
+           "create_task", "task_class", "task_options"]
 
 
 def __getattr__(name):  # PEP 562: task classes (and TASKS) import TensorFlow only when first used

@@ -41,6 +41,14 @@ def check_number(option: str, value, low: float, high: float) -> float:
     return float(value)
 
 
+def check_integer(option: str, value, low: int, high: int | None = None) -> int:
+    """Validate a whole number in [low, high] (no upper bound if `high` is None)."""
+    if (isinstance(value, bool) or not isinstance(value, int) or value < low
+            or (high is not None and value > high)):
+        raise OptionError(option, value, f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]")
+    return int(value)
+
+
 def check_choice(option: str, value, choices) -> str:
     """Validate that `value` is one of `choices`."""
     if value not in choices:
@@ -72,6 +80,8 @@ class PretextTask(keras.layers.Layer):
     num_classes = 2
     batch_multiplier = 1  # output batch size / input batch size
     needs_labels = False  # True: trained on the data set's own labels (`make_dataset` takes (images, labels))
+    generates_images = False  # True: draws its own images (synthetic tasks); uses only the shape of those given
+    multi_label = False  # True: labels are float32 multi-hot [batch, num_classes], not int32 [batch]
 
     def __init__(self, seed: int | None = None, **kwargs):
         kwargs.setdefault("trainable", False)

@@ -26,11 +26,12 @@ class MixedTask(PretextTask):
 
     def __init__(self, tasks, schedule: str = "random", every: int = 1, seed: int | None = None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        allowed = "a list of at least two labelling tasks that keep the batch size and have distinct names"
+        allowed = ("a list of at least two labelling tasks on the data's images that keep the batch size and have "
+                   "distinct names")
         tasks = list(tasks) if isinstance(tasks, (list, tuple)) else tasks
         if (not isinstance(tasks, list) or len(tasks) < 2
                 or any(not isinstance(t, PretextTask) or isinstance(t, MixedTask) or t.num_classes is None
-                       or t.batch_multiplier != 1 for t in tasks)
+                       or t.batch_multiplier != 1 or getattr(t, "generates_images", False) for t in tasks)
                 or len({t.name for t in tasks}) != len(tasks)):
             raise OptionError("tasks", [getattr(t, "name", t) for t in tasks] if isinstance(tasks, list) else tasks,
                               allowed)

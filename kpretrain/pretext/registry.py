@@ -16,9 +16,12 @@ TASK_CLASSES = {
     "contrastive": "kpretrain.pretext.contrastive:ContrastiveTask",
     "mixed": "kpretrain.pretext.mixed:MixedTask",
     "supervised": "kpretrain.pretext.supervised:SupervisedTask",
+    "shapes": "kpretrain.pretext.shapes:ShapeSetTask",
+    "fractal": "kpretrain.pretext.fractal:FractalTask",
 }
 TASK_NAMES = tuple(TASK_CLASSES)
 LABELLED_TASKS = ("supervised",)  # tasks trained on a data set's own labels, not on labels they make
+SYNTHETIC_TASKS = ("shapes", "fractal")  # tasks that draw their own images (no data set images)
 DEFAULT_MIXED_TASKS = ("rotation", "noise", "overlay")
 
 
@@ -72,7 +75,7 @@ def _mixed_subtasks(spec, seed: int, key: str) -> list:
         items = [(sub, None) for sub in spec]
     else:
         raise RecipeError(f"{key}: got {spec!r}; allowed: a list of task names or a mapping name -> options")
-    allowed = [n for n in TASK_NAMES if n != "mixed" and n not in LABELLED_TASKS]
+    allowed = [n for n in TASK_NAMES if n != "mixed" and n not in LABELLED_TASKS and n not in SYNTHETIC_TASKS]
     for sub, _ in items:
         if sub not in allowed:
             raise RecipeError(f"{key}: unknown task {sub!r}; allowed: {', '.join(allowed)}")

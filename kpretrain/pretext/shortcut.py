@@ -66,10 +66,11 @@ def image_statistics(images) -> np.ndarray:
 
 def checkable_tasks(task) -> list:
     """The class-labelling tasks inside `task`: itself, or a mixed task's tasks; none for contrastive (its labels
-    pair views) or supervised pre-training (the data set's own labels)."""
+    pair views), supervised pre-training (the data set's own labels) or a multi-label task (no single class)."""
     if hasattr(task, "tasks"):
         return [t for sub in task.tasks for t in checkable_tasks(sub)]
-    if task.task_name in ("contrastive", "supervised") or getattr(task, "needs_labels", False):
+    if (task.task_name in ("contrastive", "supervised") or getattr(task, "needs_labels", False)
+            or getattr(task, "multi_label", False)):
         return []
     return [task]
 

@@ -26,11 +26,14 @@ def task_examples(task: PretextTask, images: np.ndarray, n: int) -> list[tuple[n
         per_task = [task_examples(sub, images, math.ceil(n / len(task.tasks))) for sub in task.tasks]
         return [(image, f"{name}: {title}") for name, examples in zip(task.task_names, per_task)
                 for image, title in examples][:n]
+    if getattr(task, "generates_images", False):  # draws its own images: only their shape is taken
+        images = np.zeros((max(n, 2), *images.shape[1:]), np.float32)
     out, labels = (t.numpy() for t in task(tf.constant(images[:max(n, 2)], tf.float32)))
     if task.batch_multiplier > 1:  # all rotations: show each image's variants next to each other
         order = np.arange(len(out)).reshape(task.batch_multiplier, -1).T.ravel()
         out, labels = out[order], labels[order]
-    return [(out[i], task.describe(int(labels[i]))) for i in range(min(n, len(out)))]
+    return [(out[i], task.describe(labels[i] if labels.ndim > 1 else int(labels[i])))  # multi-hot or a class
+            for i in range(min(n, len(out)))]
 
 
 def save_task_grid(task: PretextTask, images: np.ndarray, path: str, n: int = 16, title: str | None = None) -> str:

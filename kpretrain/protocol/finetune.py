@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from kpretrain.data.augment import augment_batches
 from kpretrain.models.heads import HeadedModel
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import FinetuneResult
@@ -23,13 +24,16 @@ def classification_compile_kwargs() -> dict:
 
 
 def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(), epochs: int | None = None,
-             clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None) -> FinetuneResult:
-    """Fit `model` on the labelled subset; refreshed validation every `evaluation.validate_every` epochs.
+             clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None,
+             train=None, compile_kwargs: dict | None = None) -> FinetuneResult:
+    """Fit `model` on the labelled subset (augmented as `finetune.augment` says); refreshed validation every
+    `evaluation.validate_every` epochs.
 
     Gradual unfreezing (`transfer.unfreeze`) and validation are set up here, so every caller gets them.  Ends
     with refreshed BN statistics in the model (when `evaluation.bn_refresh`); the test split is not touched.
     `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes;
-    `tensorboard`: a directory for its TensorBoard logs.
+    `tensorboard`: a directory for its TensorBoard logs.  `train` (a function of the first batch number) and
+    `compile_kwargs` replace the labelled batches and the loss (a self-training student's mixed batches).
     """
     r = inputs.recipe
     ev = r.evaluation
@@ -45,8 +49,10 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
     epochs = inputs.epochs(arm.finetune.epochs if epochs is None else epochs)
     keras.utils.set_random_seed(inputs.seed)
     examples = max(len(inputs.labelled[1]), arm.finetune.min_steps_per_epoch * inputs.batch_size)
-    result = fit_stage(model, inputs.train_batches, epochs=epochs, steps_per_epoch=inputs.steps(examples),
-                       optimizer=arm.finetune.optimizer, compile_kwargs=classification_compile_kwargs(),
+    train = train or inputs.train_batches
+    result = fit_stage(model, lambda start: augment_batches(train(start), arm.finetune.augment, inputs.seed, start),
+                       epochs=epochs, steps_per_epoch=inputs.steps(examples), optimizer=arm.finetune.optimizer,
+                       compile_kwargs=compile_kwargs or classification_compile_kwargs(),
                        callbacks=[*stage_callbacks, *callbacks], jit_compile=r.runtime.jit_compile,
                        verbose=r.runtime.verbose, clock=clock, backup=backup, tensorboard=tensorboard,
                        averaging=arm.finetune.averaging, select=arm.finetune.select, monitor="val_accuracy")

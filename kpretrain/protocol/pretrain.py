@@ -14,10 +14,10 @@ from kpretrain.pretext import create_task
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import PretrainResult
 from kpretrain.recipe import Recipe
-from kpretrain.protocol.evaluate import KNN_K, all_statistics_refreshed
+from kpretrain.protocol.evaluate import KNN_K, all_statistics_refreshed, confusion_matrix
 from kpretrain.training.bn_refresh import refresh_batch_norm
 from kpretrain.training.head_init import fit_logistic_regression
-from kpretrain.training.knn import backbone_features, knn_accuracy
+from kpretrain.training.knn import backbone_features, knn_predict
 from kpretrain.training.probes import ProbeCallback, balanced_subset
 from kpretrain.training.callbacks import RefreshedEvaluation
 from kpretrain.training.stages import fit_stage
@@ -79,6 +79,10 @@ def pretext_stage(backbone: keras.Model, arm: Recipe, inputs: SeedData) -> Prete
             return task.make_dataset(labelled_batches(x_pre, y_pre, batch, shuffle=True, seed=seed, drop_remainder=True,
                                                       start=start, repeat=True), start)
         validation = task.make_dataset(labelled_batches(x_val, y_val, batch, shuffle=False, seed=seed)).cache()
+    elif task.generates_images:  # synthetic: draws its own images, of the data's shape
+        def train(start):
+            return task.generated_batches(batch, x_pre.shape[1:], start)
+        validation = task.validation_batches(batch, x_pre.shape[1:], max(1, -(-len(x_val) // batch))).cache()
     else:
         def train(start):
             return task.make_dataset(image_batches(x_pre, batch, shuffle=True, seed=seed, drop_remainder=True,
@@ -86,12 +90,14 @@ def pretext_stage(backbone: keras.Model, arm: Recipe, inputs: SeedData) -> Prete
         val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
         validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
                                                          drop_remainder=len(x_val) >= batch)).cache()
-    return PretextStage(task, model, train, validation, source, int(len(x_pre)), inputs.steps(len(x_pre), True))
+    images = getattr(task, "images_per_epoch", None) or int(len(x_pre))
+    return PretextStage(task, model, train, validation, source, images, inputs.steps(images, True))
 
 
 def backbone_probe(backbone: keras.Model, arm: Recipe, inputs: SeedData):
-    """`pretrain.probe` as a function: {linear and/or knn: validation accuracy} of a classifier on the backbone's
-    frozen features (every BN layer refreshed on the labelled images, restored after) of the labelled subset."""
+    """`pretrain.probe` as a function: {linear and/or knn: (validation accuracy, validation confusion matrix)} of a
+    classifier on the backbone's frozen features (every BN layer refreshed on the labelled images, restored after)
+    of the labelled subset."""
     cfg, num_classes = arm.pretrain.probe, inputs.data.num_classes
     x, y = inputs.labelled
     keep = balanced_subset(y, cfg.labels_per_class)
@@ -101,14 +107,15 @@ def backbone_probe(backbone: keras.Model, arm: Recipe, inputs: SeedData):
         with all_statistics_refreshed(backbone, inputs):
             memory = backbone_features(backbone, images)
             queries = backbone_features(backbone, inputs.validation)
-        scores = {}
+        predicted = {}
         if cfg.method in ("linear", "both"):
             kernel, bias = fit_logistic_regression(memory, y[keep], num_classes)
-            scores["linear"] = float(np.mean(np.argmax(queries @ kernel + bias, axis=1) == inputs.y_validation))
+            predicted["linear"] = np.argmax(queries @ kernel + bias, axis=1)
         if cfg.method in ("knn", "both"):
-            scores["knn"] = knn_accuracy(memory, y[keep], queries, inputs.y_validation, num_classes=num_classes,
-                                         k=min(KNN_K, len(keep)))
-        return scores
+            predicted["knn"] = knn_predict(memory, y[keep], queries, num_classes=num_classes, k=min(KNN_K, len(keep)))
+        truth = inputs.y_validation
+        return {name: (float(np.mean(guess == truth)), confusion_matrix(truth, guess, num_classes).tolist())
+                for name, guess in predicted.items()}
 
     return probe
 
@@ -161,7 +168,8 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
         final_val_accuracy=finals[-1] if finals else float("nan"), wall_time_s=result.wall_time_s,
         seconds=clock.split() if clock is not None else {}, weights=tuple(backbone.get_weights()),
         resumed_from=result.resumed_from, lr_find=result.lr_find, averaging=averaging,
-        selected_epoch=None if selected is None else selected + 1)
+        selected_epoch=None if selected is None else selected + 1,
+        probe_confusion=probing.confusions if probing is not None else None)
 
 
 def shared(result: PretrainResult, unit: str, arms) -> PretrainResult:

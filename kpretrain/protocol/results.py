@@ -32,6 +32,7 @@ class PretrainResult:
     lr_find: Optional[dict] = None  # the range test that chose the learning rate (`learning_rate: auto`)
     averaging: Optional[dict] = None  # method and pretext validation of the last and the averaged weights
     selected_epoch: Optional[int] = None  # select best: the epoch (1-based, in Keras epochs) it ended with
+    probe_confusion: Optional[dict] = None  # per probe: validation confusion matrix at its best and last probe point
     weights: tuple = dataclasses.field(default=(), repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
 
@@ -120,6 +121,7 @@ class UnitResult:
     pretrain: Optional[PretrainResult] = None
     test: Optional[TestResult] = None
     knn_accuracy: Optional[float] = None
+    selftrain: Optional[dict] = None  # self-training: the pool and every round (pseudo labels, teacher, student)
     model: object = dataclasses.field(default=None, repr=False, compare=False)  # the trained classifier (in memory)
 
     def record(self) -> dict:
@@ -133,6 +135,8 @@ class UnitResult:
             out["knn_accuracy"] = self.knn_accuracy
         if self.test is not None:
             out.update(self.test.record())
+        if self.selftrain is not None:
+            out["selftrain"] = self.selftrain
         return out
 
     @classmethod
@@ -147,4 +151,4 @@ class UnitResult:
                                   r.get("selected_epoch"))
         return cls(seed=r["seed"], arm=r["arm"], transfer=TransferResult(tuple(r["frozen_blocks"]), r.get("head_init")),
                    finetune=finetune, trainable_params=r["trainable_params"], seconds=r["seconds"], pretrain=pretrain,
-                   test=test, knn_accuracy=r.get("knn_accuracy"))
+                   test=test, knn_accuracy=r.get("knn_accuracy"), selftrain=r.get("selftrain"))

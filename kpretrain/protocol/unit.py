@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import Callable
 
@@ -17,8 +18,9 @@ from kpretrain.protocol.finetune import finetune
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.pretrain import pretrain
 from kpretrain.protocol.results import PretrainResult, UnitResult
+from kpretrain.protocol.selftrain import self_train
 from kpretrain.protocol.transfer import refreeze, transfer
-from kpretrain.recipe import Recipe, pretrains
+from kpretrain.recipe import Recipe, TransferConfig, pretrains
 from kpretrain.training import interruption
 from kpretrain.training.timing import Clock
 
@@ -64,14 +66,41 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
             pretrained, transferred = pretrain_and_transfer(model, arm, inputs, pretrained=pretrained, clock=clock,
                                                             backup=backup, tensorboard=tensorboard,
                                                             callbacks=pretrain_callbacks)
-        trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         knn = knn_test_accuracy(backbone, inputs, clock=clock) if test and inputs.recipe.evaluation.knn else None
         interruption.check()
-        finetuned = finetune(model, arm, inputs, callbacks=callbacks, epochs=epochs, clock=clock,
-                             backup=_stage(backup, "finetune"), tensorboard=_board(tensorboard, "finetune"))
+        selftrained = None
+        if arm.selftrain is None:
+            finetuned = finetune(model, arm, inputs, callbacks=callbacks, epochs=epochs, clock=clock,
+                                 backup=_stage(backup, "finetune"), tensorboard=_board(tensorboard, "finetune"))
+        else:
+            def make_model(init: str) -> HeadedModel:
+                return starting_model(arm, inputs, init, pretrained, clock=clock)
+
+            teacher = model if arm.selftrain.teacher_init == "pretrained" else make_model("scratch")
+            model, finetuned, selftrained = self_train(teacher, arm, inputs, make_model=make_model,
+                                                       callbacks=callbacks, clock=clock,
+                                                       backup=lambda stage: _stage(backup, stage))
+        trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
         tested = evaluate_test(model, inputs, finetuned, clock=clock) if test else None
     return UnitResult(seed=inputs.seed, arm=name, transfer=transferred, finetune=finetuned, trainable_params=trainable,
-                      seconds=clock.split(), pretrain=pretrained, test=tested, knn_accuracy=knn, model=model)
+                      seconds=clock.split(), pretrain=pretrained, test=tested, knn_accuracy=knn, model=model,
+                      selftrain=selftrained)
+
+
+def starting_model(arm: Recipe, inputs: SeedData, init: str, pretrained: PretrainResult | None, *,
+                   clock: Clock | None = None) -> HeadedModel:
+    """A new downstream model: `pretrained` = the arm's backbone as transfer hands it over (pre-trained weights,
+    or `backbone.from`), `scratch` = random weights of the seed, nothing frozen (the matched scratch's start)."""
+    if init == "scratch":
+        arm = dataclasses.replace(arm, backbone=dataclasses.replace(arm.backbone, from_=None),
+                                  transfer=TransferConfig())
+    elif pretrains(arm) and pretrained is None:
+        raise ValueError("a pre-trained starting model needs the arm's pre-training result")
+    model = build_model(arm, inputs)
+    if init == "pretrained" and pretrains(arm):
+        model.backbone.set_weights(list(pretrained.weights))
+    transfer(model, arm, inputs, clock=clock)
+    return model
 
 
 

@@ -11,7 +11,7 @@ def write_run_report(out_dir: str, metrics: dict, class_names=None) -> None:
     from kpretrain.report.plots import plot_curves
     from kpretrain.report.tables import history_csv, run_report
 
-    from kpretrain.report.confusion import plot_confusion
+    from kpretrain.report.confusion import plot_confusion, plot_probe_confusions, probe_confusion_rows
 
     io.write_text(os.path.join(out_dir, "history.csv"), history_csv(metrics))
     plot_curves(metrics, os.path.join(out_dir, "curves.png"))
@@ -19,6 +19,8 @@ def write_run_report(out_dir: str, metrics: dict, class_names=None) -> None:
 
     if has_probes(metrics):
         plot_probes(metrics, os.path.join(out_dir, "probe.png"))
+    if probe_confusion_rows(metrics):
+        plot_probe_confusions(metrics, os.path.join(out_dir, "probe_confusion.png"))
     names = metrics["data"]["class_names"]
     for arm, entry in metrics["arms"].items():
         plot_confusion(entry["confusion"], names, os.path.join(out_dir, f"confusion_{arm}.png"),

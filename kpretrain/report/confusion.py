@@ -1,4 +1,5 @@
-"""Confusion matrices of the test set: the seeds' row-normalised mean, its plot, and the most confused pairs."""
+"""Confusion matrices (the test set's per arm, the probes' on validation): the seeds' row-normalised mean, plots,
+and the most confused pairs."""
 
 from __future__ import annotations
 
@@ -29,16 +30,48 @@ def most_confused(matrices, class_names, k: int = 3) -> list[tuple[str, str, flo
 
 def plot_confusion(matrices, class_names, path: str, title: str) -> None:
     """`mean_confusion` as a heat map with class names on the axes and the rates (%) in the cells."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kpretrain.report import io
-
-    rates = mean_confusion(matrices)
-    k = len(rates)
+    plt = _pyplot()
+    k = len(class_names)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    draw_confusion(ax, mean_confusion(matrices), class_names, title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_probe_confusions(metrics: dict, path: str) -> None:
+    """`probe_confusion.png`: per pre-training setting and probe, the validation confusion at the probe's best
+    and at its last probe point (the seeds' mean), side by side."""
+    plt = _pyplot()
+    names = metrics["data"]["class_names"]
+    rows = probe_confusion_rows(metrics)
+    k = len(names)
+    fig, axes = plt.subplots(len(rows), 2, figsize=(2 * (1.0 + 0.55 * k), len(rows) * (0.8 + 0.5 * k)),
+                             squeeze=False)
+    for (setting, probe, points), pair in zip(rows, axes):
+        for ax, when in zip(pair, ("best", "last")):
+            epochs = sorted({p[when]["epoch"] for p in points})
+            scores = [p[when]["score"] for p in points]
+            draw_confusion(ax, mean_confusion([p[when]["matrix"] for p in points]), names,
+                           f"{setting}, {probe} probe at its {when} point (epoch {', '.join(map(str, epochs))}): "
+                           f"validation {100 * sum(scores) / len(scores):.1f} %")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def probe_confusion_rows(metrics: dict) -> list[tuple[str, str, list]]:
+    """(pre-training setting, probe name, [{best, last} of each seed]) for every probed pre-training."""
+    import re
+
+    rows: dict[tuple[str, str], list] = {}
+    for p in metrics.get("pretraining", []):
+        for probe, points in (p.get("probe_confusion") or {}).items():
+            rows.setdefault((re.sub(r"^seed\d+\.", "", p["unit"]), probe), []).append(points)
+    return [(setting, probe, points) for (setting, probe), points in rows.items()]
+
+
+def draw_confusion(ax, rates, class_names, title: str) -> None:
+    """Row-normalised `rates` on `ax`: class names on the axes, % in the cells."""
+    k = len(rates)
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     names = [str(c) for c in class_names]
     ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=8)
@@ -51,5 +84,18 @@ def plot_confusion(matrices, class_names, path: str, title: str) -> None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str) -> None:
+    from kpretrain.report import io
+
     io.save_figure(fig, path, dpi=110)

@@ -1,4 +1,5 @@
-"""How sure an answer is: t intervals, paired t-tests, Holm adjustment, seeds needed, paired bootstrap (scipy)."""
+"""How sure an answer is: t intervals, paired t-tests, Holm adjustment, seeds needed, paired bootstrap, the share of
+a natural pre-training's gain that an arm recovers (scipy)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,48 @@ def paired_comparison(differences, level: float = LEVEL) -> dict:
                                  random_state=np.random.default_rng(0))
         out["bootstrap_ci"] = [float(result.confidence_interval.low), float(result.confidence_interval.high)]
     out["seeds_needed"] = seeds_needed(out["mean"], std) if n > 1 else None
+    return out
+
+
+def benefit_ratio(arm_diffs, natural_diffs, *, resamples: int = 10_000, seed: int = 0, level: float = LEVEL) -> dict:
+    """The "% of benefit" of an arm: mean(arm - scratch) / mean(natural - scratch), the ratio of the mean paired
+    differences (a ratio of per-seed ratios would explode when a seed's denominator is near zero), with a percentile
+    interval from a paired bootstrap over seeds (each resample draws the same seed indices for the numerator and the
+    denominator).  `arm_diffs` and `natural_diffs` are the per-seed differences to each arm's baseline, aligned by seed.
+
+    Returns {n, ratio, ci95, defined, reason, natural}: `natural` is the natural arm's difference (mean, ci95: the
+    t interval the report shows for every difference).  The ratio is undefined (`defined` false, ratio and ci95
+    None, `reason` says why) with fewer than two seeds, when the natural arm's interval contains zero (its gain is
+    not established, so the ratio means nothing) or lies below zero (it hurts), or when some resample's natural
+    mean is exactly zero (unbounded interval)."""
+    a, nat = np.asarray(arm_diffs, dtype=float), np.asarray(natural_diffs, dtype=float)
+    if a.shape != nat.shape or a.ndim != 1:
+        raise ValueError(f"benefit_ratio: paired differences must be two equally long lists, got {a.shape} and {nat.shape}")
+    n = len(a)
+    natural = t_interval(nat, level) if n else {"mean": None, "ci": None}
+    out = {"n": n, "ratio": None, "ci95": None, "defined": False, "reason": None,
+           "natural": {"mean": natural["mean"], "ci95": natural["ci"]}}
+    if n < 2:
+        out["reason"] = f"{n} paired seed{'s' if n != 1 else ''}: no interval; run more seeds"
+        return out
+    low, high = natural["ci"]
+    if low <= 0.0 <= high:
+        out["reason"] = (f"the natural arm's gain is not established (its difference to scratch, "
+                         f"{100 * natural['mean']:+.2f} pts [{100 * low:+.2f}, {100 * high:+.2f}], contains zero)")
+        return out
+    if high < 0.0:
+        out["reason"] = (f"natural pre-training hurts here ({100 * natural['mean']:+.2f} pts [{100 * low:+.2f}, "
+                         f"{100 * high:+.2f}]): there is no benefit to take a share of")
+        return out
+    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    numerators, denominators = a[index].mean(axis=1), nat[index].mean(axis=1)
+    if np.any(denominators == 0.0):
+        out["reason"] = "the natural arm's mean gain is zero in some bootstrap resamples (unbounded interval)"
+        return out
+    ratios = numerators / denominators
+    tail = 100 * (1 - level) / 2
+    out.update(ratio=float(a.mean() / nat.mean()), defined=True,
+               ci95=[float(v) for v in np.percentile(ratios, [tail, 100 - tail])])
     return out
 
 

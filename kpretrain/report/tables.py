@@ -7,7 +7,7 @@ import io as _io
 
 import numpy as np
 
-from kpretrain.report.statistics import holm, paired_comparison, t_interval, verdict
+from kpretrain.report.statistics import benefit_ratio, holm, paired_comparison, t_interval, verdict
 
 BASELINE = "scratch"
 
@@ -21,11 +21,13 @@ def mean_std(values) -> tuple[float, float]:
 def summary_rows(metrics: dict) -> list[dict]:
     """One row per arm (per point and arm for a sweep, with `point`): test accuracy (mean, std, 95 % t interval; raw
     mean) and, against its matched scratch, the paired difference with its interval, paired t-test p-value and its
-    Holm adjustment over all the comparisons of the run (every point's of a sweep)."""
+    Holm adjustment over all the comparisons of the run (every point's of a sweep); with an arm marked
+    `reference: natural`, each compared arm's `benefit` (its share of the natural arm's gain, per point)."""
     if "points" in metrics:
-        rows = [{"point": point["dir"], **row} for point in metrics["points"] for row in _arm_rows(point["arms"])]
+        rows = [{"point": point["dir"], **row} for point in metrics["points"]
+                for row in _arm_rows(point["arms"], reference_arm(point["arms"], metrics.get("reference")))]
     else:
-        rows = _arm_rows(metrics["arms"])
+        rows = _arm_rows(metrics["arms"], reference_arm(metrics["arms"], metrics.get("reference")))
     compared = [row for row in rows if "diff_mean" in row]
     tested = sum(row["p"] is not None for row in compared)
     for row, adjusted in zip(compared, holm([row["p"] for row in compared])):
@@ -33,15 +35,21 @@ def summary_rows(metrics: dict) -> list[dict]:
     return rows
 
 
-def _arm_rows(arms: dict) -> list[dict]:
-    rows = []
+def reference_arm(arms: dict, default: str | None = None) -> str | None:
+    """The arm marked `reference: natural` in metrics.json (its arm entry, or the run's `reference`), or None."""
+    marked = [name for name, entry in arms.items() if entry.get("reference") == "natural"]
+    return marked[0] if marked else default if default in arms else None
+
+
+def _arm_rows(arms: dict, reference: str | None = None) -> list[dict]:
+    rows, paired_diffs = [], {}
     for name, entry in arms.items():
         if not entry["test_accuracy"]:  # not run yet (metrics.json of an unfinished run)
             continue
         acc = t_interval(entry["test_accuracy"])
         row = {"arm": name, "n": acc["n"], "test_accuracy_mean": acc["mean"], "test_accuracy_std": acc["std"],
                "test_accuracy_ci": acc["ci"], "test_accuracy_raw_mean": mean_std(entry["test_accuracy_raw"])[0],
-               "trainable_params": entry["trainable_params"], "task": entry["protocol"]["task"],
+               "trainable_params": entry["trainable_params"], "task": _task(entry["protocol"]),
                "frozen_depth": entry["protocol"]["frozen_depth"], "init": entry["protocol"].get("init", "weights")}
         if entry.get("knn_accuracy"):
             row["knn_accuracy_mean"] = mean_std(entry["knn_accuracy"])[0]
@@ -50,13 +58,53 @@ def _arm_rows(arms: dict) -> list[dict]:
         base = arms.get(baseline)
         if base is not None:
             paired = dict(zip(base["seeds"], base["test_accuracy"]))
-            diffs = [acc - paired[s] for s, acc in zip(entry["seeds"], entry["test_accuracy"]) if s in paired]
+            paired_diffs[name] = {s: acc - paired[s] for s, acc in zip(entry["seeds"], entry["test_accuracy"])
+                                  if s in paired}  # seed -> difference, for the benefit column
+            diffs = list(paired_diffs[name].values())
             if diffs:
                 c = paired_comparison(diffs)
                 row.update(baseline=baseline, diff_mean=c["mean"], diff_std=c["std"], diff_n=c["n"], diff_ci=c["ci"],
                            p=c["p"], bootstrap_ci=c["bootstrap_ci"], seeds_needed=c["seeds_needed"])
         rows.append(row)
+    if reference is not None:
+        natural = paired_diffs.get(reference, {})
+        for row in rows:
+            if "diff_mean" in row:
+                row["benefit"] = _benefit(paired_diffs[row["arm"]], natural, reference)
     return rows
+
+
+def _benefit(diffs: dict, natural: dict, reference: str) -> dict:
+    """`benefit_ratio` over the seeds both arms share, as recorded in metrics.json (fractions)."""
+    seeds = [s for s in diffs if s in natural]
+    b = benefit_ratio([diffs[s] for s in seeds], [natural[s] for s in seeds])
+    if not natural:
+        b["reason"] = f"the natural arm {reference!r} has no difference to scratch yet"
+    return {"reference": reference, "ratio": b["ratio"], "ci95": b["ci95"], "defined": b["defined"],
+            "reason": b["reason"], "n": b["n"]}
+
+
+def benefit_text(benefit: dict | None, arm: str | None = None) -> str:
+    """The report's benefit cell: `65 % [40, 90]`, or why the ratio is undefined; `—` without one."""
+    if not benefit:
+        return "—"
+    if not benefit["defined"]:
+        short = ("natural's gain not established" if "not established" in (benefit["reason"] or "")
+                 else benefit["reason"] or "no paired seeds")
+        return f"undefined ({short})"
+    low, high = benefit["ci95"]
+    text = f"{100 * benefit['ratio']:.0f} % [{100 * low:.0f}, {100 * high:.0f}]"
+    return text + (" (reference)" if arm is not None and arm == benefit["reference"] else "")
+
+
+def _task(protocol: dict) -> str:
+    """The arm's pre-training task, with self-training and augmentation when it has them."""
+    parts = [protocol["task"]]
+    if protocol.get("selftrain"):
+        parts.append(f"self-training x{protocol['selftrain']['rounds']}")
+    if protocol.get("augment", "none") != "none":
+        parts.append(f"{protocol['augment']} aug.")
+    return " + ".join(parts)
 
 
 def arm_statistics(metrics: dict) -> dict:
@@ -70,6 +118,8 @@ def arm_statistics(metrics: dict) -> dict:
                                     "n": row["diff_n"], "ci95": row["diff_ci"], "p": row["p"], "p_holm": row["p_holm"],
                                     "comparisons": row["comparisons"],
                                     "bootstrap_ci95": row["bootstrap_ci"], "seeds_for_80_power": row["seeds_needed"]}
+        if "benefit" in row:
+            entry["benefit"] = row["benefit"]
         out[row["arm"]] = entry
     return out
 
@@ -80,6 +130,18 @@ def verdict_lines(metrics: dict) -> list[str]:
     return [(f"{row['point']}: " if "point" in row else "") + verdict(row["arm"], row["baseline"], {"mean": row["diff_mean"], "std": row["diff_std"], "n": row["diff_n"],
                                                   "ci": row["diff_ci"], "p": row["p"], "seeds_needed": row["seeds_needed"]},
                     row["p_holm"] if row["comparisons"] > 1 else None, row["comparisons"]) for row in rows]
+
+
+def benefit_note(metrics: dict) -> list[str]:
+    """The report's explanation of the benefit column, when the run has a natural reference arm."""
+    arms = [point["arms"] for point in metrics["points"]] if "points" in metrics else [metrics["arms"]]
+    names = {reference_arm(a, metrics.get("reference")) for a in arms} - {None}
+    if not names:
+        return []
+    return ["", f"Benefit: each arm's mean gain over its scratch as a share of the natural reference arm's "
+            f"({', '.join(f'`{n}`' for n in sorted(names))}), mean(arm − scratch) / mean(natural − scratch) over the "
+            "seeds, with a paired bootstrap 95 % interval (the same seeds resampled for both); undefined where the "
+            "natural arm's difference to scratch has an interval containing zero."]
 
 
 def pct(x: float) -> str:
@@ -96,16 +158,20 @@ def interval(ci, digits: int = 1, sign: bool = False) -> str:
 
 def markdown_table(metrics: dict) -> str:
     """Arm x test accuracy (mean ± std, 95 % interval), raw accuracy, paired difference vs its scratch (points, 95 %
-    interval, p-value; Holm-adjusted when the run makes several comparisons)."""
+    interval, p-value; Holm-adjusted when the run makes several comparisons), and with a natural reference arm the
+    share of its gain each arm recovers."""
     return rows_table(summary_rows(metrics))
 
 
 def rows_table(rows: list[dict]) -> str:
     """Markdown table of `summary_rows` (of one run, or of several with a `run` key each: a run column is added)."""
     labels = [key for key in ("run", "point") if any(key in row for row in rows)]
+    benefit = any("benefit" in row for row in rows)
     lines = ["".join(f"| {key} " for key in labels) + "| arm | task | frozen | test acc % (mean ± std [95 % CI]) | raw (no BN "
-             "refresh) % | Δ vs its scratch (pts [95 % CI], p) | kNN % (frozen features) | trainable params |",
-             "|---" * (8 + len(labels)) + "|"]
+             "refresh) % | Δ vs its scratch (pts [95 % CI], p) | " + ("benefit (% of natural's gain [95 % CI]) | "
+                                                                       if benefit else "")
+             + "kNN % (frozen features) | trainable params |",
+             "|---" * (8 + int(benefit) + len(labels)) + "|"]
     for row in rows:
         if "diff_mean" not in row:
             diff = "—"
@@ -119,21 +185,32 @@ def rows_table(rows: list[dict]) -> str:
         lines.append("".join(f"| {row.get(key, '')} " for key in labels) +
                      f"| {row['arm']} | {row['task']} | {row['frozen_depth']} | {pct(row['test_accuracy_mean'])} ± "
                      f"{pct(row['test_accuracy_std'])}{interval(row['test_accuracy_ci'], 2)} (n={row['n']}) | "
-                     f"{pct(row['test_accuracy_raw_mean'])} | {diff} | {knn} | {row['trainable_params']:,} |")
+                     f"{pct(row['test_accuracy_raw_mean'])} | {diff} | "
+                     + (f"{benefit_text(row.get('benefit'), row['arm'])} | " if benefit else "")
+                     + f"{knn} | {row['trainable_params']:,} |")
     return "\n".join(lines)
 
 
 CSV_FIELDS = ["run", "recipe", "point", "arm", "task", "frozen_depth", "n", "test_accuracy_mean", "test_accuracy_std",
               "test_accuracy_ci_low", "test_accuracy_ci_high", "test_accuracy_raw_mean", "baseline", "diff_mean",
-              "diff_std", "diff_ci_low", "diff_ci_high", "p", "p_holm", "seeds_needed", "trainable_params"]
+              "diff_std", "diff_ci_low", "diff_ci_high", "p", "p_holm", "seeds_needed", "benefit_reference", "benefit",
+              "benefit_ci_low", "benefit_ci_high", "benefit_undefined", "trainable_params"]
 
 
 def flat_row(row: dict) -> dict:
-    """A summary row with its intervals split into `_low` / `_high` columns (CSV)."""
-    out = {k: v for k, v in row.items() if not k.endswith("_ci")}
+    """A summary row with its intervals split into `_low` / `_high` columns (CSV); the benefit as its ratio, interval,
+    reference arm and, when undefined, the reason (the ratio left empty)."""
+    out = {k: v for k, v in row.items() if not k.endswith("_ci") and k != "benefit"}
     for key in ("test_accuracy_ci", "diff_ci"):
         if row.get(key):
             out[f"{key}_low"], out[f"{key}_high"] = row[key]
+    b = row.get("benefit")
+    if b:
+        out.update(benefit_reference=b["reference"], benefit=b["ratio"])
+        if b["defined"]:
+            out["benefit_ci_low"], out["benefit_ci_high"] = b["ci95"]
+        else:
+            out["benefit_undefined"] = b["reason"]
     return out
 
 
@@ -169,6 +246,7 @@ def run_report(metrics: dict) -> str:
     lines = [f"# {metrics['recipe']}" + (" (smoke run: tiny data, numbers mean nothing)" if metrics["smoke"] else ""), ""]
     lines += ["## Result", "", markdown_table(metrics), ""]
     lines += [f"- {line}" for line in verdict_lines(metrics)]
+    lines += benefit_note(metrics)
     lines += ["", f"Test accuracy is measured {'after refreshing' if metrics['evaluation']['bn_refresh'] else 'without refreshing'} "
               "the batch-norm moving statistics on training batches; the raw column shows the accuracy before.", ""]
     warnings = [*metrics["warnings"], *convergence_lines(metrics)]
@@ -200,6 +278,11 @@ def run_report(metrics: dict) -> str:
             lines.append(f"- {', '.join(s['arms'])} ({s['task']}): statistics {s['accuracy']:.3f}, chance "
                          f"{s['chance']:.3f}{network}{flag}")
         lines.append("")
+    taught = selftrain_lines(metrics)
+    if taught:
+        lines += ["## Self-training", "", "Per round, seed mean: pseudo labels kept (of the unlabelled pool), their "
+                  "accuracy against the pool's hidden labels (a diagnostic: nothing is chosen from it), teacher and "
+                  "student validation accuracy.", ""] + [f"- {line}" for line in taught] + [""]
     found = learning_rate_lines(metrics)
     if found:
         lines += ["## Learning rates found (`learning_rate: auto`)", ""] + [f"- {line}" for line in found] + [""]
@@ -224,13 +307,47 @@ def run_report(metrics: dict) -> str:
             text = "; ".join(f"{k} " + ", ".join(f"{v:.3f}" for v in vs) for k, vs in scores.items())
             chosen = f" (checkpoint kept: epoch {p['selected_epoch']})" if p.get("selected_epoch") else ""
             lines.append(f"- {p['unit']}: {text}{chosen}")
-        lines.append("")
+        lines += [""] + probe_confusion_lines(metrics) + [""]
     if metrics.get("backbone"):
         b = metrics["backbone"]
         lines += ["## Exported backbone", "",
                   f"Pre-trained backbone of arm `{b['arm']}`, seed {b['seed']}: `backbone.keras` and the SavedModel "
                   "`backbone/` (endpoint `serve`, float32 images, see `backbone/kpretrain.json`).", ""]
     return "\n".join(lines)
+
+
+def selftrain_lines(metrics: dict) -> list[str]:
+    """Per self-training arm and round: pseudo labels kept, their hidden-label accuracy, teacher and student
+    validation accuracy (seed means)."""
+    lines = []
+    for name, entry in metrics["arms"].items():
+        records = [r for r in entry.get("selftrain") or [] if r]
+        for i in range(max((len(r["rounds"]) for r in records), default=0)):
+            rounds = [r["rounds"][i] for r in records if i < len(r["rounds"])]
+            kept = np.mean([r["pseudo_labels"] for r in rounds])
+            right = [r["pseudo_label_accuracy"] for r in rounds if r.get("pseudo_label_accuracy") is not None]
+            accuracy = f", {100 * np.mean(right):.1f} % right" if right else ""
+            lines.append(f"{name} round {i + 1}: {kept:,.0f} pseudo labels of {records[0]['pool']:,} pool images"
+                         f"{accuracy}; teacher {pct(np.mean([r['teacher_val_accuracy'] for r in rounds]))} %, "
+                         f"student {pct(np.mean([r['student_val_accuracy'] for r in rounds]))} % validation")
+    return lines
+
+
+def probe_confusion_lines(metrics: dict) -> list[str]:
+    """Per pre-training setting and probe: the most confused class pairs at its best and at its last probe point
+    (validation, summed over the seeds)."""
+    from kpretrain.report.confusion import most_confused, probe_confusion_rows
+
+    names, lines = metrics["data"]["class_names"], []
+    for setting, probe, points in probe_confusion_rows(metrics):
+        for when in ("best", "last"):
+            epochs = ", ".join(str(e) for e in sorted({p[when]["epoch"] for p in points}))
+            pairs = most_confused([p[when]["matrix"] for p in points], names)
+            lines.append(f"- {setting}: most confused by the {probe} probe at its {when} point (epoch {epochs}): "
+                         + "; ".join(f"{a} / {b} {100 * share:.1f} %" for a, b, share in pairs))
+    if lines:
+        lines += ["", "Validation confusion matrices of the probes at those points: `probe_confusion.png`."]
+    return lines
 
 
 def averaging_lines(metrics: dict) -> list[str]:
@@ -269,6 +386,7 @@ def sweep_report(metrics: dict) -> str:
              + (" (smoke run: tiny data, numbers mean nothing)" if metrics["smoke"] else ""), "",
              "## Result", "", markdown_table(metrics), ""]
     lines += [f"- {line}" for line in verdict_lines(metrics)]
+    lines += benefit_note(metrics)
     lines += ["", "p-values are Holm-adjusted over every comparison of the sweep (all points, all arms).", ""]
     if metrics.get("warnings"):
         lines += ["## Warnings", ""] + [f"- {w}" for w in metrics["warnings"]] + [""]

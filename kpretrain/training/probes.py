@@ -12,14 +12,16 @@ from kpretrain.training.timing import Clock, measure
 
 
 class ProbeCallback(keras.callbacks.Callback):
-    """Calls `probe()` (-> {name: score}) after the Keras epochs that complete another `every` data epochs, and
-    after the last one; logs each score as `val_probe_<name>` (so `BestEpoch` can select on it) and keeps
-    `records`, one entry per Keras epoch (None where no probe ran), saved with the stage's backup."""
+    """Calls `probe()` (-> {name: (score, confusion matrix)}) after the Keras epochs that complete another `every`
+    data epochs, and after the last one; logs each score as `val_probe_<name>` (so `BestEpoch` can select on it),
+    keeps `records`, one entry per Keras epoch (None where no probe ran), and `confusions`, each probe's matrix
+    at its best and at its last probe point; both are saved with the stage's backup."""
 
     def __init__(self, probe: Callable[[], dict], every: float, steps_per_data_epoch: int, clock: Clock | None = None):
         super().__init__()
         self.probe, self.every, self.steps_per_data_epoch, self.clock = probe, every, steps_per_data_epoch, clock
         self.records: dict[str, list] = {}
+        self.confusions: dict[str, dict] = {}
 
     def _position(self, epoch: int) -> float:
         """Data epochs done after Keras epoch `epoch` (0-based)."""
@@ -33,16 +35,24 @@ class ProbeCallback(keras.callbacks.Callback):
         values = {}
         if due or last:
             with measure(self.clock, "evaluation"):
-                values = {f"val_probe_{k}": v for k, v in self.probe().items()}
+                probed = self.probe()
+            values = {f"val_probe_{k}": score for k, (score, _) in probed.items()}
+            for name, (score, matrix) in probed.items():
+                point = {"epoch": epoch + 1, "data_epoch": self._position(epoch), "score": score, "matrix": matrix}
+                kept = self.confusions.setdefault(name, {"best": point})
+                if score > kept["best"]["score"]:
+                    kept["best"] = point
+                kept["last"] = point
         for key in {*self.records, *values}:
             self.records.setdefault(key, [None] * epoch).append(values.get(key))
         logs.update(values)
 
     def backup_state(self) -> dict:
-        return {"records": self.records}
+        return {"records": self.records, "confusions": self.confusions}
 
     def restore_state(self, state: dict) -> None:
         self.records = {k: list(v) for k, v in state["records"].items()}
+        self.confusions = state.get("confusions", {})
 
 
 def balanced_subset(labels: np.ndarray, per_class: int | None) -> np.ndarray:
