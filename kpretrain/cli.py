@@ -108,15 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_options(run, "every arm and seed on tiny data and a few batches: checks a recipe end to end")
 
     show = _command(sub, "show-task", "draw pretext examples with their labels and check the task for shortcuts",
-                    "Draw a grid of pretext examples of the recipe's first pretext task with their labels, and run the "
-                    "pretext shortcut check (can image statistics alone predict the label?).",
+                    "Draw a grid of pretext examples of the recipe's first pretext task (or --arm's) with their "
+                    "labels, and run the pretext shortcut check (can image statistics alone predict the label?).",
                     "  kpretrain show-task recipes/fashion_overlay.yaml\n"
-                    "  kpretrain show-task recipes/mnist_mixed.yaml --out mixed.png --n 32")
+                    "  kpretrain show-task recipes/mnist_mixed.yaml --out mixed.png --n 32\n"
+                    "  kpretrain show-task recipes/fashion_synthetic.yaml --arm fractal")
     show.add_argument("recipe", help="YAML recipe")
     show.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                       help="override a recipe key (repeatable)")
     show.add_argument("--out", default=None, help="PNG file (default: <recipe name>_task.png)")
     show.add_argument("--n", type=int, default=16, help="number of examples")
+    show.add_argument("--arm", default=None, help="the arm whose pretext task to show (default: the first that has one)")
     _output_options(show)
 
     tune = _command(sub, "tune", "search the protocol with KerasTuner, scored on validation",
@@ -367,7 +369,14 @@ def cmd_show_task(args) -> int:
 
     from kpretrain.pretext.registry import LABELLED_TASKS
 
-    arm = next((a for a in recipe.arm_recipes().values() if pretrains(a) and a.pretrain.task not in LABELLED_TASKS), None)
+    arms = recipe.arm_recipes()
+    if args.arm is not None and args.arm not in arms:
+        raise RecipeError(f"--arm {args.arm!r}: not an arm of {recipe.name}; allowed: {', '.join(arms)}")
+    shown = {args.arm: arms[args.arm]} if args.arm else arms
+    arm = next((a for a in shown.values() if pretrains(a) and a.pretrain.task not in LABELLED_TASKS), None)
+    if arm is None and args.arm:
+        raise RecipeError(f"--arm {args.arm!r}: it has no pretext task that makes labels to show; pick an arm with "
+                          f"pre-training")
     if arm is None:
         raise RecipeError("recipe key 'pretrain.task': the recipe has no pretext task that makes labels to show; "
                           "set pretrain.task, e.g. overlay")

@@ -31,7 +31,7 @@ from kpretrain.errors import InputError, RecipeError
 from kpretrain.export import save_model
 from kpretrain.models.backbones import block_names
 from kpretrain.models.freezing import resolve_depth
-from kpretrain.pretext import LABELLED_TASKS, create_task
+from kpretrain.pretext import LABELLED_TASKS, SYNTHETIC_TASKS, create_task
 from kpretrain.protocol import FULL, SMOKE, SeedData, initial_backbone, pretrain, pretraining_key, run_unit
 from kpretrain.pretext.shortcut import ShortcutResult, checkable_tasks, shortcut_check
 from kpretrain.protocol.pretrain import pretraining_images, shared
@@ -200,8 +200,12 @@ class Experiment:
                     self.pretrain_data[source].y_train)
                 epochs = self.budget.cap(arm.pretrain.epochs, self.budget.epochs)
                 labels = "with its labels" if arm.pretrain.task in LABELLED_TASKS else "labels unused"
+                images = f"{source} ({n} images, {labels})"
+                if arm.pretrain.task in SYNTHETIC_TASKS:
+                    per_epoch = arm.pretrain.options.get("images_per_epoch") or n
+                    images = f"generated images ({per_epoch} per epoch, no data read)"
                 first = self.sharing_pretraining(arm)[0]
-                stages.append(f"pretrain {arm.pretrain.task} on {source} ({n} images, {labels}) for {epochs:g} epochs"
+                stages.append(f"pretrain {arm.pretrain.task} on {images} for {epochs:g} epochs"
                               if first == name else f"pre-trained weights shared with {first}")
             if not transfers(arm):
                 stages.append("random init")
@@ -210,8 +214,16 @@ class Experiment:
                           + (f", unfreeze every {t.unfreeze.every} (backbone lr x{t.unfreeze.backbone_lr_factor:g})"
                              if t.unfreeze else "")
                           + (f", head init {t.head_init}" if t.head_init != "none" else ""))
+            augment = f", {arm.finetune.augment} augmentation" if arm.finetune.augment != "none" else ""
             stages.append(f"fine-tune {arm.finetune.head} head for "
-                          f"{self.budget.cap(arm.finetune.epochs, self.budget.epochs)} epochs on {len(split.labelled)} labelled")
+                          f"{self.budget.cap(arm.finetune.epochs, self.budget.epochs)} epochs on {len(split.labelled)} "
+                          f"labelled{augment}")
+            if arm.selftrain is not None:
+                st = arm.selftrain
+                stages.append(f"self-train {st.rounds} round{'s' * (st.rounds > 1)}: the {'fine-tuned model' if st.teacher_init == 'pretrained' else 'same from scratch'} "
+                              f"labels the pool ({st.unlabelled or 'unlabelled rest of train'}; {st.labels}, "
+                              f"threshold {st.threshold:g}{', balanced' if st.balance else ''}), a student from "
+                              f"{st.student_init} learns labelled + {st.ratio:g}x pseudo-labelled per batch")
             pair = f" (compared with {self.pairs[name]})" if name in self.pairs else ""
             lines.append(f"  arm {name}: {arm.backbone.name} [{', '.join(blocks)}] -> " + " -> ".join(stages) + pair)
         rt = r.runtime

@@ -88,3 +88,9 @@ def test_show_task_writes_a_grid(tmp_path, capsys):
     assert main(["show-task", "recipes/fashion_overlay.yaml", "--out", str(out)]) == 0
     assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
     assert main(["show-task", "recipes/fashion_overlay.yaml", "--set", "pretrain.task=none"]) == 2
+    fractal = tmp_path / "fractal.png"  # another arm's task: generated images, titled with their class
+    assert main(["show-task", "recipes/fashion_synthetic.yaml", "--arm", "fractal", "--out", str(fractal), "-q"]) == 0
+    assert fractal.read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["show-task", "recipes/fashion_synthetic.yaml", "--arm", "nope"]) == 2
+    assert "--arm 'nope': not an arm of fashion_synthetic" in capsys.readouterr().err
