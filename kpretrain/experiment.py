@@ -223,7 +223,8 @@ class Experiment:
                 stages.append(f"self-train {st.rounds} round{'s' * (st.rounds > 1)}: the {'fine-tuned model' if st.teacher_init == 'pretrained' else 'same from scratch'} "
                               f"labels the pool ({st.unlabelled or 'unlabelled rest of train'}; {st.labels}, "
                               f"threshold {st.threshold:g}{', balanced' if st.balance else ''}), a student from "
-                              f"{st.student_init} learns labelled + {st.ratio:g}x pseudo-labelled per batch")
+                              f"{st.student_init} learns labelled + {st.ratio:g}x pseudo-labelled per batch"
+                              + (f", {st.student_augment} augmentation" if st.student_augment else ""))
             pair = f" (compared with {self.pairs[name]})" if name in self.pairs else ""
             lines.append(f"  arm {name}: {arm.backbone.name} [{', '.join(blocks)}] -> " + " -> ".join(stages) + pair)
         rt = r.runtime

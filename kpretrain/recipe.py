@@ -193,6 +193,8 @@ class SelfTrainConfig:
     weight: float = _spec(default=1.0, minimum=0.0, doc="weight of a pseudo-labelled example in the loss")
     ratio: float = _spec(default=1.0, minimum=0.0, maximum=64.0, doc="pseudo-labelled per human-labelled example "
                                                                       "in each batch")
+    student_augment: Optional[str] = _spec(default=None, choices=("none", "weak", "strong"),
+                                           doc="the students' augmentation; null = finetune.augment (the teacher's)")
     pool: Optional[int] = _spec(default=None, minimum=1, doc="at most this many unlabelled images (seeded); null = all")
     unlabelled: Optional[str] = _spec(default=None, doc="data set of the unlabelled pool; null = the rest of the "
                                                         "train split (validation and labelled subset excluded)")
@@ -697,6 +699,9 @@ def _baseline(name: str, base: dict) -> Recipe:
     raw.pop("reference", None)  # a baseline is never the natural reference (nor the matched scratch of one)
     if name == "scratch":
         raw["pretrain"] = {"epochs": 0}
+        student = (raw.get("selftrain") or {}).get("student_augment")
+        if student:  # the arm's model is a student trained so: its scratch is trained so too
+            raw["finetune"] = {**raw.get("finetune", {}), "augment": student}
         raw["selftrain"] = None
         raw["backbone"] = {**raw["backbone"], "from": None}
         raw["transfer"] = {}

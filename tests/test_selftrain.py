@@ -72,6 +72,10 @@ def test_scratch_gets_the_same_augmentation_and_self_training_is_checked():
     assert recipe.baseline_pairs() == {"st": "scratch-st", "strong": "scratch-st"}
     assert arms["scratch-st"].finetune.augment == "strong" and arms["scratch-st"].selftrain is None
     assert arms["st"].selftrain.threshold == 0.8 and arms["st"].selftrain.rounds == 1
+    noisy = recipe_from_dict({**base, "arms": {"noisy": {"selftrain": {"student_augment": "strong"}}}})
+    pair = noisy.baseline_pairs()["noisy"]  # only the students are augmented: so is the scratch they face
+    assert pair == "scratch-noisy" and noisy.arm_recipes()[pair].finetune.augment == "strong"
+    assert noisy.arm_recipes()["noisy"].finetune.augment == "none"
     with pytest.raises(RecipeError, match="'arms.st.selftrain.labels': 'fuzzy' is not allowed"):
         recipe_from_dict({**base, "arms": {"st": {"selftrain": {"labels": "fuzzy"}}}})
     with pytest.raises(RecipeError, match="'finetune.augment'"):

@@ -121,6 +121,8 @@ def self_train(teacher: HeadedModel, arm: Recipe, inputs: SeedData, *, make_mode
     record = {"pool": len(pool.images), "pool_source": pool.source, "teacher_val_accuracy": taught.val_accuracy,
               "rounds": []}
     classes = inputs.data.num_classes
+    student_arm = arm if cfg.student_augment is None else dataclasses.replace(
+        arm, finetune=dataclasses.replace(arm.finetune, augment=cfg.student_augment))
     for round_ in range(cfg.rounds):
         with measure(clock, "evaluation"):
             probabilities = teacher_probabilities(teacher, pool.images, inputs.batch_size, cfg.temperature)
@@ -136,7 +138,7 @@ def self_train(teacher: HeadedModel, arm: Recipe, inputs: SeedData, *, make_mode
             entry["pseudo_label_accuracy_per_class"] = [
                 float(right[top == c].mean()) if np.any(top == c) else None for c in range(classes)]
         student = make_model(cfg.student_init)
-        taught = finetune(student, arm, inputs, callbacks=callbacks, clock=clock, backup=backup(f"student{round_ + 1}"),
+        taught = finetune(student, student_arm, inputs, callbacks=callbacks, clock=clock, backup=backup(f"student{round_ + 1}"),
                           train=student_batches(inputs, pool.images[kept], targets, cfg, round_),
                           compile_kwargs=soft_compile_kwargs())
         entry["student_val_accuracy"] = taught.val_accuracy

@@ -101,7 +101,9 @@ def _task(protocol: dict) -> str:
     """The arm's pre-training task, with self-training and augmentation when it has them."""
     parts = [protocol["task"]]
     if protocol.get("selftrain"):
-        parts.append(f"self-training x{protocol['selftrain']['rounds']}")
+        student = protocol["selftrain"].get("student_augment")
+        parts.append(f"self-training x{protocol['selftrain']['rounds']}"
+                     + (f" (students: {student} aug.)" if student else ""))
     if protocol.get("augment", "none") != "none":
         parts.append(f"{protocol['augment']} aug.")
     return " + ".join(parts)
