@@ -107,14 +107,8 @@ class Experiment:
                             f"data set than data.dataset ({r.data.dataset}), or it would use labels beyond "
                             f"data.labels_per_class; e.g. pretrain.dataset: mnist")
                 create_task(arm.pretrain.task, arm.pretrain.options, seed=0, num_classes=self.data.num_classes)
-                dataset = arm.pretrain.dataset or r.data.dataset
-                if dataset != r.data.dataset and dataset not in self.pretrain_data:
-                    other = self._shrink(self._load(dataset, None))
-                    if other.image_shape != self.data.image_shape:
-                        raise RecipeError(
-                            f"recipe key 'arms.{name}.pretrain.dataset': {dataset} images are {other.image_shape}, "
-                            f"{r.data.dataset} images are {self.data.image_shape}; use data sets of the same shape")
-                    self.pretrain_data[dataset] = other
+                if arm.pretrain.dataset and arm.pretrain.dataset != r.data.dataset:
+                    self._load_other(arm.pretrain.dataset, f"arms.{name}.pretrain.dataset")
             if arm.selftrain is not None:
                 self._check_selftrain(name, arm)
         return self.plan_lines()
@@ -125,17 +119,22 @@ class Experiment:
         key = f"arms.{name}.selftrain" if self.recipe.arms and name in self.recipe.arms else "selftrain"
         dataset = arm.selftrain.unlabelled
         if dataset and dataset != r.data.dataset:
-            if dataset not in self.pretrain_data:
-                other = self._shrink(self._load(dataset, None))
-                if other.image_shape != self.data.image_shape:
-                    raise RecipeError(f"recipe key '{key}.unlabelled': {dataset} images are {other.image_shape}, "
-                                      f"{r.data.dataset} images are {self.data.image_shape}; use data sets of the "
-                                      f"same shape")
-                self.pretrain_data[dataset] = other
+            self._load_other(dataset, f"{key}.unlabelled")
         elif not len(self.seed_data(r.seeds[0]).split.unlabelled):
             raise RecipeError(f"recipe key '{key}.unlabelled': the unlabelled pool is empty (data.labels_per_class "
                               f"is null: every train image is labelled); set data.labels_per_class, or "
                               f"{key}.unlabelled to another data set")
+
+    def _load_other(self, dataset: str, key: str) -> None:
+        """Another data set (pre-training's, self-training's pool) into `pretrain_data`, once; its images must have
+        the downstream shape (`key`: the recipe key that names it)."""
+        if dataset in self.pretrain_data:
+            return
+        other = self._shrink(self._load(dataset, None))
+        if other.image_shape != self.data.image_shape:
+            raise RecipeError(f"recipe key '{key}': {dataset} images are {other.image_shape}, {self.recipe.data.dataset} "
+                              f"images are {self.data.image_shape}; use data sets of the same shape")
+        self.pretrain_data[dataset] = other
 
     def _load(self, name: str, path) -> DatasetArrays:
         """`load_dataset`, once per data set for all the points of a sweep."""

@@ -143,7 +143,7 @@ def benefit_note(metrics: dict) -> list[str]:
     return ["", f"Benefit: each arm's mean gain over its scratch as a share of the natural reference arm's "
             f"({', '.join(f'`{n}`' for n in sorted(names))}), mean(arm − scratch) / mean(natural − scratch) over the "
             "seeds, with a paired bootstrap 95 % interval (the same seeds resampled for both); undefined where the "
-            "natural arm's difference to scratch has an interval containing zero."]
+            "natural arm's difference to scratch has an interval containing zero or below zero."]
 
 
 def pct(x: float) -> str:
