@@ -12,7 +12,7 @@ errors `InputError`, `RecipeError`, `DataError`; the pretext tasks are Keras lay
 
 from kpretrain.errors import DataError, InputError, RecipeError
 
-__version__ = "0.5.0"
+__version__ = "0.5.1"
 
 _API = ("run", "tune", "load_backbone", "RunResult", "TuneResult", "ArmResult")
 __all__ = [*_API, "DataError", "InputError", "RecipeError", "__version__"]

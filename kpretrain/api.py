@@ -10,10 +10,9 @@ import dataclasses
 import json
 import os
 
-import yaml
-
 from kpretrain.errors import InputError
 from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict
+from kpretrain.recipe_values import format_value, load_yaml
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +25,7 @@ class ArmResult:
     std: float | None
     ci95: tuple | None
     baseline: str | None = None
-    difference: dict | None = None  # vs the baseline: mean, ci95, p, p_holm, seeds_for_80_power (metrics.json)
+    difference: dict | None = None  # vs the baseline (metrics.json): mean, ci95, p, p_holm, comparisons, ...
     benefit: dict | None = None  # share of the natural reference arm's gain: reference, ratio, ci95, defined, reason
 
 
@@ -42,12 +41,13 @@ class RunResult:
         """Per arm (a run without `sweep:`); for a sweep use `points`."""
         if "points" in self.metrics:
             raise AttributeError("a sweep has no single set of arms; read result.points")
-        return _arms(self.metrics)
+        return _arms(self.metrics, _holm(self.metrics))
 
     @property
     def points(self) -> list[tuple[dict, dict[str, ArmResult]]]:
-        """A sweep's points: ({swept key: value}, arms)."""
-        return [(p["values"], _arms(p)) for p in self.metrics.get("points", [])]
+        """A sweep's points: ({swept key: value}, arms), p_holm adjusted over every comparison of the sweep."""
+        adjusted = _holm(self.metrics) if "points" in self.metrics else {}
+        return [(p["values"], _arms(p, adjusted, p["dir"])) for p in self.metrics.get("points", [])]
 
     @property
     def verdicts(self) -> list[str]:
@@ -61,13 +61,24 @@ class RunResult:
             return fh.read()
 
 
-def _arms(metrics: dict) -> dict[str, ArmResult]:
+def _holm(metrics: dict) -> dict:
+    """(point, arm) -> (p_holm, comparisons): as metrics.json stores them (computed for an older file)."""
+    from kpretrain.report.tables import holm_adjusted
+
+    return holm_adjusted(metrics)
+
+
+def _arms(metrics: dict, adjusted: dict, point: str | None = None) -> dict[str, ArmResult]:
+    """The arms of a run or of one sweep point, their `difference` with the run's or sweep's Holm family."""
     out = {}
     for name, entry in metrics["arms"].items():
         stats = entry["statistics"]["test_accuracy"]
         ci = stats.get("ci95")
+        difference = entry["statistics"].get("vs_baseline")
+        if difference is not None and (point, name) in adjusted:
+            difference = {**difference, **dict(zip(("p_holm", "comparisons"), adjusted[(point, name)]))}
         out[name] = ArmResult(name, list(entry["test_accuracy"]), stats["mean"], stats.get("std"),
-                              tuple(ci) if ci else None, entry.get("baseline"), entry["statistics"].get("vs_baseline"),
+                              tuple(ci) if ci else None, entry.get("baseline"), difference,
                               entry["statistics"].get("benefit"))
     return out
 
@@ -85,11 +96,11 @@ class TuneResult:
 
 
 def _overrides(overrides) -> list[str]:
-    """`--set` strings from a list of them or a {key: value} mapping."""
+    """`--set` strings from a list of them or a {key: value} mapping (values as `format_value` writes them)."""
     if overrides is None:
         return []
     if isinstance(overrides, dict):
-        return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in overrides.items()]
+        return [f"{k}={format_value(v)}" for k, v in overrides.items()]
     return list(overrides)
 
 
@@ -143,7 +154,7 @@ def tune(recipe, *, overrides=None, tuner: str | None = None, max_trials: int | 
         raise RuntimeError(f"kpretrain tune {raw['name']}: the search failed (exit {code}); see the messages above")
     best = io.read_json(os.path.join(project, "best.json"))
     with open(os.path.join(project, "best_recipe.yaml")) as fh:
-        best_recipe = yaml.safe_load(fh)
+        best_recipe = load_yaml(fh)
     finished = None
     if final:
         runs = sorted(os.listdir(os.path.join(project, "final")))

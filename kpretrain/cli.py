@@ -435,12 +435,13 @@ def cmd_lr_find(args) -> int:
 
     from kpretrain.errors import InputError
     from kpretrain.recipe import load_recipe, pretrains
+    from kpretrain.recipe_values import format_value
 
     recipe = load_recipe(args.recipe, [*args.sets, *_verbosity(args)])
     if recipe.sweep:
         first = next(iter(recipe.sweep))
         raise InputError(f"kpretrain lr-find tests one recipe, not a sweep; pick one of its points, e.g. "
-                         f"--set sweep=null --set {first}={json.dumps(recipe.sweep[first][0])}")
+                         f"--set sweep=null --set {first}={format_value(recipe.sweep[first][0])}")
     arms = recipe.arm_recipes()
     baselines = {*recipe.baselines, *recipe.baseline_pairs().values()}
     name = args.arm or next((a for a in arms if a not in baselines), next(iter(arms)))

@@ -22,7 +22,6 @@ from typing import Callable
 import keras
 import numpy as np
 import tensorflow as tf
-import yaml
 
 import kpretrain
 from kpretrain.data import SCALING, DatasetArrays, load_dataset, make_splits
@@ -37,9 +36,10 @@ from kpretrain.pretext.shortcut import ShortcutResult, checkable_tasks, shortcut
 from kpretrain.protocol.pretrain import pretraining_images, shared
 from kpretrain.protocol.results import PretrainResult, UnitResult
 from kpretrain.recipe import Recipe, pretrains, transfers
+from kpretrain.recipe_values import dump_yaml, format_value
 from kpretrain.report import io
 from kpretrain.report.progress import Progress, ProgressCallback
-from kpretrain.report.tables import arm_statistics
+from kpretrain.report.tables import arm_statistics, run_report, store_sweep_holm
 from kpretrain.rundir import RUN_FILE, recipe_sha256
 from kpretrain.training import interruption
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
@@ -61,6 +61,8 @@ class Experiment:
         for stage in STAGES:
             self.callbacks[stage].append(ProgressCallback(self.progress, stage))
         self.counted = False  # whether the progress display already counts this run's units (a sweep counts all)
+        # metrics.json's `holm.family`: "point" for a sweep's point until the sweep adjusts all its points together
+        self.holm_family = "run"
         # what the points of a sweep share: loaded data sets, and pre-trained weights per seed and setting
         self.shared_with = shared_with if shared_with is not None else {"datasets": {}, "pretrained": {}}
         self.arms = recipe.arm_recipes()
@@ -241,8 +243,9 @@ class Experiment:
 
     def sharing_pretraining(self, arm: Recipe) -> list[str]:
         """The arms, in run order, that pre-train as `arm` does (and so share its pre-trained weights per seed)."""
-        key = pretraining_key(arm)
-        return [name for name, other in self.arms.items() if pretrains(other) and pretraining_key(other) == key]
+        key = pretraining_key(arm, self.recipe)
+        return [name for name, other in self.arms.items()
+                if pretrains(other) and pretraining_key(other, self.recipe) == key]
 
     # ---- the run ----------------------------------------------------------------------------------
     @functools.cached_property
@@ -264,7 +267,7 @@ class Experiment:
         r = self.recipe
         units = os.path.join(out_dir, "units")
         os.makedirs(units, exist_ok=True)
-        io.write_text(os.path.join(out_dir, "recipe.yaml"), yaml.safe_dump(r.to_dict(), sort_keys=False))
+        io.write_text(os.path.join(out_dir, "recipe.yaml"), dump_yaml(r.to_dict()))
         io.write_json(os.path.join(out_dir, RUN_FILE), {"smoke": self.smoke})
         configure_runtime(r.runtime)
         self.log(describe_device(self.strategy, r.runtime.distribute))
@@ -281,7 +284,7 @@ class Experiment:
             for name, arm in self.arms.items():
                 pretrained = None
                 if pretrains(arm):
-                    key = pretraining_key(arm)
+                    key = pretraining_key(arm, self.recipe)
                     if key not in shared_weights:
                         self.progress.unit(seed, ", ".join(self.sharing_pretraining(arm)), "pretrain")
                         shared_weights[key] = self._pretrain_unit(out_dir, inputs, name, arm)
@@ -320,7 +323,7 @@ class Experiment:
 
     def unit_count(self) -> int:
         """Units this run trains or reuses: each seed x arm, and each seed's shared pre-trainings."""
-        shared = len({pretraining_key(arm) for arm in self.arms.values() if pretrains(arm)})
+        shared = len({pretraining_key(arm, self.recipe) for arm in self.arms.values() if pretrains(arm)})
         return len(self.recipe.seeds) * (len(self.arms) + shared)
 
     def shortcut_checks(self) -> list[tuple[list[str], ShortcutResult]]:
@@ -400,12 +403,8 @@ class Experiment:
                 "data_sha256": {d.name: arrays_sha256(d.x_train, d.y_train, d.x_test, d.y_test) for d in sets}}
 
     def _pretraining_source(self, arm: Recipe, seed: int) -> str:
-        """What makes two sweep points' pre-trainings of a seed identical: the pre-training settings and the data
-        (pre-training reads the labelled subset and the unlabelled pool together, which `labels_per_class` does not
-        change; validation size and batch size do)."""
-        data = {k: v for k, v in self.recipe.to_dict()["data"].items()  # probes read the labelled subset
-                if k != "labels_per_class" or arm.pretrain.probe is not None}
-        return json.dumps([pretraining_key(arm), data, seed, self.smoke], sort_keys=True)
+        """What makes two sweep points' pre-trainings of a seed identical (`pretraining_key`), per seed and budget."""
+        return json.dumps([pretraining_key(arm, self.recipe), seed, self.smoke])
 
     def _tensorboard(self, out_dir: str, seed: int, name: str) -> str | None:
         """`tb/<seed>/<arm>/` when `runtime.tensorboard` (each stage logs in a sub-directory named after it)."""
@@ -488,8 +487,11 @@ class Experiment:
         seconds = ran + [p.seconds for p in pretrainings if p.unit not in self._reused]
         training = sum(s.get("training", 0.0) for s in seconds)
         evaluation = sum(s.get("evaluation", 0.0) for s in seconds)
-        for name, stats in arm_statistics({"arms": arms}).items():
+        statistics = arm_statistics({"arms": arms})  # the run's Holm family, computed once
+        for name, stats in statistics.items():
             arms[name]["statistics"] = stats
+        holm = {"family": self.holm_family, "comparisons": max(
+            (s["vs_baseline"]["comparisons"] for s in statistics.values() if "vs_baseline" in s), default=0)}
         shortcut = []
         for users, check in self.shortcuts:
             done = [p.final_val_accuracy for p in pretrainings if set(p.arms) & set(users)]
@@ -517,6 +519,7 @@ class Experiment:
                            "raw": r.evaluation.raw, "validate_every": r.evaluation.validate_every,
                            "bn_refresh_batches": self.seed_data(r.seeds[0]).bn_batches},
             "arms": arms,
+            "holm": holm,
             "reference": next((n for n, a in self.arms.items() if a.reference == "natural"), None),
             "pretraining": [p.record() for p in pretrainings],
             "shortcut": shortcut,
@@ -590,6 +593,8 @@ class Sweep:
         self.points = [(at, point_dir(at), Experiment(point, smoke=smoke, log=log, shared_with=shared_with,
                                                       callbacks=callbacks, progress=self.progress))
                        for at, point in swept.sweep_points()]
+        for _, _, experiment in self.points:
+            experiment.holm_family = "point"
 
     @property
     def strategy(self):
@@ -606,7 +611,7 @@ class Sweep:
     def run(self, out_dir: str) -> dict:
         """Run every point into `out_dir/<point>/`; write the sweep's metrics, report and plot."""
         os.makedirs(out_dir, exist_ok=True)
-        io.write_text(os.path.join(out_dir, "recipe.yaml"), yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+        io.write_text(os.path.join(out_dir, "recipe.yaml"), dump_yaml(self.recipe.to_dict()))
         io.write_json(os.path.join(out_dir, RUN_FILE), {"smoke": self.smoke})
         started = time.perf_counter()
         finished = []
@@ -618,14 +623,28 @@ class Sweep:
             finished.append((at, name, experiment.run(os.path.join(out_dir, name))))
             io.write_json(os.path.join(out_dir, "metrics.json"),
                           self.metrics(finished, time.perf_counter() - started, complete=False))
-        metrics = self.metrics(finished, time.perf_counter() - started, complete=True)
+        holm = self.adjust_points(out_dir, finished)
+        metrics = self.metrics(finished, time.perf_counter() - started, complete=True, holm=holm)
         from kpretrain.report import write_sweep_report
 
         write_sweep_report(out_dir, metrics)
         io.write_json(os.path.join(out_dir, "metrics.json"), metrics)
         return metrics
 
-    def metrics(self, finished: list, wall: float, complete: bool) -> dict:
+    def adjust_points(self, out_dir: str, finished: list) -> dict:
+        """Holm-adjust every comparison of the sweep as one family, once all points are done, and rewrite each
+        point's `metrics.json` and `report.md` with it (each written when its point finished, adjusted over that
+        point's comparisons only), so a point's report and the sweep's table give the same adjusted p-values.
+        Returns the family's `holm` record.  The sweep's own metrics.json, written after, marks it finished."""
+        holm = store_sweep_holm([m for _, _, m in finished])
+        for _, name, m in finished:
+            io.write_text(os.path.join(out_dir, name, "report.md"), run_report(m))
+            io.write_json(os.path.join(out_dir, name, "metrics.json"), m)
+        return holm
+
+    def metrics(self, finished: list, wall: float, complete: bool, holm: dict | None = None) -> dict:
+        """The sweep's `metrics.json`: its points (each one run's `arms` layout) and, once `adjust_points` stored the
+        sweep's Holm family in them, its `holm` record."""
         first = finished[0][2]
         points = [{"values": at, "dir": name, **{k: m[k] for k in ("arms", "pretraining", "data", "warnings")}}
                   for at, name, m in finished]
@@ -640,12 +659,14 @@ class Sweep:
             "data_sha256": {k: v for _, _, m in finished for k, v in m["data_sha256"].items()},
             "evaluation": first["evaluation"], "environment": first["environment"], "wall_time_s": wall,
             "reference": first.get("reference"),
+            **({"holm": holm} if holm else {}),
         }
 
 
 def point_dir(at: dict) -> str:
-    """Sub-directory of a sweep point: `data.labels_per_class=10` (several keys joined by `,`)."""
-    return ",".join(f"{key}={json.dumps(value) if not isinstance(value, str) else value}" for key, value in at.items())
+    """Sub-directory of a sweep point: `data.labels_per_class=10` (several keys joined by `,`), each value as
+    `--set` writes it (`format_value`: `finetune.optimizer.learning_rate=1.0e-05`)."""
+    return ",".join(f"{key}={format_value(value)}" for key, value in at.items())
 
 
 def smoke_sweep(sweep: dict) -> dict:

@@ -13,12 +13,19 @@ from kpretrain.report import io
 
 
 def save_model(model: keras.Model, directory: str, name: str, info: dict) -> dict:
-    """`directory/<name>.keras` and the SavedModel `directory/<name>/` with `kpretrain.json`, written atomically."""
+    """`directory/<name>.keras` and the SavedModel `directory/<name>/` with `kpretrain.json`, written atomically.
+
+    The SavedModel's `serve` takes the image tensor itself (a model whose inputs are a one-element list would
+    otherwise be exported with a list signature, which `TFSMLayer`, `serve(x)` and TFLite cannot bind)."""
+    import tensorflow as tf
+
     os.makedirs(directory, exist_ok=True)
     with io.atomic_path(os.path.join(directory, f"{name}.keras")) as tmp:
         model.save(tmp)
+    (images,) = model.inputs
+    signature = [tf.TensorSpec(images.shape, images.dtype, name="images")]
     with io.atomic_path(os.path.join(directory, name)) as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
+        model.export(tmp, format="tf_saved_model", verbose=False, input_signature=signature)
         with open(os.path.join(tmp, "kpretrain.json"), "w") as fh:
             json.dump(info, fh, indent=2)
     return {"keras": f"{name}.keras", "saved_model": f"{name}/"}
@@ -99,7 +106,8 @@ def export_run(run_dir: str, *, arm: str | None = None, seed: int | None = None,
                                    seed=k, name="downstream_head")
                 headed = attach_head(backbone, head)
                 headed.load_weights(weights)
-                model = keras.Model(headed.inputs, headed.outputs, name="classifier")  # a plain functional model
+                # a plain functional model from the image tensor (not a one-element list) to the logits
+                model = keras.Model(headed.input, headed.output, name="classifier")
                 info = {**info, "classes": metrics["data"]["class_names"], "outputs": "logits",
                         "test_accuracy": entry["test_accuracy"][entry["seeds"].index(k)]}
             model.trainable = True

@@ -22,6 +22,7 @@ import yaml
 
 from kpretrain.errors import RecipeError
 from kpretrain.pretext.registry import TASK_NAMES
+from kpretrain.recipe_values import format_value, load_yaml, parse_value
 
 PRETEXT_TASKS = ("none", *TASK_NAMES)
 BASELINES = ("scratch",)
@@ -282,7 +283,7 @@ class Recipe:
         for values in itertools.product(*(self.sweep[k] for k in keys)):
             at = dict(zip(keys, values))
             raw = apply_overrides({k: v for k, v in self.to_dict().items() if k != "sweep"},
-                                  [f"{k}={json.dumps(v)}" for k, v in at.items()])
+                                  [f"{k}={format_value(v)}" for k, v in at.items()])
             try:
                 point = recipe_from_dict(raw)
             except RecipeError as exc:
@@ -350,7 +351,7 @@ class Recipe:
 
 # ---------------------------------------------------------------------------------------------------
 def load_recipe(path: str, overrides: list[str] | tuple = ()) -> Recipe:
-    """Read `path` with `yaml.safe_load`, apply `--set` overrides, validate; raise RecipeError."""
+    """Read `path` with `load_yaml` (a `yaml.SafeLoader`), apply `--set` overrides, validate; raise RecipeError."""
     return recipe_from_dict(load_raw(path, overrides))
 
 
@@ -377,7 +378,7 @@ def read_yaml(path: str) -> dict:
     except OSError as exc:
         raise RecipeError(f"recipe file {path!r} cannot be read ({exc.strerror}); check its permissions") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -395,7 +396,7 @@ def read_yaml(path: str) -> dict:
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
-    """Apply `key.path=value` strings (values parsed as YAML) to a raw recipe dict."""
+    """Apply `key.path=value` strings (values read by `parse_value`: YAML, `1e-3` a number) to a raw recipe dict."""
     raw = copy.deepcopy(raw)
     for item in overrides or ():
         if "=" not in item:
@@ -405,7 +406,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
         if not key or any(not part for part in key.split(".")):
             raise RecipeError(f"--set {item!r}: the key must be a dotted recipe key, e.g. transfer.frozen_depth")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = parse_value(text)
         except yaml.YAMLError:
             raise RecipeError(f"--set {key}: value {text!r} is not valid YAML; quote it, e.g. --set '{key}=[0,1]'") from None
         node = raw
@@ -502,10 +503,10 @@ def recipe_from_dict(raw: dict) -> Recipe:
                                   f"{{every: 1}}) and is for pretrain.select only")
             if select.mode != "last" and averaging.method != "none":
                 raise RecipeError(f"recipe key '{where}{stage}.select.mode': {select.mode} picks one epoch's weights, "
-                                  f"averaging ({averaging.method}) replaces them with an average; use one of the two")
+                                  f"{stage}.averaging ({averaging.method}) replaces them with an average; use one of the two")
             if averaging.method == "ema" and averaging.start_epoch:
                 raise RecipeError(f"recipe key '{where}{stage}.averaging.start_epoch': Keras optimizer EMA averages from "
-                                  f"the first step; start_epoch is for method polyak")
+                                  f"the first step; start_epoch is for {stage}.averaging.method polyak (here ema)")
             found = getattr(arm, stage).optimizer.lr_find
             if not 0 < found.start_lr < found.end_lr:
                 raise RecipeError(f"recipe key '{where}{stage}.optimizer.lr_find.start_lr': {found.start_lr} must be "
@@ -661,7 +662,7 @@ def _check_sweep(sweep) -> None:
         if not isinstance(key, str) or not all(key.split(".")) or key.split(".")[0] in SWEEP_FIXED:
             raise RecipeError(f"recipe key 'sweep.{key}': cannot be swept; allowed: keys of data, backbone, pretrain, "
                               f"transfer, finetune, evaluation or arms")
-        if not isinstance(values, list) or not values or len({json.dumps(v) for v in values}) != len(values):
+        if not isinstance(values, list) or not values or len({format_value(v) for v in values}) != len(values):
             raise RecipeError(f"recipe key 'sweep.{key}': expected a non-empty list of distinct values, got {values!r}")
 
 
@@ -686,8 +687,7 @@ def _deep_merge(base: dict, overrides: dict, prefix: str) -> dict:
                 raise RecipeError(f"recipe key '{prefix}.{key}': unknown key{hint}")
             base[key] = value
         elif "." in key:
-            _deep_merge(base, apply_overrides({}, [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"]),
-                        prefix)
+            _deep_merge(base, apply_overrides({}, [f"{key}={format_value(value)}"]), prefix)
         else:
             base[key] = value
     return base

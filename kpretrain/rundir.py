@@ -130,16 +130,15 @@ def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
     Raises `RecipeMismatch` (exit 2) naming the first key that differs when the directory holds another recipe's
     run, or one started with another `--smoke`.
     """
-    import yaml
-
     recipe_path = os.path.join(out_dir, "recipe.yaml")
     if not os.path.exists(recipe_path):
         return "new"
     from kpretrain.recipe import with_defaults
+    from kpretrain.recipe_values import dump_yaml, load_yaml
 
     with open(recipe_path) as fh:
-        there = with_defaults(yaml.safe_load(fh) or {})  # keys added since the run started: their defaults
-    here = yaml.safe_load(yaml.safe_dump(recipe_dict, sort_keys=False))  # compare as the file stores it
+        there = with_defaults(load_yaml(fh) or {})  # keys added since the run started: their defaults
+    here = load_yaml(dump_yaml(recipe_dict))  # compare as the file stores it
     found = _first_difference(here, there)
     if found:
         key, value, other = found

@@ -17,11 +17,11 @@ import os
 import shutil
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras_tuner
 import tensorflow as tf
-import yaml
+from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # the best-epoch checkpoint Tuner.run_trial adds
 
 from kpretrain.errors import InputError, RecipeError
 from kpretrain.experiment import Experiment
@@ -30,6 +30,7 @@ from kpretrain.protocol import build_model, run_unit
 from kpretrain.protocol.unit import initial_backbone
 from kpretrain.protocol.pretrain import pretraining_key
 from kpretrain.recipe import Recipe, apply_overrides, load_raw, pretrains, recipe_from_dict, with_defaults
+from kpretrain.recipe_values import dump_yaml, format_value, load_yaml
 from kpretrain.report import io
 from kpretrain.rundir import LOCK_NAME, DirectoryLock
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
@@ -76,7 +77,7 @@ class Dimension:
         bounds, step, sampling = spec[kind], spec.get("step"), spec.get("sampling", "linear")
         if not (isinstance(bounds, list) and len(bounds) == 2 and all(_is(b, number) for b in bounds)
                 and bounds[0] < bounds[1]):
-            hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(bounds, list) and any(
+            hint = " (text, not a number: write 1e-4 without quotes)" if isinstance(bounds, list) and any(
                 isinstance(b, str) for b in bounds) else ""
             raise RecipeError(f"{where}: expected [lo, hi], {'integers' if kind == 'int' else 'numbers'} with "
                               f"lo < hi, got {bounds!r}{hint}")
@@ -123,9 +124,8 @@ def parse_space(space: dict) -> list[Dimension]:
 
 
 def with_values(raw: dict, values: dict) -> dict:
-    """The raw recipe with `values` (recipe key -> value) set as keys."""
-    # as YAML text, not JSON: YAML reads JSON's 1e-05 as a string
-    return apply_overrides(raw, [f"{k}={yaml.safe_dump(v, default_flow_style=True)}" for k, v in values.items()])
+    """The raw recipe with `values` (recipe key -> value) set as keys, each as `--set` would set it."""
+    return apply_overrides(raw, [f"{k}={format_value(v)}" for k, v in values.items()])
 
 
 def trial_recipe(raw: dict, values: dict) -> Recipe:
@@ -208,23 +208,39 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         return build_model(arm, experiment.seed_data(experiment.recipe.seeds[0]))
 
     def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
-        """`run_unit` on the trial's model; a Hyperband round that resumes trained weights skips pre-training.
+        """`run_unit` on the trial's model: what `kpretrain run` records for the searched arm and first seed, with
+        `epochs` (a Hyperband round's budget, `tuner/epochs`) as its `finetune.epochs`.  A Hyperband trial that
+        continues an earlier one is trained from its start for that whole budget (`initial_epoch` is ignored;
+        its model is built fresh, see `_FromTheStart`).  KerasTuner's checkpoint holds the model scored.
         Other `fit` arguments of `search(...)` (`verbose`) are KerasTuner's display settings, not the recipe's."""
         experiment, arm = self.trial(self.declare(hp))
-        key = json.dumps([pretraining_key(arm), experiment.recipe.to_dict()["data"]], sort_keys=True, default=str)
+        if epochs is not None:
+            arm = replace(arm, finetune=replace(arm.finetune, epochs=epochs))
+        checkpoints = [c for c in callbacks if isinstance(c, SaveBestEpoch)]
+        key = pretraining_key(arm, experiment.recipe)
         unit = run_unit(arm, experiment.seed_data(experiment.recipe.seeds[0]), model=model,
-                        pretrained=self._pretrained.get(key), resumed="tuner/trial_id" in hp.values,
-                        callbacks=callbacks, test=False, epochs=None if epochs is None else epochs - initial_epoch,
-                        scope=self._scope)
+                        pretrained=self._pretrained.get(key), test=False, scope=self._scope,
+                        callbacks=[c for c in callbacks if not isinstance(c, SaveBestEpoch)])
         if pretrains(arm) and unit.pretrain is not None:  # trials differing only after pre-training reuse it
             self._pretrained.pop(key, None)
             self._pretrained[key] = unit.pretrain
             while len(self._pretrained) > PRETRAININGS_KEPT:
                 self._pretrained.pop(next(iter(self._pretrained)))
-        return {"val_accuracy": unit.finetune.val_accuracy, "val_accuracy_raw": unit.finetune.val_accuracy_raw}
+        scores = {"val_accuracy": unit.finetune.val_accuracy, "val_accuracy_raw": unit.finetune.val_accuracy_raw}
+        save_scored(checkpoints, unit.model, scores)
+        return scores
 
     def _scope(self):
         return self.strategy.scope() if self.strategy else contextlib.nullcontext()
+
+
+def save_scored(checkpoints: list, model, scores: dict) -> None:
+    """KerasTuner's best-epoch checkpoints (`get_best_models`) get the model the trial scores, once, after training:
+    per epoch they would keep the best validated epoch's weights with training's BN statistics, or those of an
+    epoch `evaluation.validate_every` left unvalidated, which nothing scored."""
+    for checkpoint in checkpoints:
+        checkpoint.set_model(model)
+        checkpoint.on_epoch_end(0, dict(scores))  # has the objective and beats -inf: saved
 
 
 def _lookup(tree: dict, key: str):
@@ -254,9 +270,19 @@ class _NoTensorBoard:
         print(f"trial {number}/{self.oracle.max_trials}: {json.dumps(values)}; {so_far}", flush=True)
 
 
-TUNERS = {kind: type(cls.__name__, (_NoTensorBoard, cls), {}) for kind, cls in
-          {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
-           "hyperband": keras_tuner.Hyperband, "grid": keras_tuner.GridSearch}.items()}
+class _FromTheStart:
+    """Hyperband continues a trial of the previous round by loading that trial's checkpoint into the model it
+    builds, then fits the remaining epochs with a new optimizer (its schedule restarted).  Here the model is built
+    fresh, and `ProtocolHyperModel.fit` trains it for the round's whole budget: the score `kpretrain run` records
+    with that many fine-tuning epochs (continued trials repeat their earlier rounds' epochs)."""
+
+    def _build_hypermodel(self, hp):
+        return keras_tuner.Tuner._build_hypermodel(self, hp)  # Hyperband's own loads the checkpoint
+
+
+TUNERS = {kind: type(cls.__name__, (_NoTensorBoard, *([_FromTheStart] if kind == "hyperband" else []), cls), {})
+          for kind, cls in {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
+                            "hyperband": keras_tuner.Hyperband, "grid": keras_tuner.GridSearch}.items()}
 
 
 def make_tuner(kind: str, hypermodel: ProtocolHyperModel, *, max_trials: int, max_epochs: int, directory: str,
@@ -308,8 +334,8 @@ def _fmt(value) -> str:
 
 def best_recipe_text(raw: dict, best: dict) -> str:
     """The recipe with the best values set as keys (tune section kept), as YAML with a provenance comment."""
-    text = yaml.safe_dump(with_values(raw, best["values"]), sort_keys=False)
-    recipe_from_dict(yaml.safe_load(text))  # runnable as written
+    text = dump_yaml(with_values(raw, best["values"]))
+    recipe_from_dict(load_yaml(text))  # runnable as written
     return (f"# best of kpretrain tune {raw['name']}: trial {best['trial_id']}, val_accuracy {best['score']:.4f}\n"
             + text)
 
@@ -374,7 +400,7 @@ def tune(path, sets=(), *, tuner: str | None = None, max_trials: int | None = No
     if recipe.sweep:
         first = next(iter(recipe.sweep))
         raise InputError(f"kpretrain tune searches one recipe, not a sweep; tune one of its points, e.g. "
-                         f"--set sweep=null --set {first}={json.dumps(recipe.sweep[first][0])}")
+                         f"--set sweep=null --set {first}={format_value(recipe.sweep[first][0])}")
     if smoke and max_trials is None and recipe.tune.max_trials > SMOKE_TRIALS:
         raw.setdefault("tune", {})["max_trials"] = SMOKE_TRIALS
         recipe = recipe_from_dict(raw)
@@ -458,17 +484,24 @@ def _search(hypermodel: ProtocolHyperModel, directory: str, name: str, smoke: bo
     return 0, best
 
 
-SCRATCH_SECTIONS = ("data", "backbone", "finetune", "evaluation")  # what a scratch baseline's score depends on
+SCRATCH_SECTIONS = ("backbone", "finetune")  # what a scratch baseline's score depends on that an arm can set
+SHARED_SECTIONS = ("data", "evaluation")  # what it depends on too, but every arm of the final run shares
 
 
 def scratch_search_recipe(raw: dict, arm_name: str) -> dict:
     """The raw recipe whose search tunes the searched arm's matched scratch with the same budget: the searched keys
-    that apply to scratch, plus its fine-tuning learning rate, schedule and epochs when those are not searched."""
+    that apply to scratch, plus its fine-tuning learning rate, schedule and epochs when those are not searched.
+    A searched `data` or `evaluation` key is a RecipeError: the final run's `scratch-tuned` arm could not hold
+    scratch's own best value of it."""
     recipe = recipe_from_dict(raw)
     arm = recipe.arm_recipes()[arm_name].to_dict()  # its backbone and fine-tuning; the arm's own keys included
     space = {}
     for key, spec in recipe.tune.space.items():
         local = key.removeprefix(f"arms.{arm_name}.")
+        if local.split(".")[0] in SHARED_SECTIONS:
+            raise RecipeError(f"recipe key 'tune.space.{key}': --final cannot search it: every arm of the final run "
+                              f"shares {local.split('.')[0]}, so the tuned scratch could not keep its own best value; "
+                              f"set it at the top level, or search without --final")
         if local.split(".")[0] in SCRATCH_SECTIONS and local != "backbone.from":
             space[local] = spec
     epochs = arm["finetune"]["epochs"]
@@ -583,7 +616,7 @@ def default_space(recipe: Recipe, experiment: Experiment) -> dict:
 
 def final_recipe(raw: dict, best: dict, scratch_raw: dict, scratch_best: dict) -> dict:
     """The best recipe with the tuned scratch as arm `scratch-tuned`, the searched arm's baseline."""
-    final = yaml.safe_load(best_recipe_text(raw, best))
+    final = load_yaml(best_recipe_text(raw, best))
     arm_name = searched_arm(recipe_from_dict(final))
     tuned = recipe_from_dict(with_values(scratch_raw, scratch_best["values"])).arm_recipes()["scratch"].to_dict()
     arms = final.get("arms") or {arm_name: {}}
@@ -604,7 +637,7 @@ def _final(project: str, raw: dict, best: dict, scratch_raw: dict, scratch_best:
     io.write_text(os.path.join(project, "final_recipe.yaml"),
                   f"# kpretrain tune {raw['name']} --final: the best recipe (trial {best['trial_id']}) against "
                   f"scratch tuned with the same budget (scratch trial {scratch_best['trial_id']})\n"
-                  + yaml.safe_dump(final, sort_keys=False))
+                  + dump_yaml(final))
     recipe = recipe_from_dict(final)
     out = os.path.join(project, "final", dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     print(f"final: best recipe against the tuned scratch (scratch-tuned), seeds {recipe.seeds}, into {out}")

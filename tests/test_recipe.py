@@ -200,3 +200,74 @@ def test_an_arm_marked_as_the_natural_reference_and_bad_marks_are_refused():
              "'arms.tuned.reference': 'tuned' is a baseline")):
         with pytest.raises(RecipeError, match=needle):
             recipe_from_dict(raw)
+
+
+EXPONENT_RECIPE = """\
+name: exponents
+finetune:
+  optimizer: {learning_rate: 1e-3, weight_decay: 5E-4, lr_find: {end_lr: 1e+2}}
+pretrain:
+  optimizer: {learning_rate: 1.0e-4}
+"""
+
+
+def test_numbers_with_an_exponent_but_no_dot_are_numbers_in_files_and_set(tmp_path):
+    """YAML 1.1 reads 1e-3 as text; recipes read it as YAML 1.2 does, in files and in --set values."""
+    r = load_recipe(write(tmp_path, EXPONENT_RECIPE))
+    opt = r.finetune.optimizer
+    assert (opt.learning_rate, opt.weight_decay, opt.lr_find.end_lr) == (1e-3, 5e-4, 100.0)
+    assert r.pretrain.optimizer.learning_rate == 1e-4
+    r = load_recipe(write(tmp_path, BASE), ["finetune.optimizer.learning_rate=1e-5", "pretrain.epochs=5E-1",
+                                            "finetune.optimizer.lr_find.end_lr=1e+2"])
+    assert (r.finetune.optimizer.learning_rate, r.pretrain.epochs, r.finetune.optimizer.lr_find.end_lr) == (1e-5, 0.5, 100.0)
+    with pytest.raises(RecipeError, match="'finetune.optimizer.weight_decay': -0.001 is out of range"):
+        load_recipe(write(tmp_path, BASE), ["finetune.optimizer.weight_decay=-1e-3"])  # a number, so a range error
+    # only plain scalars: a quoted '1e-3' stays a string, and a plain 1e-3 is no string
+    assert load_recipe(write(tmp_path, EXPONENT_RECIPE.replace("exponents", "'1e-3'"))).name == "1e-3"
+    with pytest.raises(RecipeError, match="recipe key 'name': expected a string, got 0.001"):
+        load_recipe(write(tmp_path, EXPONENT_RECIPE.replace("exponents", "1e-3")))
+
+
+def test_stored_recipes_keep_strings_that_look_like_numbers(tmp_path):
+    """recipe.yaml, best_recipe.yaml and final_recipe.yaml are written by dump_yaml and read by load_yaml."""
+    from kpretrain.recipe_values import dump_yaml, load_yaml
+
+    raw = {**BASE, "name": "1e3", "finetune": {"epochs": 3, "optimizer": {"learning_rate": 1e-05}}}
+    text = dump_yaml(raw)
+    assert "name: '1e3'" in text and "learning_rate: 1.0e-05" in text
+    assert load_yaml(text) == raw
+    assert load_recipe(write(tmp_path, text)).finetune.optimizer.learning_rate == 1e-05
+
+
+ROUND_TRIP = [1e-05, 1e-3, 0.1, 1.0, 1e20, -2.5e-07, 3, 0, -1, True, False, None, "abc", "1e-3", "5E-4", "null",
+              "10", "1.0", "yes", "all", "", " padded ", "a: b", "#x", "two\nlines", "ünï",
+              [1e-05, "a", None, 2], {"method": "ema", "momentum": 1e-4}, {"a": [1, {"b": "1e3"}]}, [], {}]
+
+
+@pytest.mark.parametrize("value", ROUND_TRIP, ids=[repr(v) for v in ROUND_TRIP])
+def test_one_value_encoder_round_trips_exactly(value):
+    from kpretrain.recipe_values import format_value, parse_value
+
+    text = format_value(value)
+    assert "\n" not in text
+    back = parse_value(text)
+    assert back == value and repr(back) == repr(value)  # the type too: 1 is not 1.0, True is not 1
+    assert apply_overrides({}, [f"x.y={text}"])["x"]["y"] == value  # --set reads it the same way
+
+
+def test_the_encoder_writes_set_text():
+    from kpretrain.recipe_values import format_value
+
+    assert [format_value(v) for v in (1e-05, 1e-3, None, "null", "1e-3", [1, 2], {"method": "ema"}, True)] == [
+        "1.0e-05", "0.001", "null", "'null'", "'1e-3'", "[1, 2]", "{method: ema}", "true"]
+    with pytest.raises(RecipeError, match="has no recipe text"):
+        format_value(object())
+
+
+def test_api_overrides_and_arms_dotted_keys_use_the_encoder():
+    from kpretrain.api import _raw
+
+    raw = _raw(BASE, {"finetune.optimizer.learning_rate": 1e-05, "arms": {"a": {"finetune.optimizer.weight_decay": 1e-06}},
+                      "name": "1e-3"})
+    assert raw["finetune"]["optimizer"]["learning_rate"] == 1e-05 and raw["name"] == "1e-3"
+    assert recipe_from_dict(raw).arm_recipes()["a"].finetune.optimizer.weight_decay == 1e-06

@@ -166,6 +166,62 @@ def test_resumed_run_equals_uninterrupted_runs_which_equal_each_other(resumable_
     assert not (refs[1] / "tb").exists() and not (run / "tb").exists()
 
 
+def _tflite_logits(saved_model: str, images: np.ndarray) -> np.ndarray:
+    """`images` through the SavedModel converted to TFLite, run by the TFLite interpreter in one batch."""
+    import warnings
+
+    import tensorflow as tf
+
+    converted = tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice (LiteRT)
+        interpreter = tf.lite.Interpreter(model_content=converted)
+    (given,), (returned,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(given["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(given["index"], images)
+    interpreter.invoke()
+    return interpreter.get_tensor(returned["index"])
+
+
+def test_exported_classifier_reproduces_the_test_accuracy_in_every_format(interrupted_and_reference, tmp_path):
+    """`kpretrain export --model classifier`: the .keras file (safe mode), the SavedModel's `serve` endpoint called
+    with the image tensor itself (through TFSMLayer and tf.saved_model.load) and its TFLite conversion all
+    predict the test split as the fine-tuned model did: the run's test accuracy, for either arm."""
+    import keras
+    import tensorflow as tf
+
+    from kpretrain.cli import main
+    from kpretrain.experiment import Experiment
+    from kpretrain.recipe import load_recipe
+
+    run = interrupted_and_reference[1][1]  # an uninterrupted, finished run
+    assert main(["export", str(run), "--model", "classifier", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    experiment = Experiment(load_recipe(str(run / "recipe.yaml")))
+    experiment.prepare()
+    inputs = experiment.seed_data(0)
+    images = np.concatenate([x for x, _ in inputs.test.as_numpy_iterator()]).astype(np.float32)
+    labels = inputs.data.y_test
+    for arm in ("scratch", "overlay"):
+        directory, recorded = tmp_path / arm / "seed0", metrics["arms"][arm]["test_accuracy"][0]
+        info = json.loads((directory / "classifier" / "kpretrain.json").read_text())
+        assert info["endpoint"] == "serve" and info["outputs"] == "logits" and info["test_accuracy"] == recorded
+        saved_model = str(directory / "classifier")
+        loaded = tf.saved_model.load(saved_model)  # held: `serve` only references its variables
+        logits = {
+            "keras": keras.saving.load_model(str(directory / "classifier.keras"), safe_mode=True).predict(
+                images, verbose=0),
+            "TFSMLayer": keras.layers.TFSMLayer(saved_model, call_endpoint="serve")(images),
+            "serve": loaded.serve(tf.constant(images)),
+            "TFLite": _tflite_logits(saved_model, images),
+        }
+        for name, value in logits.items():
+            value = np.asarray(value)
+            assert value.shape == (len(labels), metrics["data"]["num_classes"]), name
+            assert np.mean(np.argmax(value, axis=1) == labels) == pytest.approx(recorded, abs=1e-6), (arm, name)
+
+
 def test_finished_changed_and_locked_run_directories(resumable_recipe, interrupted_and_reference):
     run, refs, _ = interrupted_and_reference
     from kpretrain.rundir import DirectoryLock

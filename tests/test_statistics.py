@@ -101,6 +101,53 @@ def test_run_statistics_pair_by_seed_and_adjust_for_several_arms():
     assert "Holm" not in verdict_lines(single)[0] and "Holm" not in markdown_table(single)
 
 
+def _point(arms):
+    """A sweep point's metrics.json as its run writes it: statistics adjusted over the point's comparisons only."""
+    m = _metrics(arms)
+    for name, stats in arm_statistics(m).items():
+        m["arms"][name]["statistics"] = stats
+    m["holm"] = {"family": "point", "comparisons": sum(1 for name in arms if name != "scratch")}
+    return m
+
+
+def test_a_sweep_is_one_holm_family_stored_once_and_read_by_every_report():
+    from kpretrain.api import RunResult
+    from kpretrain.report.tables import holm_note, store_sweep_holm
+
+    points = [_point({"scratch": [0.70, 0.71, 0.72], "a": [0.72, 0.72, 0.75], "b": [0.69, 0.715, 0.72]}),
+              _point({"scratch": [0.60, 0.62, 0.61], "a": [0.65, 0.66, 0.67]})]
+    compared = [(0, "a"), (0, "b"), (1, "a")]
+    raw = [points[i]["arms"][arm]["statistics"]["vs_baseline"]["p"] for i, arm in compared]
+    expected = holm(raw)  # one family of 3, not a family of 2 and a family of 1
+    assert points[1]["arms"]["a"]["statistics"]["vs_baseline"]["p_holm"] == pytest.approx(raw[2]) != expected[2]
+
+    def sweep(**extra):  # the sweep's metrics.json: its points' arms as they are, and the sweep's record if stored
+        return {"points": [{"dir": f"p={i}", "values": {"p": i}, **m} for i, m in enumerate(points)], **extra}
+
+    old = sweep()  # written before the sweep stored its family: computed over the whole sweep (the fallback)
+    assert [r["p_holm"] for r in summary_rows(old) if "diff_mean" in r] == pytest.approx(expected)
+    assert [RunResult("old", old).points[i][1][arm].difference["p_holm"] for i, arm in compared] == pytest.approx(
+        expected)
+
+    record = store_sweep_holm(points)  # computed once, stored in each point
+    assert record == {"family": "sweep", "comparisons": 3} and all(m["holm"] == record for m in points)
+    for (i, arm), p_holm in zip(compared, expected):
+        assert points[i]["arms"][arm]["statistics"]["vs_baseline"]["p_holm"] == pytest.approx(p_holm)
+        assert points[i]["arms"][arm]["statistics"]["vs_baseline"]["comparisons"] == 3
+    assert "over every comparison of the sweep (3 comparisons" in holm_note(points[1])[1]
+
+    # every reader takes the stored value instead of adjusting again: change it, and they all follow
+    points[1]["arms"]["a"]["statistics"]["vs_baseline"]["p_holm"] = 0.5
+    metrics = sweep(holm=record)
+    assert [r["p_holm"] for r in summary_rows(metrics) if "diff_mean" in r][2] == 0.5
+    assert [r["p_holm"] for r in summary_rows(points[1]) if "diff_mean" in r] == [0.5]  # `kpretrain report POINT`
+    assert RunResult("sweep", metrics).points[1][1]["a"].difference["p_holm"] == 0.5
+    assert RunResult("point", points[1]).arms["a"].difference["p_holm"] == 0.5
+    assert "Holm-adjusted p = 0.50 (3 comparisons)" in RunResult("sweep", metrics).verdicts[2]
+    # a point's verdicts (its report.md) are the sweep's, word for word
+    assert [f"p={i}: {line}" for i, m in enumerate(points) for line in verdict_lines(m)] == verdict_lines(metrics)
+
+
 def test_benefit_ratio_is_the_ratio_of_mean_paired_differences():
     from kpretrain.report.statistics import benefit_ratio
 

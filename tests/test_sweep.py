@@ -80,6 +80,33 @@ def test_sweep_comparisons_are_holm_adjusted_across_points(sweep_run):
         assert min(r["p_holm"] for r in tested) == pytest.approx(min(1.0, 2 * min(r["p"] for r in tested)))
 
 
+def test_each_point_carries_the_sweeps_holm_adjustment_as_every_reader_does(sweep_run):
+    from kpretrain.api import RunResult
+    from kpretrain.report.statistics import holm
+    from kpretrain.report.tables import summary_rows
+
+    metrics = json.loads((sweep_run / "metrics.json").read_text())
+    result = RunResult(str(sweep_run), metrics)
+    api = {p["dir"]: arms for p, (_, arms) in zip(metrics["points"], result.points)}
+    compared = [(p["dir"], arm, entry["statistics"]["vs_baseline"]["p"]) for p in metrics["points"]
+                for arm, entry in p["arms"].items() if "vs_baseline" in entry["statistics"]]
+    expected = holm([p for _, _, p in compared])
+    tested = sum(p is not None for p in expected)
+    assert tested == 2, "both points' comparisons have a p-value: one family of 2 differs from two families of 1"
+    for (point, arm, _), p_holm in zip(compared, expected):
+        stored = json.loads((sweep_run / point / "metrics.json").read_text())
+        vs = stored["arms"][arm]["statistics"]["vs_baseline"]
+        assert vs["p_holm"] == pytest.approx(p_holm) and vs["comparisons"] == tested
+        assert stored["arms"] == next(p["arms"] for p in metrics["points"] if p["dir"] == point)
+        assert stored["holm"] == metrics["holm"] == {"family": "sweep", "comparisons": tested}
+        assert api[point][arm].difference["p_holm"] == pytest.approx(p_holm)
+        assert [r["p_holm"] for r in summary_rows(stored) if r["arm"] == arm] == [pytest.approx(p_holm)]
+        line = next(v for v in result.verdicts if v.startswith(f"{point}: {arm} vs "))
+        report = (sweep_run / point / "report.md").read_text()
+        assert f"- {line.removeprefix(f'{point}: ')}\n" in report and f"Holm-adjusted p = " in line
+        assert f"Holm-adjusted over every comparison of the sweep ({tested} comparisons" in report
+
+
 def test_sweep_keys_are_validated_and_smoke_keeps_points_distinct(tmp_path):
     base = tiny_recipe_dict(str(tmp_path / "x.npz"))
     for sweep, needle in (({"seeds": [[0], [1]]}, "'sweep.seeds': cannot be swept"),
@@ -132,3 +159,21 @@ def test_report_combines_run_directories_with_their_statistics(sweep_run, tmp_pa
     assert [r["point"] for r in json.loads(capsys.readouterr().out)] == [
         "data.labels_per_class=5"] * 2 + ["data.labels_per_class=20"] * 2
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_sweep_over_exponent_floats_expands_names_its_points_and_validates(tmp_path, capsys):
+    """`finetune.optimizer.learning_rate: [1e-5, 1e-3]`, as a user writes it in YAML or passes it from Python."""
+    from kpretrain.cli import main
+    from kpretrain.recipe import load_recipe
+
+    recipe = tiny_recipe_dict(tiny_npz(tmp_path / "tiny.npz"))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(recipe) + "sweep: {finetune.optimizer.learning_rate: [1e-5, 1e-3]}\n")
+    key = "finetune.optimizer.learning_rate"
+    for loaded in (load_recipe(str(path)), recipe_from_dict({**recipe, "sweep": {key: [1e-5, 1e-3]}})):
+        points = loaded.sweep_points()
+        assert [at for at, _ in points] == [{key: 1e-05}, {key: 1e-3}]
+        assert [point.finetune.optimizer.learning_rate for _, point in points] == [1e-05, 1e-3]
+        assert [point_dir(at) for at, _ in points] == [f"{key}=1.0e-05", f"{key}=0.001"]
+    assert main(["run", str(path), "--dry-run"]) == 0
+    assert "finetune.optimizer.learning_rate=1.0e-05" in capsys.readouterr().out

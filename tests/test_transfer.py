@@ -211,6 +211,29 @@ def test_backbone_lr_factor_zero_keeps_backbone_weights():
             assert changed == (not _block_of(path).startswith("block")), path
 
 
+def test_unfrozen_blocks_train_their_batch_norm_scale_with_bn_train():
+    """bn: train keeps a frozen block's BN scale and offset fixed; once the block is unfrozen they train (and with
+    EMA the optimizer's averages and the trainable weights stay one list: it used to fail on a fresh model)."""
+    backbone, model = _classifier(0)  # a fresh model: every weight trainable, as a self-training student starts
+    callback = GradualUnfreezing(backbone, "all", every=1, bn="train")
+    snapshots = _fit_recording(model, callback, keras.optimizers.Adam(0.01, use_ema=True), epochs=3)
+    before, after = snapshots[2], snapshots[3]  # the last epoch: block3 and block2 unfrozen, block1 frozen
+    for path in before:
+        if path.endswith(("gamma", "beta")):
+            assert (not np.array_equal(before[path], after[path])) == (_block_of(path) != "block1"), path
+
+
+def test_backbone_lr_factor_zero_keeps_backbone_weights_with_ema():
+    backbone, model = _classifier(0)
+    callback = GradualUnfreezing(backbone, 0, every=None, backbone_lr_factor=0.0)
+    snapshots = _fit_recording(model, callback, keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.9), epochs=2)
+    first, last = snapshots[0], _weights(model)  # after fit: the averages written back
+    for path in first:
+        if "moving" not in path:
+            changed = not np.array_equal(first[path], last[path])
+            assert changed == (not _block_of(path).startswith("block")), path
+
+
 def test_backbone_lr_factor_scales_each_update_like_a_learning_rate():
     scaled, plain = keras.Variable([1.0, -2.0]), keras.Variable([1.0, -2.0])
     optimizer = rebuilt_optimizer(keras.optimizers.Adam(0.1), [scaled, plain], [scaled], factor=0.25)

@@ -125,8 +125,8 @@ BAD_SPACES = [
     ({"pretrain.epochs": 3}, "tune.space.pretrain.epochs", "{choice: [a, b, ...]}"),
     ({"pretrain.epochs": {"int": [0, 2], "sampling": "cubic"}}, "tune.space.pretrain.epochs", "linear, or log"),
     ({"pretrain.epochs": {"int": [0, 4], "step": 0}}, "tune.space.pretrain.epochs", "step"),
-    ({"pretrain.optimizer.learning_rate": {"float": ["1e-4", 1.0e-2]}}, "tune.space.pretrain.optimizer.learning_rate",
-     "write 1.0e-4"),
+    ({"pretrain.optimizer.learning_rate": {"float": ["small", 1.0e-2]}}, "tune.space.pretrain.optimizer.learning_rate",
+     "text, not a number"),
     ({"pretrain.optimizer.learning_rate": {"float": [0.0, 1.0e-2], "sampling": "log"}},
      "tune.space.pretrain.optimizer.learning_rate", "log with lo > 0"),
     ({"pretrain.task": {"choice": []}}, "tune.space.pretrain.task", "non-empty"),
@@ -148,6 +148,31 @@ def test_bad_space_is_exit_2_naming_the_key(tmp_path, capsys, space, key, hint):
     assert f"'{key}" in err and hint in err, err
     assert len(err.strip().splitlines()) <= 3
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_space_reads_bounds_with_an_exponent_as_numbers(tmp_path):
+    """`{float: [1e-4, 1e-2]}` as written in YAML: numbers, not text (YAML 1.1 reads 1e-4 as a string)."""
+    from kpretrain.tuning import parse_space, with_values
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text("name: tiny\ntune:\n  space:\n    finetune.optimizer.learning_rate: {float: [1e-4, 1E-2], "
+                    "sampling: log}\n")
+    (dim,) = parse_space(load_recipe(str(path)).tune.space)
+    assert dim.values == (1e-4, 1e-2) and dim.sampling == "log"
+    assert with_values({"name": "tiny"}, {dim.key: 1e-05})["finetune"]["optimizer"]["learning_rate"] == 1e-05
+
+
+@pytest.mark.parametrize("key,spec", [("data.batch_size", {"choice": [16, 32]}),
+                                      ("evaluation.bn_refresh", {"choice": [True, False]})])
+def test_final_refuses_a_searched_data_or_evaluation_key_before_any_trial(tmp_path, capsys, key, spec):
+    """Every arm of the final run shares data and evaluation: `scratch-tuned` could not hold scratch's own best
+    value of such a key (it was dropped), so --final refuses to search one."""
+    recipe = write_recipe(tmp_path, space={**SPACE, key: spec})
+    assert main(["tune", recipe, "--smoke", "--final", "--max-trials", "1", "--dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"recipe key 'tune.space.{key}': --final cannot search it: every arm of the final run shares " \
+           f"{key.split('.')[0]}" in err, err
+    assert len(err.strip().splitlines()) <= 3 and not (tmp_path / "runs").exists()
 
 
 def test_space_key_the_searched_arm_overrides_is_rejected(tmp_path, capsys):
@@ -221,20 +246,64 @@ def test_search_across_tf_config_workers_is_refused_before_tensorflow_starts(tmp
     assert not (tmp_path / "runs").exists()
 
 
-def test_hyperband_resumes_trained_weights_without_pretraining_again(tmp_path, monkeypatch):
+def test_a_continued_hyperband_trial_is_trained_from_its_start_and_scores_what_the_run_records(tmp_path,
+                                                                                                  monkeypatch):
+    """A Hyperband trial that continues one of the previous round is the unit `kpretrain run` executes with the
+    round's budget as finetune.epochs (from the start, not from the other trial's checkpoint with a restarted
+    schedule), here with validation every other epoch; it reuses the pre-training of the trial it continues."""
+    import numpy as np
+
+    import kpretrain.tuning
+    from kpretrain.experiment import Experiment
+    from kpretrain.tuning import trial_recipe
+
     space = {"pretrain.epochs": {"choice": [1]},
              "pretrain.optimizer.learning_rate": {"float": [1.0e-5, 1.0e-2], "sampling": "log"}}  # 1e-05 in YAML
-    recipe = write_recipe(tmp_path, space=space, finetune={"epochs": 3})  # 3 trials, then 1 resumed
-    calls = []
-    pretrain = kpretrain.protocol.unit.pretrain
+    recipe = write_recipe(tmp_path, space=space, finetune={"epochs": 3},  # 3 one-epoch trials, then 1 continued
+                          evaluation={"validate_every": 2}, runtime={"deterministic": True})
+    calls, units = [], []
+    pretrain, run_unit = kpretrain.protocol.unit.pretrain, kpretrain.tuning.run_unit
     monkeypatch.setattr(kpretrain.protocol.unit, "pretrain", lambda *a, **kw: calls.append(1) or pretrain(*a, **kw))
-    assert main(["tune", recipe, "--smoke", "--tuner", "hyperband", "--max-trials", "4",
-                 "--dir", str(tmp_path / "runs")]) == 0
+    monkeypatch.setattr(kpretrain.tuning, "run_unit", lambda *a, **kw: units.append(run_unit(*a, **kw)) or units[-1])
+    assert main(["tune", recipe, "--tuner", "hyperband", "--max-trials", "4", "--dir", str(tmp_path / "runs")]) == 0
     found = trials(tmp_path / "runs" / "tiny")
     assert len(found) == 4 and all(t["status"] == "COMPLETED" for t in found.values())
-    resumed = [t for t in found.values() if "tuner/trial_id" in t["hyperparameters"]["values"]]
-    assert len(resumed) == 1 and resumed[0]["hyperparameters"]["values"]["tuner/epochs"] == 3
-    assert len(calls) == 3  # the resumed trial starts from the saved checkpoint
+    continued = [t for t in found.values() if "tuner/trial_id" in t["hyperparameters"]["values"]]
+    assert len(continued) == 1 and continued[0]["hyperparameters"]["values"]["tuner/epochs"] == 3
+    assert len(calls) == 3  # the continued trial reuses its pre-training
+    values = {k: v for k, v in continued[0]["hyperparameters"]["values"].items() if not k.startswith("tuner/")}
+    experiment = Experiment(trial_recipe(yaml.safe_load(Path(recipe).read_text()), values))
+    experiment.prepare()
+    reference = run_unit(experiment.arms["overlay"], experiment.seed_data(0), test=False)
+    trained = units[-1]  # Hyperband's last round: the continued trial
+    assert trained.finetune.history == reference.finetune.history  # every epoch, with the same schedule
+    assert all(np.array_equal(a, b) for a, b in zip(trained.model.get_weights(), reference.model.get_weights()))
+    assert continued[0]["score"] == reference.finetune.val_accuracy
+
+
+def test_the_trial_checkpoint_holds_the_model_scored_not_an_unvalidated_epoch(tmp_path):
+    """KerasTuner's best-epoch checkpoint (what `get_best_models` loads) is the model the trial scores.  With
+    validation every other epoch and a learning rate of 0 (equal validation accuracies), a per-epoch
+    checkpoint would hold epoch 3, never validated, with training's BN statistics."""
+    import keras_tuner
+    import numpy as np
+    from keras_tuner.src.engine.tuner_utils import SaveBestEpoch
+
+    from kpretrain.training.stages import accuracy
+    from kpretrain.tuning import ProtocolHyperModel
+
+    path = write_recipe(tmp_path, space={"pretrain.epochs": {"choice": [0]}}, evaluation={"validate_every": 2},
+                        finetune={"epochs": 4, "optimizer": {"learning_rate": 0.0}}, runtime={"deterministic": True})
+    hypermodel = ProtocolHyperModel(yaml.safe_load(Path(path).read_text()))
+    hp = keras_tuner.HyperParameters()
+    checkpoint = SaveBestEpoch(keras_tuner.Objective("val_accuracy", "max"), str(tmp_path / "checkpoint.weights.h5"))
+    model = hypermodel.build(hp)
+    scores = hypermodel.fit(hp, model, callbacks=[checkpoint])
+    kept = hypermodel.build(hp)
+    kept.load_weights(checkpoint.filepath)
+    assert all(np.array_equal(a, b) for a, b in zip(kept.get_weights(), model.get_weights()))
+    inputs = hypermodel.trial(hypermodel.declare(hp))[0].seed_data(0)
+    assert accuracy(kept, inputs.validation, inputs.y_validation)[0] == scores["val_accuracy"]
 
 
 def _free_port() -> int:

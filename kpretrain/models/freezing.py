@@ -25,11 +25,16 @@ def freeze_to_depth(backbone: keras.Model, frozen_depth, bn: str = "frozen") -> 
 
     bn='frozen': batch norm in frozen blocks runs in inference mode (Keras' fine-tuning convention).
     bn='train': it normalises with batch statistics and updates its moving statistics, scale and offset fixed.
+    Blocks not frozen are wholly trainable, whatever an earlier call froze (gradual unfreezing calls it again).
     """
     depth = resolve_depth(backbone, frozen_depth)
     backbone.trainable = True
     for layer in backbone.layers:
         layer.trainable = True
+        if isinstance(layer, keras.layers.BatchNormalization):  # a layer's setter leaves variables it
+            for variable in (layer.gamma, layer.beta):           # already counts as trainable as they are:
+                if variable is not None:                         # an earlier bn='train' froze these two
+                    variable.trainable = True
     frozen = block_names(backbone)[:depth]
     for block in frozen:
         for layer in block_layers(backbone, block):

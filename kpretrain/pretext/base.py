@@ -116,6 +116,12 @@ class PretextTask(keras.layers.Layer):
         """Human-readable name of class `label` (for plots)."""
         return f"class {label}"
 
+    def match_labels(self, other: "PretextTask") -> "PretextTask":
+        """Make label k mean what it means in `other`, a task of the same kind and options built from another seed
+        (the validation task: other images and labels, the same meaning).  Tasks whose label meaning depends on
+        the seed (jigsaw's permutation set) copy it; returns `self`."""
+        return self
+
     def check_images(self, shape: tf.TensorShape) -> None:
         """Raise a one-line `RecipeError` if the task cannot label image batches of this shape."""
 

@@ -49,6 +49,11 @@ class JigsawTask(PretextTask):
         config.update({"grid": self.grid, "num_permutations": self.num_permutations})
         return config
 
+    def match_labels(self, other: "JigsawTask") -> "JigsawTask":
+        """Label k is permutation k of `other`'s set (which depends on its seed)."""
+        self.permutations = np.array(other.permutations)
+        return self
+
     def check_images(self, shape):
         if shape[1] is None or shape[2] is None or min(shape[1], shape[2]) < self.grid:
             raise RecipeError(f"pretrain.options.grid: {self.grid} needs images with a known height and width of at "

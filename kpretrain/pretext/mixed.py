@@ -66,6 +66,12 @@ class MixedTask(PretextTask):
         order = tf.argsort(tf.random.stateless_uniform([count], seed=order_seed))
         return tf.gather(order, tf.math.floormod(step, count))
 
+    def match_labels(self, other: "MixedTask") -> "MixedTask":
+        """Each sub-task's labels mean what they mean in `other`'s."""
+        for mine, theirs in zip(self.tasks, other.tasks):
+            mine.match_labels(theirs)
+        return self
+
     def check_images(self, shape):
         for task in self.tasks:
             task.check_images(shape)

@@ -21,26 +21,28 @@ KNN_K = 20
 
 def evaluate_test(model: HeadedModel, inputs: SeedData, finetuned: FinetuneResult, *,
                   clock: Clock | None = None) -> TestResult:
-    """Test accuracy with the statistics `finetune` left (refreshed when `evaluation.bn_refresh`), then with the
-    raw ones training produced; confusion matrix of the former."""
+    """Test accuracy with the statistics `finetune` left (refreshed when `evaluation.bn_refresh`, and always for
+    averaged weights), then with the raw ones training produced (`finetuned.raw_bn`); confusion matrix of the
+    former; with averaging, the last trained weights' accuracy (BN refreshed) as a diagnostic."""
     y = inputs.data.y_test
     with measure(clock, "evaluation"):
         last = None
-        if finetuned.last_weights is not None:  # averaging: the weights it replaced, as a diagnostic
+        if finetuned.last_weights is not None:  # averaging: the weights it replaced, refreshed, as a diagnostic
             kept = model.get_weights()
             model.set_weights(finetuned.last_weights)
+            if not inputs.recipe.evaluation.bn_refresh:  # they hold the stale statistics: refresh as for the average
+                refresh_batch_norm(model, inputs.refresh_images(), inputs.bn_batches)
             last = accuracy(model, inputs.test, y)[0]
             model.set_weights(kept)
-        if not inputs.recipe.evaluation.bn_refresh:
-            raw, predicted = accuracy(model, inputs.test, y)
-            return TestResult(raw, raw, None, confusion_matrix(y, predicted, inputs.data.num_classes).tolist(), last)
-        refreshed, predicted = accuracy(model, inputs.test, y)
-        kept = bn_state(model)
-        set_bn_state(model, finetuned.raw_bn)
-        raw = accuracy(model, inputs.test, y)[0]
-        set_bn_state(model, kept)
-    return TestResult(refreshed, raw, refreshed, confusion_matrix(y, predicted, inputs.data.num_classes).tolist(),
-                      last)
+        tested, predicted = accuracy(model, inputs.test, y)
+        refreshed = tested if inputs.recipe.evaluation.bn_refresh or finetuned.averaging else None
+        raw = tested
+        if finetuned.raw_bn:  # the statistics training left, when the model holds others
+            kept = bn_state(model)
+            set_bn_state(model, finetuned.raw_bn)
+            raw = accuracy(model, inputs.test, y)[0]
+            set_bn_state(model, kept)
+    return TestResult(tested, raw, refreshed, confusion_matrix(y, predicted, inputs.data.num_classes).tolist(), last)
 
 
 def knn_test_accuracy(backbone: keras.Model, inputs: SeedData, *, clock: Clock | None = None) -> float:

@@ -6,7 +6,7 @@ import contextlib
 from typing import Callable
 
 from kpretrain.errors import RecipeError
-from kpretrain.protocol.finetune import classification_compile_kwargs
+from kpretrain.protocol.finetune import classification_compile_kwargs, finetune_batches
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.pretrain import pretext_stage
 from kpretrain.protocol.unit import build_model, pretrain_and_transfer
@@ -17,7 +17,8 @@ from kpretrain.training.lr_finder import LRFindResult, lr_range_test
 def find_learning_rate(arm: Recipe, inputs: SeedData, stage: str, settings: LRFindConfig | None = None, *,
                        name: str = "", scope: Callable = contextlib.nullcontext) -> LRFindResult:
     """The range test of `arm`'s `stage` ('pretrain' or 'finetune') for one seed; fine-tuning's comes after the
-    arm's pre-training and transfer, as in `run_unit`.  Nothing is kept: the weights are restored after the test."""
+    arm's pre-training and transfer, as in `run_unit`, on the stage's own batches (augmented as the stage
+    augments them), as `learning_rate: auto` does.  Nothing is kept: the weights are restored after the test."""
     jit = inputs.recipe.runtime.jit_compile
     with scope():
         model = build_model(arm, inputs)
@@ -31,6 +32,6 @@ def find_learning_rate(arm: Recipe, inputs: SeedData, stage: str, settings: LRFi
                                  optimizer=arm.pretrain.optimizer, settings=settings or arm.pretrain.optimizer.lr_find,
                                  jit_compile=jit)
         pretrain_and_transfer(model, arm, inputs)
-        return lr_range_test(model, inputs.train_batches(0), compile_kwargs=classification_compile_kwargs(),
+        return lr_range_test(model, finetune_batches(arm, inputs)(0), compile_kwargs=classification_compile_kwargs(),
                              optimizer=arm.finetune.optimizer, settings=settings or arm.finetune.optimizer.lr_find,
                              jit_compile=jit)

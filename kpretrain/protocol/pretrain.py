@@ -26,10 +26,21 @@ from kpretrain.training.timing import Clock, measure
 PRETEXT_CURVE_POINTS = 4  # a short pre-training stage is validated at least this often
 
 
-def pretraining_key(arm: Recipe) -> str:
-    """What shapes the pre-trained weights of a seed (pre-training section, backbone; data is shared)."""
-    plain = arm.to_dict()
-    return json.dumps({"pretrain": plain["pretrain"], "backbone": plain["backbone"]}, sort_keys=True)
+PRETRAINING_EVALUATION = ("bn_refresh", "bn_refresh_batches", "raw")  # what pre-training's validation reads
+
+
+def pretraining_key(arm: Recipe, recipe: Recipe) -> str:
+    """What makes two pre-trainings of a seed identical: the one definition that a run (arms sharing weights), a
+    sweep (points sharing them) and a tuner search (trials sharing them) all read.
+
+    The arm's pre-training and backbone sections; the run's data (pre-training reads the labelled subset and the
+    unlabelled pool together, which `labels_per_class` does not change, unless a probe reads the labelled subset);
+    and the evaluation settings its validation reads (with `select: best` they choose the checkpoint)."""
+    plain, run = arm.to_dict(), recipe.to_dict()
+    data = {k: v for k, v in run["data"].items() if k != "labels_per_class" or arm.pretrain.probe is not None}
+    evaluation = {k: run["evaluation"][k] for k in PRETRAINING_EVALUATION}
+    return json.dumps({"pretrain": plain["pretrain"], "backbone": plain["backbone"], "data": data,
+                       "evaluation": evaluation}, sort_keys=True, default=str)
 
 
 def pretraining_images(arm: Recipe, inputs: SeedData):
@@ -87,7 +98,8 @@ def pretext_stage(backbone: keras.Model, arm: Recipe, inputs: SeedData) -> Prete
         def train(start):
             return task.make_dataset(image_batches(x_pre, batch, shuffle=True, seed=seed, drop_remainder=True,
                                                    start=start, repeat=True), start)
-        val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000)
+        # other labels than training's (another seed), the same meaning of each label (jigsaw's permutations)
+        val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000).match_labels(task)
         validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
                                                          drop_remainder=len(x_val) >= batch)).cache()
     images = getattr(task, "images_per_epoch", None) or int(len(x_pre))
@@ -168,7 +180,7 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
         final_val_accuracy=finals[-1] if finals else float("nan"), wall_time_s=result.wall_time_s,
         seconds=clock.split() if clock is not None else {}, weights=tuple(backbone.get_weights()),
         resumed_from=result.resumed_from, lr_find=result.lr_find, averaging=averaging,
-        selected_epoch=None if selected is None else selected + 1,
+        selected_epoch=None if selected is None else result.data_epochs[selected],
         probe_confusion=probing.confusions if probing is not None else None)
 
 

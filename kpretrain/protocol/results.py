@@ -31,7 +31,7 @@ class PretrainResult:
     reused_from: Optional[str] = None  # a sweep's earlier point whose identical pre-training this copies
     lr_find: Optional[dict] = None  # the range test that chose the learning rate (`learning_rate: auto`)
     averaging: Optional[dict] = None  # method and pretext validation of the last and the averaged weights
-    selected_epoch: Optional[int] = None  # select best: the epoch (1-based, in Keras epochs) it ended with
+    selected_epoch: Optional[float] = None  # select best: where the kept checkpoint is, in passes over the data
     probe_confusion: Optional[dict] = None  # per probe: validation confusion matrix at its best and last probe point
     weights: tuple = dataclasses.field(default=(), repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 from kpretrain.models.heads import HeadedModel
@@ -10,7 +12,8 @@ from kpretrain.models.freezing import freeze_to_depth
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import TransferResult
 from kpretrain.recipe import Recipe
-from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, set_bn_state
+from kpretrain.protocol.evaluate import all_statistics_refreshed
+from kpretrain.training.bn_refresh import batch_norm_layers, bn_state
 from kpretrain.training.head_init import logistic_regression_head
 from kpretrain.training.stages import accuracy
 from kpretrain.training.timing import Clock, measure
@@ -35,18 +38,21 @@ def transfer(model: HeadedModel, arm: Recipe, inputs: SeedData, *, clock: Clock 
     return TransferResult(frozen_blocks=tuple(frozen), head_init=head_init)
 
 
-def refreeze(model: HeadedModel, arm: Recipe) -> TransferResult:
-    """Freezing alone, for a model whose weights were transferred and trained in an earlier round (Hyperband)."""
-    return TransferResult(frozen_blocks=tuple(freeze_to_depth(model.backbone, arm.transfer.frozen_depth, arm.transfer.bn)))
-
-
 def _warm_start_head(model: HeadedModel, inputs: SeedData) -> dict:
-    """Logistic regression on the backbone's features (BN refreshed as training will see them, then restored)."""
-    saved = bn_state(model)
-    if inputs.recipe.evaluation.bn_refresh:
-        refresh_batch_norm(model, inputs.refresh_images(), inputs.bn_batches)
-    record = logistic_regression_head(model.backbone, model.head, inputs.labelled_images, inputs.labelled[1],
-                                      inputs.data.num_classes)
-    record["val_accuracy_before_finetune"] = accuracy(model, inputs.validation, inputs.y_validation)[0]
-    set_bn_state(model, saved)  # raw numbers stay raw: fine-tuning starts from the statistics it was handed
+    """Logistic regression on the backbone's features with every BN layer refreshed on the labelled images (as the
+    probe's are; none with `evaluation.bn_refresh: false`).  The frozen BN layers keep those statistics: the head
+    was fitted on them and fine-tuning does not change them; trainable ones get back the statistics they were
+    handed (raw numbers stay raw)."""
+    backbone = model.backbone
+    refresh = inputs.recipe.evaluation.bn_refresh
+    with all_statistics_refreshed(backbone, inputs) if refresh else contextlib.nullcontext():
+        record = logistic_regression_head(backbone, model.head, inputs.labelled_images, inputs.labelled[1],
+                                          inputs.data.num_classes)
+        record["val_accuracy_before_finetune"] = accuracy(model, inputs.validation, inputs.y_validation)[0]
+        fitted_on = bn_state(backbone)
+    if refresh:
+        for layer, (mean, variance) in zip(batch_norm_layers(backbone, trainable_only=False), fitted_on):
+            if not layer.trainable:
+                layer.moving_mean.assign(mean)
+                layer.moving_variance.assign(variance)
     return record

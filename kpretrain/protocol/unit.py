@@ -19,7 +19,7 @@ from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.pretrain import pretrain
 from kpretrain.protocol.results import PretrainResult, UnitResult
 from kpretrain.protocol.selftrain import self_train
-from kpretrain.protocol.transfer import refreeze, transfer
+from kpretrain.protocol.transfer import transfer
 from kpretrain.recipe import Recipe, TransferConfig, pretrains
 from kpretrain.training import interruption
 from kpretrain.training.timing import Clock
@@ -44,13 +44,12 @@ def build_model(arm: Recipe, inputs: SeedData) -> HeadedModel:
 
 
 def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedModel | None = None,
-             pretrained: PretrainResult | None = None, resumed: bool = False, callbacks=(), epochs: int | None = None,
-             test: bool = True, scope: Callable = contextlib.nullcontext, backup: str | None = None,
-             tensorboard: str | None = None, pretrain_callbacks=()) -> UnitResult:
+             pretrained: PretrainResult | None = None, callbacks=(), test: bool = True,
+             scope: Callable = contextlib.nullcontext, backup: str | None = None, tensorboard: str | None = None,
+             pretrain_callbacks=()) -> UnitResult:
     """Pre-train (or take `pretrained` weights), transfer, fine-tune, evaluate one arm for one seed.
 
-    `model` (from `build_model`) is trained in place; `resumed=True` means its weights come from an earlier
-    round (Hyperband), so pre-training and transfer's re-initialisation are skipped and only freezing is applied.
+    `model` (from `build_model`, nothing trained yet) is trained in place.
     `test=False` (tuner trials) touches neither the test split nor kNN.  `callbacks` go to fine-tuning,
     `pretrain_callbacks` to pre-training.
     `backup`: path prefix of the stages' backup directories (`<backup>.pretrain.backup`, `<backup>.finetune.backup`),
@@ -60,17 +59,14 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
     with scope():
         model = model if model is not None else build_model(arm, inputs)
         backbone = model.backbone
-        if resumed:
-            transferred = refreeze(model, arm)
-        else:
-            pretrained, transferred = pretrain_and_transfer(model, arm, inputs, pretrained=pretrained, clock=clock,
-                                                            backup=backup, tensorboard=tensorboard,
-                                                            callbacks=pretrain_callbacks)
+        pretrained, transferred = pretrain_and_transfer(model, arm, inputs, pretrained=pretrained, clock=clock,
+                                                        backup=backup, tensorboard=tensorboard,
+                                                        callbacks=pretrain_callbacks)
         knn = knn_test_accuracy(backbone, inputs, clock=clock) if test and inputs.recipe.evaluation.knn else None
         interruption.check()
         selftrained = None
         if arm.selftrain is None:
-            finetuned = finetune(model, arm, inputs, callbacks=callbacks, epochs=epochs, clock=clock,
+            finetuned = finetune(model, arm, inputs, callbacks=callbacks, clock=clock,
                                  backup=_stage(backup, "finetune"), tensorboard=_board(tensorboard, "finetune"))
         else:
             def make_model(init: str) -> HeadedModel:

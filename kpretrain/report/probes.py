@@ -34,7 +34,7 @@ def plot_probes(metrics: dict, path: str) -> None:
                 ax.plot(*zip(*points), color=colour, ls="-" if key == monitor else "--", marker=".", alpha=0.8,
                         label=label)
             if p.get("selected_epoch"):
-                ax.axvline(h["epoch"][p["selected_epoch"] - 1], color="0.6", lw=0.8, ls=":",
+                ax.axvline(p["selected_epoch"], color="0.6", lw=0.8, ls=":",
                            label=None if i else "selected checkpoint")
         ax.set_title(f"{name} ({len(units)} seed{'s' * (len(units) > 1)})", fontsize=9)
         ax.set_xlabel("pre-training epoch (passes over the data)")

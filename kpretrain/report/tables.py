@@ -21,18 +21,85 @@ def mean_std(values) -> tuple[float, float]:
 def summary_rows(metrics: dict) -> list[dict]:
     """One row per arm (per point and arm for a sweep, with `point`): test accuracy (mean, std, 95 % t interval; raw
     mean) and, against its matched scratch, the paired difference with its interval, paired t-test p-value and its
-    Holm adjustment over all the comparisons of the run (every point's of a sweep); with an arm marked
-    `reference: natural`, each compared arm's `benefit` (its share of the natural arm's gain, per point)."""
+    Holm adjustment over all the comparisons of the run (every point's of a sweep), as metrics.json stores it
+    (`holm_adjusted`); with an arm marked `reference: natural`, each compared arm's `benefit` (its share of the
+    natural arm's gain, per point)."""
+    rows = _unadjusted_rows(metrics)
+    adjusted = holm_adjusted(metrics, rows)
+    for row in rows:
+        if "diff_mean" in row:
+            row["p_holm"], row["comparisons"] = adjusted[(row.get("point"), row["arm"])]
+    return rows
+
+
+def _unadjusted_rows(metrics: dict, benefit: bool = True) -> list[dict]:
+    """`summary_rows` without the Holm columns (and without `benefit` when `benefit` is false)."""
+    def reference(arms):
+        return reference_arm(arms, metrics.get("reference")) if benefit else None
+
     if "points" in metrics:
-        rows = [{"point": point["dir"], **row} for point in metrics["points"]
-                for row in _arm_rows(point["arms"], reference_arm(point["arms"], metrics.get("reference")))]
-    else:
-        rows = _arm_rows(metrics["arms"], reference_arm(metrics["arms"], metrics.get("reference")))
+        return [{"point": point["dir"], **row} for point in metrics["points"]
+                for row in _arm_rows(point["arms"], reference(point["arms"]))]
+    return _arm_rows(metrics["arms"], reference(metrics["arms"]))
+
+
+def holm_family(rows: list[dict]) -> dict:
+    """The one Holm adjustment: every compared row of `rows` (a run's, or every point's of a sweep) as one family.
+    Returns (point or None, arm) -> (adjusted p, tested comparisons in the family); None where there is no test."""
     compared = [row for row in rows if "diff_mean" in row]
     tested = sum(row["p"] is not None for row in compared)
-    for row, adjusted in zip(compared, holm([row["p"] for row in compared])):
-        row["p_holm"], row["comparisons"] = adjusted, tested
-    return rows
+    return {(row.get("point"), row["arm"]): (adjusted, tested)
+            for row, adjusted in zip(compared, holm([row["p"] for row in compared]))}
+
+
+def holm_adjusted(metrics: dict, rows: list[dict] | None = None) -> dict:
+    """(point or None, arm) -> (p_holm, comparisons) of every compared arm, as `metrics.json` stores them: one family
+    per run or sweep, adjusted once when it was written (a sweep point's file holds the sweep's).  The one fallback
+    for a `metrics.json` without them (written before statistics were stored, or a sweep before it stored its
+    family, or unfinished): the family computed here from the raw p-values (`rows`: its unadjusted rows, if made)."""
+    stored = _stored_holm(metrics)
+    if stored is not None and (rows is None or all((row.get("point"), row["arm"]) in stored
+                                                   for row in rows if "diff_mean" in row)):
+        return stored
+    return holm_family(rows if rows is not None else _unadjusted_rows(metrics, benefit=False))
+
+
+def _stored_holm(metrics: dict) -> dict | None:
+    """The Holm columns stored under `arms.<arm>.statistics.vs_baseline`; None when some are missing, or for a sweep
+    whose `holm` record does not say its points were adjusted together."""
+    if "points" in metrics:
+        if (metrics.get("holm") or {}).get("family") != "sweep":
+            return None
+        runs = [(point["dir"], point["arms"]) for point in metrics["points"]]
+    else:
+        runs = [(None, metrics["arms"])]
+    out = {}
+    for point, arms in runs:
+        for name, entry in arms.items():
+            if not entry["test_accuracy"]:  # not run yet: no row either
+                continue
+            if "statistics" not in entry:
+                return None
+            compared = entry["statistics"].get("vs_baseline")
+            if compared is not None:
+                if "p_holm" not in compared or "comparisons" not in compared:
+                    return None
+                out[(point, name)] = (compared["p_holm"], compared["comparisons"])
+    return out
+
+
+def store_sweep_holm(runs: list[dict]) -> dict:
+    """Adjust every comparison of a sweep's points (each point's metrics, run layout) as one Holm family, once, and
+    store it in each point's metrics: `statistics.vs_baseline` `p_holm` and `comparisons` of each compared arm, and
+    `holm` = {family: "sweep", comparisons}.  Returns that record (for the sweep's own metrics.json)."""
+    points = {"points": [{"dir": i, "arms": run["arms"]} for i, run in enumerate(runs)]}
+    family = holm_family(_unadjusted_rows(points, benefit=False))
+    record = {"family": "sweep", "comparisons": max((tested for _, tested in family.values()), default=0)}
+    for (i, arm), (adjusted, tested) in family.items():
+        runs[i]["arms"][arm]["statistics"]["vs_baseline"].update(p_holm=adjusted, comparisons=tested)
+    for run in runs:
+        run["holm"] = dict(record)
+    return record
 
 
 def reference_arm(arms: dict, default: str | None = None) -> str | None:
@@ -110,20 +177,40 @@ def _task(protocol: dict) -> str:
 
 
 def arm_statistics(metrics: dict) -> dict:
-    """What `metrics.json` records per arm under `statistics` (fractions, not points)."""
+    """What `metrics.json` records per arm under `statistics` (fractions, not points), with the Holm adjustment
+    computed here, once, over the comparisons of `metrics` (a run; a sweep re-adjusts its points together with
+    `store_sweep_holm`)."""
     out = {}
-    for row in summary_rows(metrics):
+    rows = _unadjusted_rows(metrics)
+    family = holm_family(rows)
+    for row in rows:
         entry = {"test_accuracy": {"mean": row["test_accuracy_mean"], "std": row["test_accuracy_std"],
                                    "ci95": row["test_accuracy_ci"], "n": row["n"]}}
         if "diff_mean" in row:
+            p_holm, comparisons = family[(row.get("point"), row["arm"])]
             entry["vs_baseline"] = {"baseline": row["baseline"], "mean": row["diff_mean"], "std": row["diff_std"],
-                                    "n": row["diff_n"], "ci95": row["diff_ci"], "p": row["p"], "p_holm": row["p_holm"],
-                                    "comparisons": row["comparisons"],
+                                    "n": row["diff_n"], "ci95": row["diff_ci"], "p": row["p"], "p_holm": p_holm,
+                                    "comparisons": comparisons,
                                     "bootstrap_ci95": row["bootstrap_ci"], "seeds_for_80_power": row["seeds_needed"]}
         if "benefit" in row:
             entry["benefit"] = row["benefit"]
         out[row["arm"]] = entry
     return out
+
+
+def holm_note(metrics: dict) -> list[str]:
+    """A run report's line on the family its p-values were Holm-adjusted over, when it is a sweep's (or, until the
+    sweep finishes, one point's); nothing for a run of its own (its verdicts count its comparisons)."""
+    record = metrics.get("holm") or {}
+    n = record.get("comparisons", 0)
+    count = f"{n} comparison{'s' if n != 1 else ''}"
+    if record.get("family") == "sweep":
+        return ["", f"p-values are Holm-adjusted over every comparison of the sweep ({count}: all points, all arms), "
+                "the same adjusted p-values as the sweep's report.md."]
+    if record.get("family") == "point":
+        return ["", f"p-values are Holm-adjusted over this point's {count} only: when the sweep's last point "
+                "finishes, they are replaced by the adjustment over every comparison of the sweep."]
+    return []
 
 
 def verdict_lines(metrics: dict) -> list[str]:
@@ -248,6 +335,7 @@ def run_report(metrics: dict) -> str:
     lines = [f"# {metrics['recipe']}" + (" (smoke run: tiny data, numbers mean nothing)" if metrics["smoke"] else ""), ""]
     lines += ["## Result", "", markdown_table(metrics), ""]
     lines += [f"- {line}" for line in verdict_lines(metrics)]
+    lines += holm_note(metrics)
     lines += benefit_note(metrics)
     lines += ["", f"Test accuracy is measured {'after refreshing' if metrics['evaluation']['bn_refresh'] else 'without refreshing'} "
               "the batch-norm moving statistics on training batches; the raw column shows the accuracy before.", ""]
@@ -389,7 +477,8 @@ def sweep_report(metrics: dict) -> str:
              "## Result", "", markdown_table(metrics), ""]
     lines += [f"- {line}" for line in verdict_lines(metrics)]
     lines += benefit_note(metrics)
-    lines += ["", "p-values are Holm-adjusted over every comparison of the sweep (all points, all arms).", ""]
+    lines += ["", "p-values are Holm-adjusted over every comparison of the sweep (all points, all arms); each point's "
+              "report.md and metrics.json hold the same adjusted p-values.", ""]
     if metrics.get("warnings"):
         lines += ["## Warnings", ""] + [f"- {w}" for w in metrics["warnings"]] + [""]
     if "data.labels_per_class" in metrics["sweep"]:

@@ -17,6 +17,8 @@ class _Validation(keras.callbacks.Callback):
 
     `records` holds one entry per epoch for every logged key (None where not measured).  After the last epoch
     the refreshed statistics stay in the model (`keep_refreshed`) and `raw_bn` holds the statistics training left.
+    `measured_bn` holds the statistics the latest validation measured with (refreshed, or None when it used the
+    model's own), so that a kept checkpoint can be given back the statistics it was validated with.
     """
 
     def __init__(self, refresh_data: tf.data.Dataset | None, refresh_batches: int, every: int, raw: str,
@@ -30,6 +32,7 @@ class _Validation(keras.callbacks.Callback):
         self.clock = clock
         self.records: dict[str, list] = {}
         self.raw_bn: list | None = None
+        self.measured_bn: list | None = None
 
     def measure(self) -> dict:
         """{metric name: value} of the model as it is."""
@@ -64,6 +67,7 @@ class _Validation(keras.callbacks.Callback):
         saved = bn_state(self.model)
         refresh_batch_norm(self.model, self.refresh_data, self.refresh_batches)
         refreshed = self.measure()
+        self.measured_bn = bn_state(self.model)
         if last and self.keep_refreshed:
             self.raw_bn = saved  # the model keeps the refreshed statistics: the next evaluation needs them
         else:

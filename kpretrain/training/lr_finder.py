@@ -10,6 +10,7 @@ import numpy as np
 from kpretrain.recipe import LRFindConfig, OptimizerConfig
 from kpretrain.training.optimizers import create_optimizer
 
+MIN_STEPS = 5  # before this step a low start (a warm-started head) and one noisy batch would read as divergence
 SUGGESTIONS = ("steepest", "valley", "minimum")  # minimum: the learning rate of the smoothed minimum, divided by 10
 
 
@@ -71,7 +72,11 @@ def suggest(lrs, smoothed) -> dict:
 def lr_range_test(model: keras.Model, batches, *, compile_kwargs: dict, optimizer: OptimizerConfig,
                   settings: LRFindConfig | None = None, jit_compile: bool = False) -> LRFindResult:
     """Train `model` one batch per step from `settings.start_lr` to `settings.end_lr` (exponentially), stop once the
-    smoothed loss exceeds `settings.diverge` x its minimum; the model's weights and optimizer are restored after."""
+    smoothed loss exceeds `settings.diverge` x its minimum (from step `MIN_STEPS` on; a loss that is not finite
+    stops it at once); the model's weights and optimizer are restored after.
+
+    `batches` yields what the stage's `fit` takes: images, `(images, labels)` or `(images, labels, sample weights)`
+    (a mixed pretext task's, a self-training student's)."""
     settings = settings or LRFindConfig()
     weights = model.get_weights()
     previous = getattr(model, "optimizer", None) if getattr(model, "compiled", False) else None
@@ -85,13 +90,13 @@ def lr_range_test(model: keras.Model, batches, *, compile_kwargs: dict, optimize
         for step, batch in enumerate(batches.take(steps)):
             lr = settings.start_lr * factor ** step
             finder.learning_rate.assign(lr)
-            x, y = batch if isinstance(batch, tuple) and len(batch) == 2 else (batch, None)
-            logs = model.train_on_batch(x, y, return_dict=True)
+            x, y, sample_weight = (*batch, None, None)[:3] if isinstance(batch, tuple) else (batch, None, None)
+            logs = model.train_on_batch(x, y, sample_weight=sample_weight, return_dict=True)
             loss = float(logs["loss"])
             lrs.append(lr)
             losses.append(loss)
             smoothed = smooth(losses, settings.beta)[-1]
-            if not np.isfinite(loss) or (step > 0 and smoothed > settings.diverge * best):
+            if not np.isfinite(loss) or (step >= MIN_STEPS and smoothed > settings.diverge * best):
                 stopped = "diverged"
                 break
             best = min(best, smoothed)

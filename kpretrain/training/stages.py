@@ -32,7 +32,8 @@ class StageResult:
     resumed_from: int = 0  # the epoch a resumed stage started from (0: it ran whole)
     lr_find: dict | None = None  # the range test that chose the learning rate (`learning_rate: auto`)
     last_weights: list | None = field(default=None, repr=False)  # with averaging: the weights before it replaced them
-    selected_epoch: int | None = None  # with select best: the epoch (0-based) whose weights the model holds
+    selected_epoch: int | None = None  # with select best: the Keras epoch (0-based) whose weights the model holds
+    selected_state: object = field(default=None, repr=False)  # with select best: `keep_with_best()` at that epoch
 
 
 def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tuple[int, int]:
@@ -56,7 +57,7 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
               callbacks=(), jit_compile: bool = False, verbose: int = 0, min_points: int = 1,
               clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None,
               averaging: AveragingConfig | None = None, select: SelectConfig | None = None,
-              monitor: str = "val_accuracy") -> StageResult:
+              monitor: str = "val_accuracy", keep_with_best=None) -> StageResult:
     """Compile `model` with a fresh optimizer and fit it (timed as training).
 
     `train` is a function of the first batch number returning the stage's endless batches from there (or a
@@ -67,7 +68,9 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     With `averaging` (ema or polyak) the model ends with the averaged weights and `last_weights` holds the
     trained ones (BN statistics as the callbacks left them); the caller refreshes BN statistics.  With `select`
     best, the model ends with the weights of the best epoch by `select.monitor` (default `monitor`), as logged by
-    the validation callbacks, stopping early after `select.patience` validations without improvement.
+    the validation callbacks, stopping early after `select.patience` validations without improvement, and
+    `selected_state` holds what `keep_with_best()` (a function of no arguments) returned at that epoch.
+    Polyak averaging's `start_epoch` counts passes over the data (`steps_per_epoch` steps), not Keras epochs.
     """
     keras_epochs, steps = epoch_plan(epochs, steps_per_epoch, min_points)
     if keras_epochs == 0:
@@ -85,8 +88,8 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     log = EpochLog()
     board = [keras.callbacks.TensorBoard(log_dir=tensorboard)] if tensorboard else []
     last = LastWeights() if method != "none" else None
-    averages = [PolyakAverage(averaging.start_epoch)] if method == "polyak" else []
-    best = (BestEpoch(select.monitor or monitor, select.patience)
+    averages = [PolyakAverage(averaging.start_epoch, steps_per_epoch)] if method == "polyak" else []
+    best = (BestEpoch(select.monitor or monitor, select.patience, companion=keep_with_best)
             if select is not None and select.mode == "best" else None)
     stage_callbacks = [StopOnSignal(), *callbacks, *averages, *([last] if last else []), *([best] if best else []),
                        *board, log]
@@ -105,7 +108,8 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
                        data_epochs=[round((i + 1) * steps / steps_per_epoch, 4) for i in range(keras_epochs)],
                        resumed_from=start_epoch, lr_find=found.record() if found else None,
                        last_weights=last.weights if last else None,
-                       selected_epoch=best.best_epoch if best and best.best_weights is not None else None)
+                       selected_epoch=best.best_epoch if best and best.best_weights is not None else None,
+                       selected_state=best.best_state if best else None)
 
 
 def predict_classes(model: keras.Model, images: tf.data.Dataset) -> np.ndarray:

@@ -23,19 +23,29 @@ class ScaledUpdates:
 
     Scaling the update (new = old + factor * (proposed - old)) equals a per-variable learning rate
     `factor * lr` for SGD, momentum, Adam(W) and RMSprop, weight decay included; scaling gradients would not
-    (Adam is invariant to gradient scale).
+    (Adam is invariant to gradient scale).  The scaling comes before the optimizer's EMA of the weights
+    (`use_ema`) is updated, so the average follows the scaled weights: with `factor` 0 the scaled variables and
+    their averages never move.
     """
 
     scaled_variables: frozenset = frozenset()
     factor: float = 1.0
 
-    def apply(self, grads, trainable_variables=None):
-        variables = list(self._trainable_variables if trainable_variables is None else trainable_variables)
-        scaled = [v for v in variables if id(v) in self.scaled_variables]
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        scaled = [v for v in trainable_variables if id(v) in self.scaled_variables]
         before = [tf.identity(v) for v in scaled]
-        super().apply(grads, trainable_variables)
+        use_ema, self.use_ema = self.use_ema, False  # read at trace time: the average is updated below
+        try:
+            super()._backend_apply_gradients(grads, trainable_variables)
+        finally:
+            self.use_ema = use_ema
         for variable, old in zip(scaled, before):
             variable.assign(old + self.factor * (tf.convert_to_tensor(variable) - old))
+        if use_ema:
+            self._update_model_variables_moving_average(self._trainable_variables)
+            if self.factor == 0.0:  # the average of a constant is that constant, to the bit (no rounding drift)
+                for variable in scaled:
+                    self._model_variables_moving_average[self._get_variable_index(variable)].assign(variable)
 
 
 def rebuilt_optimizer(optimizer: keras.optimizers.Optimizer, variables: list, scaled_variables: list = (),
