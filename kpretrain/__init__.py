@@ -10,9 +10,8 @@ The Python API (see the README, "Python API"):
 errors `InputError`, `RecipeError`, `DataError`; the pretext tasks are Keras layers in `kpretrain.pretext`.
 """
 
+from kpretrain._version import __version__
 from kpretrain.errors import DataError, InputError, RecipeError
-
-__version__ = "0.5.1"
 
 _API = ("run", "tune", "load_backbone", "RunResult", "TuneResult", "ArmResult")
 __all__ = [*_API, "DataError", "InputError", "RecipeError", "__version__"]

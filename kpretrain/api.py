@@ -12,7 +12,7 @@ import os
 
 from kpretrain.errors import InputError
 from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict
-from kpretrain.recipe_values import format_value, load_yaml
+from kpretrain.recipe.values import format_value, load_yaml
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ class RunResult:
 
     @property
     def verdicts(self) -> list[str]:
-        from kpretrain.report.tables import verdict_lines
+        from kpretrain.report.markdown import verdict_lines
 
         return verdict_lines(self.metrics)
 
@@ -63,7 +63,7 @@ class RunResult:
 
 def _holm(metrics: dict) -> dict:
     """(point, arm) -> (p_holm, comparisons): as metrics.json stores them (computed for an older file)."""
-    from kpretrain.report.tables import holm_adjusted
+    from kpretrain.report.summary import holm_adjusted
 
     return holm_adjusted(metrics)
 
@@ -147,19 +147,19 @@ def tune(recipe, *, overrides=None, tuner: str | None = None, max_trials: int | 
     from kpretrain.report import io
 
     raw = _raw(recipe, overrides)
-    code = tuning.tune(raw, tuner=tuner, max_trials=max_trials, directory=directory, overwrite=overwrite,
-                       smoke=smoke, final=final)
+    searched = tuning.run_search(raw, tuner=tuner, max_trials=max_trials, directory=directory,
+                                 overwrite=overwrite, smoke=smoke, final=final)
     project = os.path.join(directory, raw["name"])
-    if code != 0:
-        raise RuntimeError(f"kpretrain tune {raw['name']}: the search failed (exit {code}); see the messages above")
-    best = io.read_json(os.path.join(project, "best.json"))
-    with open(os.path.join(project, "best_recipe.yaml")) as fh:
-        best_recipe = load_yaml(fh)
-    finished = None
-    if final:
-        runs = sorted(os.listdir(os.path.join(project, "final")))
-        run_dir = os.path.join(project, "final", runs[-1])
-        finished = RunResult(run_dir, io.read_json(os.path.join(run_dir, "metrics.json")))
+    if searched.code != 0:
+        raise RuntimeError(f"kpretrain tune {raw['name']}: the search failed (exit {searched.code}); "
+                           f"see the messages above")
+    if searched.outputs is None:  # a KerasTuner worker: what the chief wrote
+        best = io.read_json(os.path.join(project, "best.json"))
+        with open(os.path.join(project, "best_recipe.yaml")) as fh:
+            best_recipe = load_yaml(fh)
+    else:  # what the search wrote, as best.json and best_recipe.yaml hold it
+        best, best_recipe = searched.outputs.written, searched.outputs.best_recipe
+    finished = None if searched.final is None else RunResult(searched.final.run_dir, searched.final.metrics)
     return TuneResult(project, best["best"]["values"], best["best"]["score"], best_recipe, best["trials"], finished)
 
 

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from kpretrain import __version__
+    from kpretrain._version import __version__
 
     return f"kpretrain {__version__}"
 
@@ -346,7 +346,7 @@ def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chie
         print(f"kpretrain: training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               f"(rerun with --debug for the traceback{f'; partial results in {out_dir}' if chief else ''})", file=sys.stderr)
         return EXIT_FAILED
-    from kpretrain.report.tables import markdown_table, verdict_lines
+    from kpretrain.report.markdown import markdown_table, verdict_lines
 
     print(markdown_table(metrics))
     for line in verdict_lines(metrics):
@@ -435,7 +435,7 @@ def cmd_lr_find(args) -> int:
 
     from kpretrain.errors import InputError
     from kpretrain.recipe import load_recipe, pretrains
-    from kpretrain.recipe_values import format_value
+    from kpretrain.recipe.values import format_value
 
     recipe = load_recipe(args.recipe, [*args.sets, *_verbosity(args)])
     if recipe.sweep:

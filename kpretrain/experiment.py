@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import kpretrain
+from kpretrain._version import __version__
 from kpretrain.data import SCALING, DatasetArrays, load_dataset, make_splits
 from kpretrain.data.checksums import arrays_sha256
 from kpretrain.errors import InputError, RecipeError
@@ -36,7 +36,7 @@ from kpretrain.pretext.shortcut import ShortcutResult, checkable_tasks, shortcut
 from kpretrain.protocol.pretrain import pretraining_images, shared
 from kpretrain.protocol.results import PretrainResult, UnitResult
 from kpretrain.recipe import Recipe, pretrains, transfers
-from kpretrain.recipe_values import dump_yaml, format_value
+from kpretrain.recipe.values import dump_yaml, format_value
 from kpretrain.report import io
 from kpretrain.report.progress import Progress, ProgressCallback
 from kpretrain.report.tables import arm_statistics, run_report, store_sweep_holm
@@ -501,7 +501,7 @@ class Experiment:
                 warnings.append(f"shortcut: {check.line(network)}")
         return {
             "schema_version": SCHEMA_VERSION,
-            "kpretrain_version": kpretrain.__version__,
+            "kpretrain_version": __version__,
             "recipe": r.name,
             "recipe_sha256": recipe_sha256(r.to_dict()),
             **self.provenance,
@@ -549,7 +549,7 @@ class Experiment:
                          "dataset": arm.pretrain.dataset or self.recipe.data.dataset},
             "data": {"dataset": self.data.name, "source": self.data.source, "image_size": self.recipe.data.image_size,
                      "channels": self.recipe.data.channels},
-            "recipe": self.recipe.to_dict(), "kpretrain_version": kpretrain.__version__,
+            "recipe": self.recipe.to_dict(), "kpretrain_version": __version__,
         }
         return {"arm": name, "seed": seed, **save_model(backbone, out_dir, "backbone", info)}
 
@@ -650,7 +650,7 @@ class Sweep:
                   for at, name, m in finished]
         reused = sum(1 for p in points for unit in p["pretraining"] if unit.get("reused_from"))
         return {
-            "schema_version": SCHEMA_VERSION, "kpretrain_version": kpretrain.__version__, "recipe": self.recipe.name,
+            "schema_version": SCHEMA_VERSION, "kpretrain_version": __version__, "recipe": self.recipe.name,
             "complete": complete, "smoke": self.smoke, "seeds": list(self.recipe.seeds),
             "recipe_sha256": recipe_sha256(self.recipe.to_dict()), "sweep": self.sweep, "points": points,
             "pretraining_reused": reused,

@@ -134,7 +134,7 @@ def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
     if not os.path.exists(recipe_path):
         return "new"
     from kpretrain.recipe import with_defaults
-    from kpretrain.recipe_values import dump_yaml, load_yaml
+    from kpretrain.recipe.values import dump_yaml, load_yaml
 
     with open(recipe_path) as fh:
         there = with_defaults(load_yaml(fh) or {})  # keys added since the run started: their defaults

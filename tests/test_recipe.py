@@ -230,7 +230,7 @@ def test_numbers_with_an_exponent_but_no_dot_are_numbers_in_files_and_set(tmp_pa
 
 def test_stored_recipes_keep_strings_that_look_like_numbers(tmp_path):
     """recipe.yaml, best_recipe.yaml and final_recipe.yaml are written by dump_yaml and read by load_yaml."""
-    from kpretrain.recipe_values import dump_yaml, load_yaml
+    from kpretrain.recipe.values import dump_yaml, load_yaml
 
     raw = {**BASE, "name": "1e3", "finetune": {"epochs": 3, "optimizer": {"learning_rate": 1e-05}}}
     text = dump_yaml(raw)
@@ -246,7 +246,7 @@ ROUND_TRIP = [1e-05, 1e-3, 0.1, 1.0, 1e20, -2.5e-07, 3, 0, -1, True, False, None
 
 @pytest.mark.parametrize("value", ROUND_TRIP, ids=[repr(v) for v in ROUND_TRIP])
 def test_one_value_encoder_round_trips_exactly(value):
-    from kpretrain.recipe_values import format_value, parse_value
+    from kpretrain.recipe.values import format_value, parse_value
 
     text = format_value(value)
     assert "\n" not in text
@@ -256,7 +256,7 @@ def test_one_value_encoder_round_trips_exactly(value):
 
 
 def test_the_encoder_writes_set_text():
-    from kpretrain.recipe_values import format_value
+    from kpretrain.recipe.values import format_value
 
     assert [format_value(v) for v in (1e-05, 1e-3, None, "null", "1e-3", [1, 2], {"method": "ema"}, True)] == [
         "1.0e-05", "0.001", "null", "'null'", "'1e-3'", "[1, 2]", "{method: ema}", "true"]

@@ -11,7 +11,8 @@ from kpretrain.models.freezing import freeze_to_depth
 from kpretrain.models.heads import HeadedModel
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import FinetuneResult, TestResult
-from kpretrain.training.bn_refresh import batch_norm_layers, bn_state, refresh_batch_norm, set_bn_state
+from kpretrain.training.bn_refresh import (batch_norm_layers, bn_state, refresh_batch_norm, set_bn_state,
+                                          statistics_swapped)
 from kpretrain.training.knn import backbone_features, knn_accuracy
 from kpretrain.training.stages import accuracy
 from kpretrain.training.timing import Clock, measure
@@ -38,10 +39,8 @@ def evaluate_test(model: HeadedModel, inputs: SeedData, finetuned: FinetuneResul
         refreshed = tested if inputs.recipe.evaluation.bn_refresh or finetuned.averaging else None
         raw = tested
         if finetuned.raw_bn:  # the statistics training left, when the model holds others
-            kept = bn_state(model)
-            set_bn_state(model, finetuned.raw_bn)
-            raw = accuracy(model, inputs.test, y)[0]
-            set_bn_state(model, kept)
+            with statistics_swapped(model, finetuned.raw_bn):
+                raw = accuracy(model, inputs.test, y)[0]
     return TestResult(tested, raw, refreshed, confusion_matrix(y, predicted, inputs.data.num_classes).tolist(), last)
 
 

@@ -9,7 +9,7 @@ from kpretrain.models.heads import HeadedModel
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import FinetuneResult
 from kpretrain.recipe import Recipe
-from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, set_bn_state
+from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, set_bn_state, statistics_swapped
 from kpretrain.training.callbacks import RefreshedValidation
 from kpretrain.training.stages import accuracy, fit_stage
 from kpretrain.training.timing import Clock, measure
@@ -98,9 +98,8 @@ def _selected(model: HeadedModel, inputs: SeedData, measured_bn: list | None, cl
         measured = accuracy(model, inputs.validation, inputs.y_validation)[0]
         if measured_bn is None:
             return {"val_accuracy": measured, "val_accuracy_raw": measured, "val_accuracy_refreshed": None}, raw_bn
-        set_bn_state(model, raw_bn)
-        raw = accuracy(model, inputs.validation, inputs.y_validation)[0]
-        set_bn_state(model, measured_bn)
+        with statistics_swapped(model, raw_bn):
+            raw = accuracy(model, inputs.validation, inputs.y_validation)[0]
     return {"val_accuracy": measured, "val_accuracy_raw": raw, "val_accuracy_refreshed": measured}, raw_bn
 
 

@@ -9,6 +9,7 @@ frozen BN layer ran in inference mode during training, so its statistics are par
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import keras
@@ -86,3 +87,23 @@ def set_bn_state(model: keras.Model, state: list) -> None:
     for layer, (mean, var) in zip(batch_norm_layers(model, trainable_only=False), state):
         layer.moving_mean.assign(mean)
         layer.moving_variance.assign(var)
+
+
+@contextlib.contextmanager
+def statistics_swapped(model: keras.Model, state: list):
+    """Within the block, `model`'s BN layers hold the statistics `state` (from `bn_state`); then their own again.
+
+    Args:
+        model: a model with BatchNormalization layers (nested ones included).
+        state: statistics saved by `bn_state` of the same model.
+
+    Example:
+        with statistics_swapped(model, raw_bn):
+            raw_accuracy = accuracy(model, validation, labels)[0]
+    """
+    kept = bn_state(model)
+    set_bn_state(model, state)
+    try:
+        yield
+    finally:
+        set_bn_state(model, kept)

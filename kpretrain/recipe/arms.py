@@ -1,0 +1,104 @@
+"""Arms: each arm's resolved recipe, the baselines, and every arm's matched scratch.
+
+`Recipe.arm_recipes()` and `Recipe.baseline_pairs()` delegate to `resolve_arms`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from kpretrain.errors import RecipeError
+from kpretrain.recipe.coerce import _build
+from kpretrain.recipe.overrides import _deep_merge
+from kpretrain.recipe.schema import Recipe
+
+
+def resolve_arms(recipe: Recipe) -> tuple[dict[str, Recipe], dict[str, str]]:
+    """(arm name -> resolved recipe, baselines first, in run order; arm name -> its baseline's name).
+
+    Every non-baseline arm gets a matched scratch: `scratch` when its backbone, data and fine-tuning are the top
+    level's, else `scratch-<arm>`; an arm with `baseline:` is compared with that arm instead.
+    """
+    arms = declared_arms(recipe)
+    if "scratch" not in recipe.baselines or "scratch" not in arms:
+        return arms, {}
+    named = {arm.baseline for arm in arms.values() if arm.baseline}  # baselines chosen by arms.<name>.baseline
+    baselines = {name: arm for name, arm in arms.items() if name in recipe.baselines or name in named}
+    signatures = {json.dumps(arms["scratch"].to_dict(), sort_keys=True): "scratch"}
+    pairs = {}
+    for name, arm in arms.items():
+        if name in baselines:
+            continue
+        if arm.baseline:
+            pairs[name] = arm.baseline
+            continue
+        matched = _baseline("scratch", {k: v for k, v in arm.to_dict().items() if k != "arms"})
+        key = json.dumps(matched.to_dict(), sort_keys=True)
+        if key not in signatures:
+            signatures[key] = f"scratch-{name}"
+            if signatures[key] in arms:
+                raise RecipeError(f"recipe key 'arms.{signatures[key]}': the name is taken by the matched scratch of "
+                                  f"arm {name!r} (its backbone or fine-tuning differ from the top level); rename the arm")
+            baselines[signatures[key]] = matched
+        pairs[name] = signatures[key]
+    return {**baselines, **{n: a for n, a in arms.items() if n not in baselines}}, pairs
+
+
+def declared_arms(recipe: Recipe) -> dict[str, Recipe]:
+    """The baselines named in `baselines`, then the arms of `arms` (or the one default arm), each resolved."""
+    base = recipe.to_dict()
+    base.pop("arms", None)
+    base.pop("sweep", None)
+    arms: dict[str, Recipe] = {}
+    for name in recipe.baselines:
+        if recipe.arms and name in recipe.arms:
+            continue
+        arms[name] = _baseline(name, base)
+    if recipe.arms:
+        for name, overrides in recipe.arms.items():
+            merged = _deep_merge(copy.deepcopy(base), overrides or {}, prefix=f"arms.{name}")
+            try:
+                arm = _build(Recipe, merged, "")
+            except RecipeError as exc:
+                raise RecipeError(str(exc).replace("recipe key '", f"recipe key 'arms.{name}.", 1)) from None
+            arm.arms = None
+            arms[name] = arm
+    else:
+        arm = _build(Recipe, copy.deepcopy(base), "")
+        arms[_default_arm_name(arm)] = arm
+    return arms
+
+
+def _baseline(name: str, base: dict) -> Recipe:
+    """`scratch`: the backbone, data and fine-tuning of `base`; no pre-training, no loaded weights, default transfer."""
+    raw = copy.deepcopy(base)
+    raw.pop("reference", None)  # a baseline is never the natural reference (nor the matched scratch of one)
+    if name == "scratch":
+        raw["pretrain"] = {"epochs": 0}
+        student = (raw.get("selftrain") or {}).get("student_augment")
+        if student:  # the arm's model is a student trained so: its scratch is trained so too
+            raw["finetune"] = {**raw.get("finetune", {}), "augment": student}
+        raw["selftrain"] = None
+        raw["backbone"] = {**raw["backbone"], "from": None}
+        raw["transfer"] = {}
+    arm = _build(Recipe, raw, "")
+    arm.arms = None
+    return arm
+
+
+def _default_arm_name(arm: Recipe) -> str:
+    """The name of a recipe's one arm when it has no `arms`: `transfer`, the pretext task, or `model`."""
+    if arm.backbone.from_:
+        return "transfer"
+    return arm.pretrain.task if pretrains(arm) else "model"
+
+
+def pretrains(arm: Recipe) -> bool:
+    """Whether this arm runs a pre-training stage."""
+    return arm.pretrain.task != "none" and arm.pretrain.epochs > 0
+
+
+def transfers(arm: Recipe) -> bool:
+    """Whether this arm starts from trained weights (pre-trained here or loaded with backbone.from)."""
+    return pretrains(arm) or bool(arm.backbone.from_)

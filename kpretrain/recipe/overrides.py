@@ -1,0 +1,58 @@
+"""`--set KEY=VALUE` overrides on a raw recipe dict, and merging an arm's overrides into the top level."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+
+import yaml
+
+from kpretrain.errors import RecipeError
+from kpretrain.recipe.schema import RECIPE_KEYS
+from kpretrain.recipe.values import format_value, parse_value
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """Apply `key.path=value` strings (values read by `parse_value`: YAML, `1e-3` a number) to a raw recipe dict."""
+    raw = copy.deepcopy(raw)
+    for item in overrides or ():
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set pretrain.epochs=2")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise RecipeError(f"--set {item!r}: the key must be a dotted recipe key, e.g. transfer.frozen_depth")
+        try:
+            value = parse_value(text)
+        except yaml.YAMLError:
+            raise RecipeError(f"--set {key}: value {text!r} is not valid YAML; quote it, e.g. --set '{key}=[0,1]'") from None
+        node = raw
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {key}: '{'.'.join(parts[:i + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _deep_merge(base: dict, overrides: dict, prefix: str) -> dict:
+    """`overrides` (an arm's, keyed `prefix`) merged into `base` in place: sections key by key (`options` whole),
+    dotted keys as `--set` would apply them; an unknown new section is a RecipeError."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and key not in ("options",):
+            _deep_merge(base[key], value, f"{prefix}.{key}")
+        elif isinstance(value, dict) and key not in base and "." not in key:
+            if key not in RECIPE_KEYS:
+                near = difflib.get_close_matches(key, list(RECIPE_KEYS), n=1)
+                hint = f"; did you mean '{prefix}.{near[0]}'?" if near else ""
+                raise RecipeError(f"recipe key '{prefix}.{key}': unknown key{hint}")
+            base[key] = value
+        elif "." in key:
+            _deep_merge(base, apply_overrides({}, [f"{key}={format_value(value)}"]), prefix)
+        else:
+            base[key] = value
+    return base

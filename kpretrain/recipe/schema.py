@@ -1,0 +1,289 @@
+"""The recipe's schema: one dataclass per section, and `Recipe`, the whole experiment.
+
+Each field carries its validation metadata (`_spec`: allowed `choices`, `minimum`, `maximum`, `doc`), which
+`kpretrain.recipe.coerce` reads when it builds a section from raw values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from kpretrain.pretext.registry import TASK_NAMES
+from kpretrain.recipe.coerce import _seeds, _to_plain, _yaml_key
+
+PRETEXT_TASKS = ("none", *TASK_NAMES)
+BASELINES = ("scratch",)
+
+
+def _spec(*, choices=None, minimum=None, maximum=None, doc: str = "", finish=None, **kw):
+    """Field with validation metadata: allowed `choices`, numeric `minimum`/`maximum`; `finish(value)`, when given,
+    checks and normalises the value once the section is built (a list field then takes the raw value as it is)."""
+    metadata = {"choices": choices, "minimum": minimum, "maximum": maximum, "doc": doc}
+    if finish is not None:
+        metadata["finish"] = finish
+    return field(metadata=metadata, **kw)
+
+
+@dataclass
+class DataConfig:
+    """Which data, how it is split, how it is batched."""
+
+    dataset: str = _spec(default="fashion_mnist", doc="data set name (mnist, fashion_mnist, kmnist, cifar10) or a local name with path")
+    path: Optional[str] = _spec(default=None, doc="explicit IDX folder, image folder or .npz file")
+    labels_per_class: Optional[int] = _spec(default=None, minimum=1, doc="null = all labels")
+    validation: int = _spec(default=5000, minimum=1, doc="examples held out of train for validation")
+    batch_size: int = _spec(default=128, minimum=1, maximum=65536)
+    data_dir: Optional[str] = _spec(default=None, doc="TensorFlow Datasets' data directory; null = $TFDS_DATA_DIR or "
+                                                      "~/tensorflow_datasets")
+    split: Optional[dict] = _spec(default=None, doc="TFDS split names when they are not train/test, e.g. "
+                                                    "{test: validation}")
+    image_size: Optional[list] = _spec(default=None, doc="[H, W]: resize every image while loading; null = as stored")
+    channels: Optional[int] = _spec(default=None, minimum=1, maximum=3, doc="1 (grayscale) or 3 (RGB): convert while "
+                                                                            "loading; null = as stored")
+
+
+@dataclass
+class BackboneConfig:
+    """Which backbone, and where its weights start from."""
+
+    name: str = _spec(default="small_cnn")
+    from_: Optional[str] = _spec(default=None, doc="backbone.keras or SavedModel directory of an earlier run")
+    options: dict = _spec(default_factory=dict, doc="keyword arguments of the backbone builder")
+
+
+@dataclass
+class LRFindConfig:
+    """The learning-rate range test (`kpretrain lr-find`, and `learning_rate: auto`)."""
+
+    start_lr: float = _spec(default=1e-7, minimum=0.0, doc="first learning rate")
+    end_lr: float = _spec(default=10.0, minimum=0.0, doc="last learning rate (the test stops earlier once the loss diverges)")
+    steps: int = _spec(default=200, minimum=3, doc="batches, the learning rate growing exponentially")
+    suggestion: str = _spec(default="steepest", choices=("steepest", "valley", "minimum"),
+                            doc="steepest descent of the smoothed loss | fastai's valley | minimum / 10")
+    beta: float = _spec(default=0.98, minimum=0.0, maximum=0.999, doc="smoothing of the loss (bias-corrected EMA)")
+    diverge: float = _spec(default=4.0, minimum=1.0, doc="stop once the smoothed loss exceeds this x its minimum")
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer and learning-rate schedule of one stage."""
+
+    name: str = _spec(default="adam", choices=("adam", "adamw", "sgd", "rmsprop"))
+    learning_rate: Union[float, Literal["auto"]] = _spec(default=1e-3, minimum=0.0, maximum=10.0,
+                                                         doc="or auto: a range test just before the stage picks it")
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
+    schedule: str = _spec(default="constant", choices=("constant", "cosine"))
+    warmup_epochs: float = _spec(default=0.0, minimum=0.0)
+    weight_decay: float = _spec(default=0.0, minimum=0.0)
+    momentum: float = _spec(default=0.9, minimum=0.0, maximum=1.0, doc="for sgd and rmsprop")
+
+
+@dataclass
+class AveragingConfig:
+    """Weight averaging of a stage, followed by a batch-norm refresh; a bare string is shorthand for `method`."""
+
+    SHORTHAND = "method"
+    method: str = _spec(default="none", choices=("none", "ema", "polyak"),
+                        doc="ema: Keras optimizer EMA | polyak: uniform average from start_epoch on")
+    momentum: float = _spec(default=0.99, minimum=0.0, maximum=1.0, doc="ema only")
+    start_epoch: float = _spec(default=0.0, minimum=0.0, doc="polyak only: average from this epoch on (0-based)")
+
+
+@dataclass
+class ProbeConfig:
+    """Probes of the backbone during pre-training: a classifier on its frozen, BN-refreshed features of labelled
+    images, scored on validation."""
+
+    every: float = _spec(default=1.0, minimum=0.0, doc="data epochs between probes (fractions allowed); the last epoch always")
+    method: str = _spec(default="linear", choices=("linear", "knn", "both"),
+                        doc="linear: logistic regression | knn: k=20 cosine | both")
+    labels_per_class: Optional[int] = _spec(default=None, minimum=1,
+                                            doc="a class-balanced part of the labelled subset; null = all of it")
+
+
+@dataclass
+class SelectConfig:
+    """Which epoch's weights a stage ends with; a bare string is shorthand for `mode`."""
+
+    SHORTHAND = "mode"
+    mode: str = _spec(default="last", choices=("last", "best", "probe"),
+                      doc="best: the best validated epoch | probe (pre-training): the best probe score; never test")
+    monitor: Optional[str] = _spec(default=None, doc="logged validation metric; null = refreshed validation accuracy "
+                                                     "(fine-tuning), the task's validation metric (pre-training)")
+    patience: Optional[int] = _spec(default=None, minimum=1, doc="stop after this many validations without a new best")
+
+
+@dataclass
+class PretrainConfig:
+    """The pre-training stage: a pretext task trained on the unlabelled images."""
+
+    task: str = _spec(default="none", choices=PRETEXT_TASKS)
+    options: dict = _spec(default_factory=dict, doc="options of the pretext task")
+    dataset: Optional[str] = _spec(default=None, doc="data set for pre-training; null = data.dataset")
+    epochs: float = _spec(default=1.0, minimum=0.0, doc="0 skips the stage; fractions run part of an epoch")
+    head: Optional[str] = _spec(default=None, choices=("linear", "mlp"), doc="pretext head; null = the task's default")
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    probe: Optional[ProbeConfig] = _spec(default=None, doc="probes during pre-training; null = none")
+
+
+@dataclass
+class UnfreezeConfig:
+    """Gradual unfreezing: one more block every `every` epochs, optionally a lower backbone learning rate."""
+
+    every: Optional[int] = _spec(default=1, minimum=1, doc="epochs between unfreezing steps; null = never")
+    backbone_lr_factor: float = _spec(default=1.0, minimum=0.0, maximum=1.0, doc="backbone lr = factor x head lr")
+
+
+@dataclass
+class TransferConfig:
+    """How the pre-trained backbone is handed to the downstream task."""
+
+    frozen_depth: Union[int, Literal["all"]] = _spec(default=0, minimum=0, doc="blocks frozen from the input side, or all")
+    bn: str = _spec(default="frozen", choices=("frozen", "train"), doc="batch norm of frozen blocks")
+    unfreeze: Optional[UnfreezeConfig] = _spec(default=None, doc="gradual unfreezing; null = off")
+    init: str = _spec(default="weights", choices=("weights", "statistics", "random"),
+                      doc="weights | statistics: redraw each tensor from its mean/std | random")
+    init_pooling: str = _spec(default="tensor", choices=("tensor", "layer", "block"), doc="statistics per tensor, layer or block")
+    head_init: str = _spec(default="none", choices=("none", "logistic_regression"))
+
+
+@dataclass
+class FinetuneConfig:
+    """The downstream stage: a new head on the backbone, trained on the labelled subset."""
+
+    epochs: int = _spec(default=10, minimum=1)
+    min_steps_per_epoch: int = _spec(default=1, minimum=1,
+                                     doc="at least this many batches per epoch (the labelled subset repeats)")
+    head: str = _spec(default="linear", choices=("linear", "mlp"))
+    augment: str = _spec(default="none", choices=("none", "weak", "strong"),
+                         doc="training batches: weak = flip + translate; strong = weak + Keras RandAugment")
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+
+
+@dataclass
+class SelfTrainConfig:
+    """Self-training: a teacher fine-tuned on the labelled subset labels an unlabelled pool; a student learns from
+    human plus pseudo labels (and teaches the next round)."""
+
+    rounds: int = _spec(default=1, minimum=1, maximum=10, doc="teacher -> student rounds; each student teaches the next")
+    teacher_init: str = _spec(default="pretrained", choices=("pretrained", "scratch"),
+                              doc="pretrained: the arm's transferred backbone (random when it does not pre-train)")
+    student_init: str = _spec(default="scratch", choices=("pretrained", "scratch"),
+                              doc="scratch: random weights | pretrained: the arm's transferred backbone (stacking)")
+    labels: str = _spec(default="hard", choices=("hard", "soft"), doc="hard: the teacher's class | soft: its "
+                                                                        "probabilities at `temperature`")
+    threshold: float = _spec(default=0.0, minimum=0.0, maximum=1.0, doc="keep pool images whose top probability "
+                                                                         "is at least this")
+    temperature: float = _spec(default=1.0, minimum=0.01, maximum=100.0, doc="softmax temperature of the teacher")
+    balance: bool = _spec(default=False, doc="the same number of pseudo labels per class (the most confident; "
+                                             "classes with fewer are repeated)")
+    weight: float = _spec(default=1.0, minimum=0.0, doc="weight of a pseudo-labelled example in the loss")
+    ratio: float = _spec(default=1.0, minimum=0.0, maximum=64.0, doc="pseudo-labelled per human-labelled example "
+                                                                      "in each batch")
+    student_augment: Optional[str] = _spec(default=None, choices=("none", "weak", "strong"),
+                                           doc="the students' augmentation; null = finetune.augment (the teacher's)")
+    pool: Optional[int] = _spec(default=None, minimum=1, doc="at most this many unlabelled images (seeded); null = all")
+    unlabelled: Optional[str] = _spec(default=None, doc="data set of the unlabelled pool; null = the rest of the "
+                                                        "train split (validation and labelled subset excluded)")
+
+
+@dataclass
+class EvaluationConfig:
+    """How the final evaluation is made."""
+
+    knn: bool = _spec(default=True, doc="kNN accuracy (k=20, cosine) of the transferred backbone's features")
+    bn_refresh: bool = _spec(default=True, doc="recompute BN moving statistics on training batches before the final evaluation")
+    bn_refresh_batches: int = _spec(default=50, minimum=1, doc="at most this many training batches for the refresh")
+    bn_warn_points: float = _spec(default=2.0, minimum=0.0, doc="warn when raw and refreshed accuracy differ by more (points)")
+    raw: str = _spec(default="final", choices=("final", "every_epoch"),
+                     doc="stale-BN (raw) accuracy: at the last epoch (validation and test) or at every validation")
+    validate_every: int = _spec(default=1, minimum=1, doc="validate every k fine-tuning epochs; the last always")
+
+
+@dataclass
+class RuntimeConfig:
+    """How training runs."""
+
+    deterministic: Optional[bool] = _spec(default=None, doc="TensorFlow op determinism; null = on, unless jit_compile")
+    mixed_precision: bool = _spec(default=False)
+    jit_compile: bool = _spec(default=False)
+    distribute: str = _spec(default="none", choices=("none", "mirrored", "multi_worker"))
+    verbose: int = _spec(default=0, minimum=0, maximum=2, doc="Keras fit verbosity")
+    tensorboard: bool = _spec(default=False, doc="Keras TensorBoard logs per unit and stage under tb/<seed>/<arm>/<stage>")
+
+    @property
+    def op_determinism(self) -> bool:
+        """Whether reruns are made identical: `deterministic`, by default on unless `jit_compile` (XLA is off
+        under op determinism)."""
+        return (not self.jit_compile) if self.deterministic is None else self.deterministic
+
+
+@dataclass
+class TuneConfig:
+    """What `kpretrain tune` searches (KerasTuner): space over any recipe key, objective on validation."""
+
+    objective: str = _spec(default="val_accuracy", choices=("val_accuracy",), doc="downstream validation metric, maximised")
+    space: dict = _spec(default_factory=dict, doc="recipe key -> {int: [lo, hi]} | {float: [lo, hi], sampling: log} | {choice: [...]}")
+    tuner: str = _spec(default="random", choices=("random", "bayesian", "hyperband", "grid"),
+                       doc="grid: every combination (int and choice dimensions, floats with a step), in order")
+    max_trials: int = _spec(default=10, minimum=1)
+    arm: Optional[str] = _spec(default=None, doc="arm whose protocol is searched; null = the first non-baseline arm")
+
+
+@dataclass
+class Recipe:
+    """A whole experiment: data, backbone, the default protocol, arms, baselines and seeds."""
+
+    name: str = _spec(default="")
+    seeds: list = _spec(default_factory=lambda: [0], doc="a list of ints, or a count n meaning [0..n-1]", finish=_seeds)
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    selftrain: Optional[SelfTrainConfig] = _spec(default=None, doc="self-training after fine-tuning; null = none")
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    baselines: list = _spec(default_factory=lambda: ["scratch"], choices=BASELINES)
+    arms: Optional[dict] = _spec(default=None, doc="arm name -> overrides of any protocol key")
+    baseline: Optional[str] = _spec(default=None, doc="on an arm: the arm it is compared with (a tuned scratch, "
+                                                      "say); null = its matched scratch")
+    reference: Optional[str] = _spec(default=None, choices=("natural",),
+                                     doc="on an arm: natural = the natural pre-training whose gain over scratch the "
+                                         "report's benefit column divides by (at most one arm)")
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    sweep: Optional[dict] = _spec(default=None, doc="recipe key -> list of values; every point of their grid is run")
+
+    # ---- views ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain dict with the recipe's YAML key names (`backbone.from`)."""
+        return _to_plain(self)
+
+    def sweep_points(self) -> list[tuple[dict, "Recipe"]]:
+        """({key: value}, the recipe at that point) for every point of the `sweep:` grid, in order (first key
+        slowest); a recipe without `sweep` is its own single point `({}, self)`."""
+        from kpretrain.recipe.rules import recipe_from_dict  # the layers above: they build and check recipes
+        from kpretrain.recipe.sweep import sweep_points
+
+        return sweep_points(self, recipe_from_dict)
+
+    def arm_recipes(self) -> dict[str, "Recipe"]:
+        """Each arm's fully resolved recipe, baselines (matched scratches included) first, in run order."""
+        from kpretrain.recipe.arms import resolve_arms
+
+        return resolve_arms(self)[0]
+
+    def baseline_pairs(self) -> dict[str, str]:
+        """Arm name -> the name of its matched scratch (same backbone, data and fine-tuning), for every non-baseline arm."""
+        from kpretrain.recipe.arms import resolve_arms
+
+        return resolve_arms(self)[1]
+
+
+RECIPE_KEYS = tuple(_yaml_key(f) for f in dataclasses.fields(Recipe))  # the top-level keys, in order

@@ -1,0 +1,267 @@
+"""report.md: a run's (`run_report`) and a sweep's (`sweep_report`), their table, verdict lines and notes, and the
+run report's diagnostic sections.  Every number comes from `kpretrain.report.summary`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kpretrain.report.confusion import most_confused, probe_confusion_rows
+from kpretrain.report.csv_rows import pct, rows_table
+from kpretrain.report.statistics import verdict
+from kpretrain.report.summary import reference_arm, summary_rows
+
+SMOKE = " (smoke run: tiny data, numbers mean nothing)"
+
+
+def markdown_table(metrics: dict) -> str:
+    """Arm x test accuracy (mean ± std, 95 % interval), raw accuracy, paired difference vs its scratch (points, 95 %
+    interval, p-value; Holm-adjusted when the run makes several comparisons), and with a natural reference arm the
+    share of its gain each arm recovers."""
+    return rows_table(summary_rows(metrics))
+
+
+def verdict_lines(metrics: dict) -> list[str]:
+    """One plain verdict per compared arm (interval, p-value, Holm-adjusted when several comparisons, evidence)."""
+    rows = [row for row in summary_rows(metrics) if "diff_mean" in row]
+    return [(f"{row['point']}: " if "point" in row else "")
+            + verdict(row["arm"], row["baseline"],
+                      {"mean": row["diff_mean"], "std": row["diff_std"], "n": row["diff_n"], "ci": row["diff_ci"],
+                       "p": row["p"], "seeds_needed": row["seeds_needed"]},
+                      row["p_holm"] if row["comparisons"] > 1 else None, row["comparisons"]) for row in rows]
+
+
+def holm_note(metrics: dict) -> list[str]:
+    """A run report's line on the family its p-values were Holm-adjusted over, when it is a sweep's (or, until the
+    sweep finishes, one point's); nothing for a run of its own (its verdicts count its comparisons)."""
+    record = metrics.get("holm") or {}
+    n = record.get("comparisons", 0)
+    count = f"{n} comparison{'s' if n != 1 else ''}"
+    if record.get("family") == "sweep":
+        return ["", f"p-values are Holm-adjusted over every comparison of the sweep ({count}: all points, all arms), "
+                "the same adjusted p-values as the sweep's report.md."]
+    if record.get("family") == "point":
+        return ["", f"p-values are Holm-adjusted over this point's {count} only: when the sweep's last point "
+                "finishes, they are replaced by the adjustment over every comparison of the sweep."]
+    return []
+
+
+def benefit_note(metrics: dict) -> list[str]:
+    """The report's explanation of the benefit column, when the run has a natural reference arm."""
+    arms = [point["arms"] for point in metrics["points"]] if "points" in metrics else [metrics["arms"]]
+    names = {reference_arm(a, metrics.get("reference")) for a in arms} - {None}
+    if not names:
+        return []
+    return ["", f"Benefit: each arm's mean gain over its scratch as a share of the natural reference arm's "
+            f"({', '.join(f'`{n}`' for n in sorted(names))}), mean(arm − scratch) / mean(natural − scratch) over the "
+            "seeds, with a paired bootstrap 95 % interval (the same seeds resampled for both); undefined where the "
+            "natural arm's difference to scratch has an interval containing zero or below zero."]
+
+
+def run_report(metrics: dict) -> str:
+    """The run's `report.md`."""
+    lines = [f"# {metrics['recipe']}" + (SMOKE if metrics["smoke"] else ""), ""]
+    lines += ["## Result", "", markdown_table(metrics), ""]
+    lines += [f"- {line}" for line in verdict_lines(metrics)]
+    lines += holm_note(metrics)
+    lines += benefit_note(metrics)
+    refreshed = "after refreshing" if metrics["evaluation"]["bn_refresh"] else "without refreshing"
+    lines += ["", f"Test accuracy is measured {refreshed} "
+              "the batch-norm moving statistics on training batches; the raw column shows the accuracy before.", ""]
+    warnings = [*metrics["warnings"], *convergence_lines(metrics)]
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    lines += _setup_section(metrics)
+    averaged = averaging_lines(metrics)
+    if averaged:
+        lines += ["## Weight averaging", "", "Test accuracy, seed mean: the arm's headline is the averaged weights "
+                  "after the batch-norm refresh; the other two are diagnostics (nothing is chosen from them).", ""]
+        lines += [f"- {line}" for line in averaged] + [""]
+    lines += _shortcut_section(metrics)
+    taught = selftrain_lines(metrics)
+    if taught:
+        lines += ["## Self-training", "", "Per round, seed mean: pseudo labels kept (of the unlabelled pool), their "
+                  "accuracy against the pool's hidden labels (a diagnostic: nothing is chosen from it), teacher and "
+                  "student validation accuracy.", ""] + [f"- {line}" for line in taught] + [""]
+    found = learning_rate_lines(metrics)
+    if found:
+        lines += ["## Learning rates found (`learning_rate: auto`)", ""] + [f"- {line}" for line in found] + [""]
+    lines += _protocol_table(metrics) + _confusion_section(metrics) + _probe_section(metrics)
+    if metrics.get("backbone"):
+        b = metrics["backbone"]
+        lines += ["## Exported backbone", "",
+                  f"Pre-trained backbone of arm `{b['arm']}`, seed {b['seed']}: `backbone.keras` and the SavedModel "
+                  "`backbone/` (endpoint `serve`, float32 images, see `backbone/kpretrain.json`).", ""]
+    return "\n".join(lines)
+
+
+def sweep_report(metrics: dict) -> str:
+    """The sweep's `report.md`: one table over every point and arm, verdicts, links to the points' reports."""
+    lines = [f"# {metrics['recipe']}: sweep over " + ", ".join(f"{k} in {v}" for k, v in metrics["sweep"].items())
+             + (SMOKE if metrics["smoke"] else ""), "",
+             "## Result", "", markdown_table(metrics), ""]
+    lines += [f"- {line}" for line in verdict_lines(metrics)]
+    lines += benefit_note(metrics)
+    lines += ["", "p-values are Holm-adjusted over every comparison of the sweep (all points, all arms); each point's "
+              "report.md and metrics.json hold the same adjusted p-values.", ""]
+    if metrics.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in metrics["warnings"]] + [""]
+    if "data.labels_per_class" in metrics["sweep"]:
+        lines += ["## Label efficiency", "", "![label efficiency](label_efficiency.png)", ""]
+    lines += ["## Points", ""] + [f"- [{p['dir']}]({p['dir']}/report.md): {p['data']['labelled']} labelled per seed"
+                                  for p in metrics["points"]]
+    lines += ["", f"Pre-trainings reused across points (identical settings and data for a seed): "
+              f"{metrics['pretraining_reused']}.", ""]
+    return "\n".join(lines)
+
+
+def _setup_section(metrics: dict) -> list[str]:
+    """`## Setup`: data, labelled / validation / unlabelled / test sizes, seeds, time and environment."""
+    d, env = metrics["data"], metrics["environment"]
+    return ["## Setup", "",
+            f"- data: {d['dataset']} ({d['source']}), image {tuple(d['image_shape'])}, {d['num_classes']} classes, "
+            f"scaling {d['scaling']}",
+            f"- per seed: {d['labelled']} labelled, {d['validation']} validation, {d['unlabelled']} unlabelled pool; "
+            f"test {d['test']}",
+            f"- seeds: {metrics['seeds']}",
+            *_time_line(metrics),
+            f"- wall time: {metrics['wall_time_s']:.0f} s on {env['device']} ({env['cpu_count']} cores), "
+            f"TensorFlow {env['tensorflow']}, Keras {env['keras']}", ""]
+
+
+def _time_line(metrics: dict) -> list[str]:
+    split = metrics.get("time_split")
+    if not split:
+        return []
+    wall = max(split["wall"], 1e-9)
+    return [f"- time split: training {split['training']:.0f} s ({100 * split['training'] / wall:.0f} %), evaluation "
+            f"{split['evaluation']:.0f} s ({100 * split['evaluation'] / wall:.0f} %), other {split['other']:.0f} s"]
+
+
+def _shortcut_section(metrics: dict) -> list[str]:
+    """`## Pretext shortcut check`, when metrics.json has one."""
+    if not metrics.get("shortcut"):
+        return []
+    lines = ["## Pretext shortcut check", "", "Can the pretext label be read off low-level image statistics "
+             "(16-bin intensity histogram, maximum, mean, ink fraction) instead of shape?  A logistic regression "
+             "on those 19 numbers, cross-validated on pretext examples, next to chance and to the pretext "
+             "network's validation accuracy (a warning when it gets 80 % of the network's margin over chance):", ""]
+    for s in metrics["shortcut"]:
+        network = "" if s["network_accuracy"] is None else f"; pretext network {s['network_accuracy']:.3f}"
+        flag = " **(shortcut: the task can be solved without learning shape)**" if s["warning"] else ""
+        lines.append(f"- {', '.join(s['arms'])} ({s['task']}): statistics {s['accuracy']:.3f}, chance "
+                     f"{s['chance']:.3f}{network}{flag}")
+    return lines + [""]
+
+
+def _protocol_table(metrics: dict) -> list[str]:
+    """Arm x its protocol (every setting that is not None)."""
+    lines = ["| arm | protocol |", "|---|---|"]
+    for name, entry in metrics["arms"].items():
+        p = entry["protocol"]
+        lines.append(f"| {name} | " + ", ".join(f"{k}={v}" for k, v in p.items() if v is not None) + " |")
+    return lines
+
+
+def _confusion_section(metrics: dict) -> list[str]:
+    """`## Confusions` and `## Plots`: each arm's most confused pairs, the curves and the confusion matrices."""
+    lines = ["", "## Confusions", "", "The three class pairs each arm mistakes most often for each other (share of "
+             "the two classes' test images predicted as the other, over the seeds); matrices in `confusion_<arm>.png` "
+             "and `metrics.json`.", ""]
+    for name, entry in metrics["arms"].items():
+        pairs = most_confused(entry["confusion"], metrics["data"]["class_names"])
+        lines.append(f"- {name}: " + "; ".join(f"{a} / {b} {100 * share:.1f} %" for a, b, share in pairs))
+    lines += ["", "## Plots", "", "![learning curves](curves.png)", ""]
+    return lines + [f"![confusion {name}](confusion_{name}.png)" for name in metrics["arms"]] + [""]
+
+
+def _probe_section(metrics: dict) -> list[str]:
+    """`## Probes during pre-training`: each probed unit's scores, its kept checkpoint, the probes' confusions."""
+    probed = [p for p in metrics.get("pretraining", []) if any(k.startswith("val_probe_") for k in p["history"])]
+    if not probed:
+        return []
+    lines = ["## Probes during pre-training", "", "![probes](probe.png)", ""]
+    for p in probed:
+        scores = {k.removeprefix("val_probe_"): [v for v in p["history"][k] if v is not None]
+                  for k in p["history"] if k.startswith("val_probe_")}
+        text = "; ".join(f"{k} " + ", ".join(f"{v:.3f}" for v in vs) for k, vs in scores.items())
+        chosen = f" (checkpoint kept: epoch {p['selected_epoch']})" if p.get("selected_epoch") else ""
+        lines.append(f"- {p['unit']}: {text}{chosen}")
+    return lines + [""] + probe_confusion_lines(metrics) + [""]
+
+
+def selftrain_lines(metrics: dict) -> list[str]:
+    """Per self-training arm and round: pseudo labels kept, their hidden-label accuracy, teacher and student
+    validation accuracy (seed means)."""
+    lines = []
+    for name, entry in metrics["arms"].items():
+        records = [r for r in entry.get("selftrain") or [] if r]
+        for i in range(max((len(r["rounds"]) for r in records), default=0)):
+            rounds = [r["rounds"][i] for r in records if i < len(r["rounds"])]
+            kept = np.mean([r["pseudo_labels"] for r in rounds])
+            right = [r["pseudo_label_accuracy"] for r in rounds if r.get("pseudo_label_accuracy") is not None]
+            accuracy = f", {100 * np.mean(right):.1f} % right" if right else ""
+            lines.append(f"{name} round {i + 1}: {kept:,.0f} pseudo labels of {records[0]['pool']:,} pool images"
+                         f"{accuracy}; teacher {pct(np.mean([r['teacher_val_accuracy'] for r in rounds]))} %, "
+                         f"student {pct(np.mean([r['student_val_accuracy'] for r in rounds]))} % validation")
+    return lines
+
+
+def probe_confusion_lines(metrics: dict) -> list[str]:
+    """Per pre-training setting and probe: the most confused class pairs at its best and at its last probe point
+    (validation, summed over the seeds)."""
+    names, lines = metrics["data"]["class_names"], []
+    for setting, probe, points in probe_confusion_rows(metrics):
+        for when in ("best", "last"):
+            epochs = ", ".join(str(e) for e in sorted({p[when]["epoch"] for p in points}))
+            pairs = most_confused([p[when]["matrix"] for p in points], names)
+            lines.append(f"- {setting}: most confused by the {probe} probe at its {when} point (epoch {epochs}): "
+                         + "; ".join(f"{a} / {b} {100 * share:.1f} %" for a, b, share in pairs))
+    if lines:
+        lines += ["", "Validation confusion matrices of the probes at those points: `probe_confusion.png`."]
+    return lines
+
+
+def averaging_lines(metrics: dict) -> list[str]:
+    """Per averaged arm: test accuracy of the last weights, of the averaged ones before and after the BN refresh."""
+    lines = []
+    for name, entry in metrics["arms"].items():
+        if entry.get("averaging") and entry.get("test_accuracy_last"):
+            method = entry["averaging"][0]["method"]
+            mean = lambda xs: 100 * sum(xs) / len(xs)  # noqa: E731
+            lines.append(f"{name} ({method}): last weights {mean(entry['test_accuracy_last']):.2f} % -> averaged, stale "
+                         f"BN {mean(entry['test_accuracy_raw']):.2f} % -> averaged, BN refreshed "
+                         f"{mean(entry['test_accuracy']):.2f} %")
+    for p in metrics.get("pretraining", []):
+        if p.get("averaging"):
+            a = p["averaging"]
+            last, avg = (a.get(f"val_{p['monitor']}_{k}") for k in ("last", "averaged"))
+            lines.append(f"pre-training {p['unit']} ({a['method']}): pretext validation {p['monitor']} "
+                         f"last weights {last:.4f} -> averaged, BN refreshed {avg:.4f}")
+    return lines
+
+
+def learning_rate_lines(metrics: dict) -> list[str]:
+    """Each range test's chosen learning rate (`learning_rate: auto`): per pre-training unit and per arm."""
+    lines = [f"pre-training {p['unit']} ({p['task']}): learning rate found {p['lr_find']['suggested_lr']:.3g} "
+             f"({p['lr_find']['method']})" for p in metrics.get("pretraining", []) if p.get("lr_find")]
+    for name, entry in metrics["arms"].items():
+        if entry.get("finetune_learning_rate"):
+            rates = ", ".join(f"{lr:.3g}" for lr in entry["finetune_learning_rate"])
+            lines.append(f"{name} fine-tuning: learning rate found per seed {rates}")
+    return lines
+
+
+def convergence_lines(metrics: dict, tolerance: float = 0.005) -> list[str]:
+    """Arms whose seed-mean validation accuracy still rose by `tolerance` or more over the last 20 % of epochs."""
+    lines = []
+    for name, entry in metrics["arms"].items():
+        curves = [[v for v in h.get("val_accuracy", []) if v is not None] for h in entry["history"]]
+        n = min((len(c) for c in curves), default=0)
+        if n < 5:
+            continue
+        mean = np.mean([c[:n] for c in curves], axis=0)
+        start = mean[int(np.floor(0.8 * (n - 1)))]
+        if mean[-1] - start >= tolerance:
+            lines.append(f"{name}: validation accuracy still rising (+{100 * (mean[-1] - start):.1f} pts over the last "
+                         f"20 % of validations); raise finetune.epochs")
+    return lines

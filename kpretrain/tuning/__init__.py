@@ -1,0 +1,93 @@
+"""`kpretrain tune`: a KerasTuner search over any recipe keys (`tune.space`), scored on validation, never on test.
+
+A trial is the searched arm with the trial's values set as recipe keys: pre-train, transfer, fine-tune on the
+recipe's first seed.  Outputs go to `DIR/<name>/` beside KerasTuner's own files: `best.json`,
+`best_recipe.yaml` (runnable with `kpretrain run`) and `tune.png`.  The same command resumes a stopped search
+(KerasTuner's reload: finished trials are kept, the one that was running is run again); one process at a time
+owns `DIR/<name>/` (its `.lock`).
+
+The package, from the bottom layer up:
+    space       the search space: `Dimension`, `parse_space`, the default space, a trial's recipe
+    hypermodel  KerasTuner's side: `ProtocolHyperModel` (a trial through `protocol.run_unit`), the tuners
+    outputs     best.json, search.json, best_recipe.yaml, tune.png and the trials table
+    final       `--final`: the tuned-scratch search's recipe and the final run
+    search      the command, `tune()` (its exit code) or `run_search()` (a `SearchResult`), with its resume
+                guard
+
+(Not `kpretrain/tune/`: a submodule `tune` would shadow the API function `kpretrain.tune` once imported.)
+Every name `kpretrain.tuning` had as one module is importable from here; setting one of them here (as
+`monkeypatch.setattr(kpretrain.tuning, "run_unit", ...)` does) sets it in the submodules that use it too.
+"""
+
+import sys as _sys
+import types as _types
+
+from kpretrain.errors import InputError, RecipeError
+from kpretrain.experiment import Experiment
+from kpretrain.models.backbones import block_names
+from kpretrain.protocol import build_model, initial_backbone, pretraining_key, run_unit
+from kpretrain.recipe import Recipe, apply_overrides, load_raw, pretrains, recipe_from_dict, with_defaults
+from kpretrain.recipe.values import dump_yaml, format_value, load_yaml
+from kpretrain.report import io
+from kpretrain.rundir import LOCK_NAME, DirectoryLock
+from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
+from kpretrain.tuning import final, hypermodel, outputs, search, space
+from kpretrain.tuning.final import (
+    SCRATCH_SECTIONS, SHARED_SECTIONS, FinalRun, final_recipe, run_final, scratch_search_recipe)
+from kpretrain.tuning.hypermodel import (
+    _MISSING, PRETRAININGS_KEPT, TUNERS, ProtocolHyperModel, _FromTheStart, _lookup, _NoTensorBoard,
+    atomic_state_files, make_tuner, save_scored)
+from kpretrain.tuning.outputs import (
+    SIGNATURE_FILE, SearchOutputs, _fmt, best_recipe_text, failed, plot_search, summary_table, trial_rows,
+    write_outputs, write_search_outputs, write_signature)
+from kpretrain.tuning.search import (
+    SMOKE_TRIALS, SearchResult, _check_resumable, _clear, _difference, _load, _runtime, _search, _unwritable,
+    is_worker, run_search, tune)
+from kpretrain.tuning.space import (
+    SPEC_HINT, SPEC_OPTIONS, UNSEARCHABLE, Dimension, _is, _protocol_arms, check_space, default_space,
+    learning_rates, parse_space, searched_arm, trial_recipe, with_values)
+
+_RENAMED = {"_atomic_state_files": "atomic_state_files", "_failed": "failed", "_final": "run_final",
+            "_learning_rates": "learning_rates"}  # the one-module names of what is now shared between submodules
+_atomic_state_files, _failed, _final, _learning_rates = atomic_state_files, failed, run_final, learning_rates
+
+__all__ = [
+    # space
+    "Dimension", "parse_space", "check_space", "with_values", "trial_recipe", "searched_arm", "default_space",
+    "learning_rates", "SPEC_OPTIONS", "SPEC_HINT", "UNSEARCHABLE",
+    # hypermodel
+    "ProtocolHyperModel", "save_scored", "TUNERS", "make_tuner", "atomic_state_files", "PRETRAININGS_KEPT",
+    # outputs
+    "write_outputs", "write_search_outputs", "SearchOutputs", "write_signature", "trial_rows", "summary_table",
+    "best_recipe_text", "plot_search", "failed", "SIGNATURE_FILE",
+    # final
+    "scratch_search_recipe", "final_recipe", "run_final", "FinalRun", "SCRATCH_SECTIONS", "SHARED_SECTIONS",
+    # search
+    "tune", "run_search", "SearchResult", "is_worker", "SMOKE_TRIALS",
+    # what the one module imported from kpretrain, still here to import or patch
+    "run_unit", "build_model", "initial_backbone", "pretraining_key", "block_names", "Experiment",
+    "configure_runtime", "describe_device", "distribution_strategy", "InputError", "RecipeError", "Recipe",
+    "apply_overrides", "load_raw", "pretrains", "recipe_from_dict", "with_defaults", "dump_yaml", "format_value",
+    "load_yaml", "io", "LOCK_NAME", "DirectoryLock",
+]
+
+_SUBMODULES = (space, hypermodel, outputs, final, search)
+_UNSET = object()
+
+
+class _Package(_types.ModuleType):
+    """`kpretrain.tuning` was one module: a name set on it (a test's monkeypatch) took effect wherever it was used.
+    Setting a name here sets it too in every submodule that holds the same object under that name (or under its
+    new name, `_RENAMED`), so it still does."""
+
+    def __setattr__(self, name, value):
+        old = self.__dict__.get(name, _UNSET)
+        if old is not _UNSET:
+            for module in _SUBMODULES:
+                for held in {name, _RENAMED.get(name, name)}:
+                    if module.__dict__.get(held, _UNSET) is old:
+                        setattr(module, held, value)
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
