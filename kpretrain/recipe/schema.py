@@ -88,7 +88,7 @@ class AveragingConfig:
     method: str = _spec(default="none", choices=("none", "ema", "polyak"),
                         doc="ema: Keras optimizer EMA | polyak: uniform average from start_epoch on")
     momentum: float = _spec(default=0.99, minimum=0.0, maximum=1.0, doc="ema only")
-    start_epoch: float = _spec(default=0.0, minimum=0.0, doc="polyak only: average from this epoch on (0-based)")
+    start_epoch: float = _spec(default=0.0, minimum=0.0, doc="polyak only: average after this many passes over the data")
 
 
 @dataclass

@@ -43,11 +43,12 @@ class PolyakAverage(keras.callbacks.Callback):
         self.average: list | None = None
         self._epoch = 0
 
-    def _variables(self) -> list:
+    def on_train_begin(self, logs=None):
+        """The averaged variables, found once: every weight but the BN moving statistics."""
         statistics = {id(v) for layer in self.model._flatten_layers(include_self=False, recursive=True)
                       if isinstance(layer, keras.layers.BatchNormalization)
                       for v in (layer.moving_mean, layer.moving_variance)}
-        return [v for v in self.model.weights if id(v) not in statistics]
+        self._averaged = [v for v in self.model.weights if id(v) not in statistics]
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -56,7 +57,7 @@ class PolyakAverage(keras.callbacks.Callback):
         step = self._epoch * self.params["steps"] + batch + 1  # steps done so far
         if step <= self.start_epoch * (self.steps_per_pass or self.params["steps"]):
             return
-        values = [v.numpy() for v in self._variables()]
+        values = [v.numpy() for v in self._averaged]
         self.count += 1
         if self.average is None:
             self.average = [np.array(v, dtype=np.float64) for v in values]
@@ -67,7 +68,7 @@ class PolyakAverage(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.average is None:
             return
-        for var, avg in zip(self._variables(), self.average):
+        for var, avg in zip(self._averaged, self.average):
             var.assign(avg.astype(var.dtype))
 
     def backup_state(self) -> dict:
