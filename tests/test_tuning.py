@@ -262,9 +262,10 @@ def test_a_continued_hyperband_trial_is_trained_from_its_start_and_scores_what_t
     recipe = write_recipe(tmp_path, space=space, finetune={"epochs": 3},  # 3 one-epoch trials, then 1 continued
                           evaluation={"validate_every": 2}, runtime={"deterministic": True})
     calls, units = [], []
-    pretrain, run_unit = kpretrain.protocol.unit.pretrain, kpretrain.tuning.run_unit
+    pretrain, run_unit = kpretrain.protocol.unit.pretrain, kpretrain.tuning.hypermodel.run_unit
     monkeypatch.setattr(kpretrain.protocol.unit, "pretrain", lambda *a, **kw: calls.append(1) or pretrain(*a, **kw))
-    monkeypatch.setattr(kpretrain.tuning, "run_unit", lambda *a, **kw: units.append(run_unit(*a, **kw)) or units[-1])
+    monkeypatch.setattr(kpretrain.tuning.hypermodel, "run_unit",
+                        lambda *a, **kw: units.append(run_unit(*a, **kw)) or units[-1])
     assert main(["tune", recipe, "--tuner", "hyperband", "--max-trials", "4", "--dir", str(tmp_path / "runs")]) == 0
     found = trials(tmp_path / "runs" / "tiny")
     assert len(found) == 4 and all(t["status"] == "COMPLETED" for t in found.values())

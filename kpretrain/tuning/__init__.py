@@ -15,12 +15,10 @@ The package, from the bottom layer up:
                 guard
 
 (Not `kpretrain/tune/`: a submodule `tune` would shadow the API function `kpretrain.tune` once imported.)
-Every name `kpretrain.tuning` had as one module is importable from here; setting one of them here (as
-`monkeypatch.setattr(kpretrain.tuning, "run_unit", ...)` does) sets it in the submodules that use it too.
+Every name `kpretrain.tuning` had as one module is importable from here (to patch one, patch it in the
+submodule that uses it, e.g. `kpretrain.tuning.hypermodel.run_unit`).
 """
 
-import sys as _sys
-import types as _types
 
 from kpretrain.errors import InputError, RecipeError
 from kpretrain.experiment import Experiment
@@ -47,8 +45,7 @@ from kpretrain.tuning.space import (
     SPEC_HINT, SPEC_OPTIONS, UNSEARCHABLE, Dimension, _is, _protocol_arms, check_space, default_space,
     learning_rates, parse_space, searched_arm, trial_recipe, with_values)
 
-_RENAMED = {"_atomic_state_files": "atomic_state_files", "_failed": "failed", "_final": "run_final",
-            "_learning_rates": "learning_rates"}  # the one-module names of what is now shared between submodules
+# the one-module names of what is now shared between submodules
 _atomic_state_files, _failed, _final, _learning_rates = atomic_state_files, failed, run_final, learning_rates
 
 __all__ = [
@@ -64,30 +61,9 @@ __all__ = [
     "scratch_search_recipe", "final_recipe", "run_final", "FinalRun", "SCRATCH_SECTIONS", "SHARED_SECTIONS",
     # search
     "tune", "run_search", "SearchResult", "is_worker", "SMOKE_TRIALS",
-    # what the one module imported from kpretrain, still here to import or patch
+    # what the one module imported from kpretrain, still here to import
     "run_unit", "build_model", "initial_backbone", "pretraining_key", "block_names", "Experiment",
     "configure_runtime", "describe_device", "distribution_strategy", "InputError", "RecipeError", "Recipe",
     "apply_overrides", "load_raw", "pretrains", "recipe_from_dict", "with_defaults", "dump_yaml", "format_value",
     "load_yaml", "io", "LOCK_NAME", "DirectoryLock",
 ]
-
-_SUBMODULES = (space, hypermodel, outputs, final, search)
-_UNSET = object()
-
-
-class _Package(_types.ModuleType):
-    """`kpretrain.tuning` was one module: a name set on it (a test's monkeypatch) took effect wherever it was used.
-    Setting a name here sets it too in every submodule that holds the same object under that name (or under its
-    new name, `_RENAMED`), so it still does."""
-
-    def __setattr__(self, name, value):
-        old = self.__dict__.get(name, _UNSET)
-        if old is not _UNSET:
-            for module in _SUBMODULES:
-                for held in {name, _RENAMED.get(name, name)}:
-                    if module.__dict__.get(held, _UNSET) is old:
-                        setattr(module, held, value)
-        super().__setattr__(name, value)
-
-
-_sys.modules[__name__].__class__ = _Package
