@@ -6,14 +6,17 @@ The Python API (see the README, "Python API"):
     result = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True)
     result.arms["overlay"].mean, result.verdicts, result.report()
 
-`kpretrain.run`, `kpretrain.tune`, `kpretrain.load_backbone`, their results `RunResult` and `TuneResult`, and the
-errors `InputError`, `RecipeError`, `DataError`; the pretext tasks are Keras layers in `kpretrain.pretext`.
+`kpretrain.run`, `kpretrain.tune`, `kpretrain.lr_find`, `kpretrain.show_task`, `kpretrain.compare` (the command
+`kpretrain report`: `kpretrain.report` is the subpackage of report writers), `kpretrain.load_backbone`, their results
+`RunResult`, `TuneResult`, `LRFindRun`, `TaskPreview`, `Comparison`, and the errors `InputError`, `RecipeError`,
+`DataError`; the pretext tasks are Keras layers in `kpretrain.pretext`.
 """
 
 from kpretrain._version import __version__
 from kpretrain.errors import DataError, InputError, RecipeError
 
-_API = ("run", "tune", "load_backbone", "RunResult", "TuneResult", "ArmResult")
+_API = ("run", "tune", "lr_find", "show_task", "compare", "load_backbone", "RunResult", "TuneResult", "ArmResult",
+        "LRFindRun", "TaskPreview", "Comparison")
 __all__ = [*_API, "DataError", "InputError", "RecipeError", "__version__"]
 
 

@@ -1,7 +1,10 @@
-"""The Python API: `kpretrain.run`, `kpretrain.tune`, `kpretrain.load_backbone`, for notebooks and scripts.
+"""The Python API, for notebooks and scripts: `kpretrain.run`, `kpretrain.tune`, `kpretrain.lr_find`,
+`kpretrain.show_task`, `kpretrain.compare` and `kpretrain.load_backbone`.
 
-They run the same code as the command line (`kpretrain run`, `kpretrain tune`) and raise the same typed errors
-(`RecipeError`, `DataError`, `InputError`) where the command line exits 2.
+They run the same code as the command line (`kpretrain run`, `tune`, `lr-find`, `show-task`, `report`) and raise
+the same typed errors (`RecipeError`, `DataError`, `InputError`) where the command line exits 2.  `kpretrain report`'s
+function is `compare`: `kpretrain.report` is the subpackage of report writers (`kpretrain/report/`), and a function
+of that name would be shadowed by it as soon as anything imports it.
 """
 
 from __future__ import annotations
@@ -11,13 +14,35 @@ import json
 import os
 
 from kpretrain.errors import InputError
+from kpretrain.lr_range import LRFindRun
 from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict
 from kpretrain.recipe.values import format_value, load_yaml
+from kpretrain.task_preview import TaskPreview
 
 
 @dataclasses.dataclass(frozen=True)
 class ArmResult:
-    """One arm's test accuracy per seed with its statistics, and its paired difference to its baseline."""
+    """One arm's test accuracy per seed with its statistics, and its paired difference to its baseline.
+
+    Attributes:
+        name: the arm's name.
+        test_accuracy: the test accuracy of each seed, in the recipe's seed order.
+        mean: their mean.
+        std: their sample standard deviation (None for one seed).
+        ci95: the 95 % Student t interval of the mean, (low, high) (None for one seed).
+        baseline: the arm's matched baseline (None for a baseline).
+        difference: the paired comparison with the baseline, as metrics.json stores it: `mean`, `ci95`, `p`,
+            `p_holm`, `comparisons`, `seeds_for_80_power`, ... (None for a baseline).
+        benefit: the share of the natural reference arm's gain: `reference`, `ratio`, `ci95`, `defined`, `reason`
+            (None without a reference arm).
+
+    Example:
+
+    ```python
+    arm = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True).arms["overlay"]
+    print(arm.mean, arm.ci95, arm.difference["p_holm"])
+    ```
+    """
 
     name: str
     test_accuracy: list
@@ -31,7 +56,19 @@ class ArmResult:
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
-    """A finished run: its directory and `metrics.json`, read as arms, points (a sweep) and verdicts."""
+    """A finished run: its directory and `metrics.json`, read as arms, points (a sweep) and verdicts.
+
+    Attributes:
+        run_dir: the run directory.
+        metrics: the `metrics.json` dictionary.
+
+    Example:
+
+    ```python
+    result = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True)
+    print(result.arms["overlay"].mean, "\n".join(result.verdicts))
+    ```
+    """
 
     run_dir: str
     metrics: dict
@@ -85,7 +122,23 @@ def _arms(metrics: dict, adjusted: dict, point: str | None = None) -> dict[str, 
 
 @dataclasses.dataclass(frozen=True)
 class TuneResult:
-    """A finished search: its directory, the best trial's values and score, the best recipe, every trial."""
+    """A finished search: its directory, the best trial's values and score, the best recipe, every trial.
+
+    Attributes:
+        directory: the search's directory, `<directory>/<recipe name>/` (best.json, best_recipe.yaml, tune.png).
+        best_values: the best trial's values, recipe key -> value.
+        best_score: the best trial's validation accuracy.
+        best_recipe: the recipe with the best values set (best_recipe.yaml as a dict).
+        trials: every trial's row (trial_id, status, score, values, error), completed ones best first.
+        final: with `final=True`, every seed of the best recipe against the tuned scratch, as a `RunResult`.
+
+    Example:
+
+    ```python
+    searched = kpretrain.tune("recipes/fashion_tune.yaml", smoke=True)
+    print(searched.best_values, searched.best_score)
+    ```
+    """
 
     directory: str
     best_values: dict
@@ -116,12 +169,33 @@ def _raw(recipe, overrides=None) -> dict:
 
 
 def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, callbacks=None) -> RunResult:
-    """Run every seed x arm of `recipe` (a path, a dict or a `Recipe`) into `out` (default
-    `runs/<name>/<UTC timestamp>/`), as `kpretrain run` does; a directory holding an unfinished run of the same
-    recipe is resumed, a finished one is read back.  `overrides`: {key: value} or ["key=value", ...].
-    `callbacks`: your own Keras callbacks for every stage, or {"pretrain": [...], "finetune": [...]}."""
+    """Run every seed x arm of a recipe, as `kpretrain run` does.
+
+    A directory holding an unfinished run of the same recipe is resumed; a finished one is read back.
+
+    Args:
+        recipe: a path, a dict (a recipe as YAML would load) or a `kpretrain.recipe.Recipe`.
+        out: the run directory; default `runs/<name>/<UTC timestamp>/`.
+        overrides: `{key: value}` or `["key=value", ...]`, as `--set`.
+        smoke: tiny data and a few batches (`--smoke`).
+        callbacks: your own Keras callbacks for every stage, or `{"pretrain": [...], "finetune": [...]}`.
+
+    Returns:
+        A `RunResult`.
+
+    Raises:
+        RecipeError, DataError, InputError: bad input (the command line's exit 2); `out` holds a run of another
+            recipe or is in use; `runtime.distribute: multi_worker` (start `kpretrain run` on every worker).
+
+    Example:
+
+    ```python
+    result = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True, overrides={"seeds": [0, 1]})
+    result.arms["overlay"].mean, result.verdicts, result.report()
+    ```
+    """
     from kpretrain.experiment import make_run
-    from kpretrain.report import io
+    from kpretrain import io
     from kpretrain.rundir import default_out_dir, run_directory
 
     resolved = recipe_from_dict(_raw(recipe, overrides))
@@ -140,11 +214,37 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
 def tune(recipe, *, overrides=None, tuner: str | None = None, max_trials: int | None = None,
          directory: str = "tuner_runs", overwrite: bool = False, smoke: bool = False,
          final: bool = False) -> TuneResult:
-    """`kpretrain tune`: search `recipe`'s `tune.space` (a default space without one) with KerasTuner, scored on
-    validation, resuming a search found in `directory/<name>/`; `final=True` then searches scratch with the same
-    budget and runs every seed of the best recipe against it.  Raises RuntimeError when no trial completed."""
+    """Search a recipe's `tune.space` with KerasTuner, scored on validation, as `kpretrain tune` does.
+
+    Without `tune.space`, a default space over pre-training epochs, learning rate and frozen depth.  A search found
+    in `directory/<name>/` is resumed.
+
+    Args:
+        recipe: a path, a dict or a `kpretrain.recipe.Recipe`.
+        overrides: `{key: value}` or `["key=value", ...]`, as `--set`.
+        tuner: "random", "bayesian", "hyperband" or "grid"; default `tune.tuner`.
+        max_trials: default `tune.max_trials`; raising it resumes with more trials.
+        directory: the tuner directory; results in `directory/<name>/`.
+        overwrite: start the search over instead of resuming it.
+        smoke: tiny data, a few batches per trial, at most 3 trials unless `max_trials`.
+        final: then search scratch with the same budget and run every seed of the best recipe against it.
+
+    Returns:
+        A `TuneResult`.
+
+    Raises:
+        RecipeError, DataError, InputError: bad input (the command line's exit 2).
+        RuntimeError: the search failed, e.g. no trial completed.
+
+    Example:
+
+    ```python
+    searched = kpretrain.tune("recipes/fashion_tune.yaml", smoke=True, directory="tuner_runs")
+    kpretrain.run(searched.best_recipe, smoke=True)
+    ```
+    """
     from kpretrain import tuning
-    from kpretrain.report import io
+    from kpretrain import io
 
     raw = _raw(recipe, overrides)
     searched = tuning.run_search(raw, tuner=tuner, max_trials=max_trials, directory=directory,
@@ -164,9 +264,28 @@ def tune(recipe, *, overrides=None, tuner: str | None = None, max_trials: int | 
 
 
 def load_backbone(run_dir: str, arm: str | None = None, seed: int | None = None):
-    """The pre-trained backbone (a Keras model) of `arm` and `seed` in a run directory (a sweep point's directory
-    for a sweep): without both, the exported `backbone.keras` (the first pre-trained arm, first seed), loaded in
-    safe mode; otherwise rebuilt from the run's recipe with the weights of that seed's pre-training unit."""
+    """The pre-trained backbone (a Keras model) of an arm and seed of a finished run.
+
+    Args:
+        run_dir: a run directory (a sweep point's directory for a sweep).
+        arm: the arm; default the first pre-trained arm.
+        seed: the seed; default the arm's first.
+
+    Returns:
+        Without `arm` and `seed`, the exported `backbone.keras` (the first pre-trained arm, first seed), loaded in
+        Keras safe mode; otherwise the backbone rebuilt from the run's recipe with the weights that seed's
+        pre-training unit recorded.
+
+    Raises:
+        InputError: not a finished run directory, or the arm has no pre-trained backbone.
+
+    Example:
+
+    ```python
+    backbone = kpretrain.load_backbone("runs/api_example", arm="overlay", seed=1)
+    features = backbone(keras.ops.zeros((1, 28, 28, 1)))
+    ```
+    """
     from kpretrain.export import pretrained_backbone, read_run
     from kpretrain.models.loading import load_backbone as load_exported
 
@@ -177,3 +296,144 @@ def load_backbone(run_dir: str, arm: str | None = None, seed: int | None = None)
         arm = next((name for name, e in metrics["arms"].items() if e.get("pretrain_unit")), "")
     return pretrained_backbone(run_dir, metrics, recipe, arm,
                                seed if seed is not None else (metrics["arms"].get(arm) or {}).get("seeds", [0])[0])
+
+
+def lr_find(recipe, *, stage: str = "finetune", arm: str | None = None, out: str | None = None, overrides=None,
+            start_lr: float | None = None, end_lr: float | None = None, steps: int | None = None,
+            suggestion: str | None = None, smoke: bool = False) -> LRFindRun:
+    """The learning-rate range test of one stage of one arm, as `kpretrain lr-find` does.
+
+    Trains the stage's real model (for "finetune", after the arm's pre-training and transfer) on its own batches
+    for the recipe's first seed while the learning rate grows exponentially, restores it, and writes the curve and
+    the suggested learning rates to `out/lr_find.json` and `out/lr_find.png`.
+
+    Args:
+        recipe: a path, a dict or a `kpretrain.recipe.Recipe` (not a sweep).
+        stage: "pretrain" or "finetune".
+        arm: default the first arm that is not a baseline (a baseline such as scratch is allowed).
+        out: the directory written; default `runs/<name>-lr-find/<UTC timestamp>/`.
+        overrides: `{key: value}` or `["key=value", ...]`, as `--set`.
+        start_lr, end_lr, steps, suggestion: replace the stage's `optimizer.lr_find` values (`suggestion`:
+            "steepest", "valley" or "minimum", the one `suggested_lr` is).
+        smoke: tiny data, and at most 50 steps unless `steps` is given.
+
+    Returns:
+        An `LRFindRun`: `arm`, `stage`, `seed`, `settings`, `result` (the curve and the suggestions),
+        `suggested_lr`, `out_dir`.
+
+    Raises:
+        RecipeError, DataError, InputError: bad input (the command line's exit 2), e.g. an unknown arm, a sweep, or
+            `stage="pretrain"` for an arm without pre-training.
+
+    Example:
+
+    ```python
+    found = kpretrain.lr_find("recipes/fashion_overlay.yaml", stage="pretrain", smoke=True)
+    kpretrain.run("recipes/fashion_overlay.yaml", overrides={"pretrain.optimizer.learning_rate": found.suggested_lr})
+    ```
+    """
+    from kpretrain.lr_range import plan_lr_find, run_lr_find
+
+    resolved = recipe_from_dict(_raw(recipe, overrides))
+    if resolved.runtime.distribute == "multi_worker":
+        raise InputError("runtime.distribute=multi_worker: start `kpretrain lr-find` on every worker instead")
+    plan = plan_lr_find(resolved, stage=stage, arm=arm, out=out, start_lr=start_lr, end_lr=end_lr, steps=steps,
+                        suggestion=suggestion, smoke=smoke)
+    return run_lr_find(plan, log=print)
+
+
+def show_task(recipe, *, arm: str | None = None, out: str | None = None, n: int = 16, overrides=None,
+              shortcut_check: bool = True) -> TaskPreview:
+    """A grid of pretext examples with their labels, and the pretext shortcut check, as `kpretrain show-task` does.
+
+    Args:
+        recipe: a path, a dict or a `kpretrain.recipe.Recipe`.
+        arm: the arm whose pretext task is shown; default the first arm with a task that makes labels.
+        out: the PNG file; default `<recipe name>_task.png`.
+        n: the number of examples.
+        overrides: `{key: value}` or `["key=value", ...]`, as `--set`.
+        shortcut_check: also check whether image statistics alone predict the pretext label.
+
+    Returns:
+        A `TaskPreview`: `png`, `arm`, `task`, and `shortcuts` (one `ShortcutResult` per checkable task: its
+        cross-validated `accuracy` next to `chance`).
+
+    Raises:
+        RecipeError, DataError: an unknown arm, no pretext task that makes labels, or unreadable data.
+
+    Example:
+
+    ```python
+    shown = kpretrain.show_task("recipes/fashion_overlay.yaml", out="overlay.png")
+    [(s.task, s.accuracy, s.chance) for s in shown.shortcuts]
+    ```
+    """
+    from kpretrain.task_preview import preview_task
+
+    return preview_task(recipe_from_dict(_raw(recipe, overrides)), arm=arm, out=out, n=n,
+                        shortcut_check=shortcut_check)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """Run directories in one table: `kpretrain report`'s rows.
+
+    Attributes:
+        rows: one dict per arm of each run (per point and arm of a sweep), in the order the directories were given:
+            `run`, `recipe`, (`point`,) `arm`, `task`, `n`, `test_accuracy_mean`, `test_accuracy_std`,
+            `test_accuracy_ci`, and against the matched baseline `baseline`, `diff_mean`, `diff_ci`, `p`, `p_holm`,
+            `comparisons`, `seeds_needed`, ...: what `kpretrain report --format json` prints.
+        plot: the PNG drawn (every run's arms with their 95 % intervals), or None.
+
+    Example:
+
+    ```python
+    table = kpretrain.compare(["runs/a", "runs/b"])
+    print(table.render("md"))
+    ```
+    """
+
+    rows: list
+    plot: str | None = None
+
+    def render(self, format: str = "md") -> str:  # noqa: A002 - kpretrain report --format
+        """The table as `kpretrain report --format FORMAT` prints it: "md", "csv" or "json"."""
+        from kpretrain.report.combine import render_rows
+
+        return render_rows(self.rows, format)
+
+
+def compare(run_dirs, *, plot: str | None = None) -> Comparison:
+    """One table across run directories with intervals and paired tests, as `kpretrain report` does.
+
+    Named `compare`, not `report`: `kpretrain.report` is the subpackage of report writers, which would shadow a
+    function of that name as soon as anything imports it.
+
+    Args:
+        run_dirs: run directories written by `kpretrain run` or `kpretrain.run` (or sweep points, or a sweep), or
+            one of them.
+        plot: also draw every run's arms with their 95 % intervals into this PNG file.
+
+    Returns:
+        A `Comparison`: its `rows`, and `render(format)` for Markdown, CSV or JSON text.
+
+    Raises:
+        InputError: a directory has no readable `metrics.json`.
+
+    Example:
+
+    ```python
+    table = kpretrain.compare(["runs/fashion_overlay/20261127T201500Z", "runs/mnist_mixed/20261128T090000Z"])
+    open("runs.csv", "w").write(table.render("csv"))
+    ```
+    """
+    from kpretrain.report.combine import combined_rows
+
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    rows = combined_rows([os.fspath(d) for d in run_dirs])
+    if plot is not None:
+        from kpretrain.report.plots import plot_runs
+
+        plot_runs(rows, plot)
+    return Comparison(rows, plot)

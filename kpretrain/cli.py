@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "  kpretrain <command> --help   (defaults, examples, exit codes, environment)")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="<command>")
+    for add in (_add_run, _add_show_task, _add_tune, _add_lr_find, _add_export, _add_report):
+        add(sub)
+    return parser
 
+
+def _add_run(sub) -> None:
     run = _command(sub, "run", "train every seed x arm of a recipe and report pre-training against scratch",
                    "Pre-train (each arm's pretext task), transfer, fine-tune and test every arm and seed of RECIPE, "
                    "with the scratch baseline on identical data per seed; write metrics.json, report.md, plots and the "
@@ -107,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="validate recipe and data, print the plan, train nothing")
     _recipe_options(run, "every arm and seed on tiny data and a few batches: checks a recipe end to end")
 
+
+def _add_show_task(sub) -> None:
     show = _command(sub, "show-task", "draw pretext examples with their labels and check the task for shortcuts",
                     "Draw a grid of pretext examples of the recipe's first pretext task (or --arm's) with their "
                     "labels, and run the pretext shortcut check (can image statistics alone predict the label?).",
@@ -121,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--arm", default=None, help="the arm whose pretext task to show (default: the first that has one)")
     _output_options(show)
 
+
+def _add_tune(sub) -> None:
     tune = _command(sub, "tune", "search the protocol with KerasTuner, scored on validation",
                     "Search the recipe's tune.space (a default space over pre-training epochs, learning rate and "
                     "frozen depth when it has none) with KerasTuner; each trial runs the searched arm on the first seed "
@@ -138,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="then tune scratch with the same budget and run every seed of the best recipe against it")
     _recipe_options(tune, "tiny data, a few batches per trial, at most 3 trials unless --max-trials")
 
+
+def _add_lr_find(sub) -> None:
     lr = _command(sub, "lr-find", "learning-rate range test of one stage of an arm",
                   "Train the stage's real model on its own batches while the learning rate grows exponentially; "
                   "write the loss curve (lr_find.png) and the suggested learning rates (lr_find.json).  The model is "
@@ -156,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which suggestion is suggested_lr (default: <stage>.optimizer.lr_find.suggestion, steepest)")
     _recipe_options(lr, "tiny data, at most 50 steps")
 
+
+def _add_export(sub) -> None:
     export = _command(sub, "export", "export the backbone or the fine-tuned classifier of any arm and seed",
                       "Build the pre-trained backbone (or the fine-tuned classifier) of any arm and seed of a finished "
                       "run from its unit records, as <what>.keras (Keras safe mode) and a SavedModel <what>/ (endpoint "
@@ -171,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="default: RUN_DIR/backbones/ (or RUN_DIR/classifiers/); one <arm>/seed<k>/ each")
     _output_options(export)
 
+
+def _add_report(sub) -> None:
     report = _command(sub, "report", "one table across run directories, with intervals and paired tests",
                       "Combine the metrics.json of run directories (and sweep points) into one table with 95 % "
                       "intervals, paired differences to each arm's matched baseline and Holm-adjusted p-values.",
@@ -181,7 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("md", "csv", "json"), default="md", help="output format")
     report.add_argument("--plot", metavar="FILE.png", help="also draw every run's arms with their 95 %% intervals")
     _output_options(report)
-    return parser
 
 
 def _version() -> str:
@@ -313,7 +327,7 @@ def _experiment(recipe, smoke: bool, args):
     """The run, with a live progress line on a terminal (plain lines otherwise; nothing with -q; no live line
     with -v, whose Keras lines would break it)."""
     from kpretrain.experiment import make_run
-    from kpretrain.report.progress import Progress
+    from kpretrain.experiment.progress import Progress
 
     return make_run(recipe, smoke=smoke, progress=Progress(quiet=args.quiet, live=False if args.verbose else None))
 
@@ -321,7 +335,7 @@ def _experiment(recipe, smoke: bool, args):
 def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chief: bool = True,
                     quiet: bool = False) -> int:
     """Print the plan, run every unit into `out_dir`, print the summary; exit code."""
-    from kpretrain.errors import InputError
+    from kpretrain.errors import InputError, print_failure
     from kpretrain.training.interruption import Interrupted, stop_on_signals
 
     if not quiet:
@@ -341,10 +355,7 @@ def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chie
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure while training is exit 1
-        if debug:
-            traceback.print_exc()
-        print(f"kpretrain: training failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              f"(rerun with --debug for the traceback{f'; partial results in {out_dir}' if chief else ''})", file=sys.stderr)
+        print_failure("training", exc, debug, f"; partial results in {out_dir}" if chief else "")
         return EXIT_FAILED
     from kpretrain.report.markdown import markdown_table, verdict_lines
 
@@ -358,41 +369,16 @@ def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chie
 
 
 def cmd_show_task(args) -> int:
-    from kpretrain.errors import RecipeError
-    from kpretrain.recipe import load_recipe, pretrains
+    from kpretrain.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.sets)
     _start_tensorflow(args.debug)
-    from kpretrain.data import load_dataset
-    from kpretrain.pretext import create_task
-    from kpretrain.pretext.show import save_task_grid
+    from kpretrain.task_preview import preview_task
 
-    from kpretrain.pretext.registry import LABELLED_TASKS
-
-    arms = recipe.arm_recipes()
-    if args.arm is not None and args.arm not in arms:
-        raise RecipeError(f"--arm {args.arm!r}: not an arm of {recipe.name}; allowed: {', '.join(arms)}")
-    shown = {args.arm: arms[args.arm]} if args.arm else arms
-    arm = next((a for a in shown.values() if pretrains(a) and a.pretrain.task not in LABELLED_TASKS), None)
-    if arm is None and args.arm:
-        raise RecipeError(f"--arm {args.arm!r}: it has no pretext task that makes labels to show; pick an arm with "
-                          f"pre-training")
-    if arm is None:
-        raise RecipeError("recipe key 'pretrain.task': the recipe has no pretext task that makes labels to show; "
-                          "set pretrain.task, e.g. overlay")
-    data = load_dataset(arm.pretrain.dataset or recipe.data.dataset, recipe.data.path if not arm.pretrain.dataset else None,
-                        recipe.data.image_size, recipe.data.channels)
-    task = create_task(arm.pretrain.task, arm.pretrain.options, seed=0)
-    n = max(2, args.n)
-    images = data.x_train[:max(n, 2)].astype("float32") / 255.0
-    out = args.out or f"{recipe.name}_task.png"
-    save_task_grid(task, images, out, n=n, title=f"{recipe.name}: {arm.pretrain.task}")
-    print(out)
-    from kpretrain.pretext.shortcut import checkable_tasks, shortcut_check
-
-    for sub in checkable_tasks(create_task(arm.pretrain.task, arm.pretrain.options, seed=0,
-                                           num_classes=data.num_classes)) if not args.quiet else []:
-        print(f"shortcut check: {shortcut_check(sub, data.x_train).line()}")
+    shown = preview_task(recipe, arm=args.arm, out=args.out, n=args.n, shortcut_check=not args.quiet)
+    print(shown.png)
+    for result in shown.shortcuts:
+        print(f"shortcut check: {result.line()}")
     return EXIT_OK
 
 
@@ -427,71 +413,27 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
-LR_FIND_SMOKE_STEPS = 50
-
-
 def cmd_lr_find(args) -> int:
-    import dataclasses
-
-    from kpretrain.errors import InputError
-    from kpretrain.recipe import load_recipe, pretrains
-    from kpretrain.recipe.values import format_value
+    from kpretrain.errors import InputError, print_failure
+    from kpretrain.lr_range import plan_lr_find, run_lr_find
+    from kpretrain.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, [*args.sets, *_verbosity(args)])
-    if recipe.sweep:
-        first = next(iter(recipe.sweep))
-        raise InputError(f"kpretrain lr-find tests one recipe, not a sweep; pick one of its points, e.g. "
-                         f"--set sweep=null --set {first}={format_value(recipe.sweep[first][0])}")
-    arms = recipe.arm_recipes()
-    baselines = {*recipe.baselines, *recipe.baseline_pairs().values()}
-    name = args.arm or next((a for a in arms if a not in baselines), next(iter(arms)))
-    if name not in arms:
-        raise InputError(f"--arm {name!r}: not an arm of recipe {recipe.name}; allowed: {', '.join(arms)}")
-    arm = arms[name]
-    given = {k: v for k, v in (("start_lr", args.start_lr), ("end_lr", args.end_lr), ("steps", args.steps),
-                               ("suggestion", args.suggestion)) if v is not None}
-    settings = dataclasses.replace(getattr(arm, args.stage).optimizer.lr_find, **given)
-    if args.smoke and args.steps is None:
-        settings = dataclasses.replace(settings, steps=min(settings.steps, LR_FIND_SMOKE_STEPS))
-    if not 0 < settings.start_lr < settings.end_lr or settings.steps < 3:
-        raise InputError(f"--start-lr {settings.start_lr}, --end-lr {settings.end_lr}, --steps {settings.steps}: "
-                         f"need 0 < start < end and at least 3 steps")
-    from kpretrain.rundir import default_out_dir
-
-    out_dir = args.out or default_out_dir(f"{recipe.name}-lr-find")
+    plan = plan_lr_find(recipe, stage=args.stage, arm=args.arm, out=args.out, start_lr=args.start_lr,
+                        end_lr=args.end_lr, steps=args.steps, suggestion=args.suggestion, smoke=args.smoke)
     _start_tensorflow(args.debug, recipe.runtime.distribute)
-    from kpretrain.experiment import Experiment
-    from kpretrain.protocol.lr_find import find_learning_rate
-    from kpretrain.report import io
-    from kpretrain.training.lr_finder import plot_lr_find
-
-    experiment = Experiment(recipe, smoke=args.smoke)
-    experiment.prepare()
-    seed = recipe.seeds[0]
-    say = (lambda *a, **k: None) if args.quiet else print
-    say(f"lr-find {recipe.name}: arm {name}, stage {args.stage}, seed {seed}: {settings.steps} steps from "
-          f"{settings.start_lr:g} to {settings.end_lr:g}"
-          + (" (after the arm's pre-training)" if args.stage == "finetune" and pretrains(arm) else ""))
     try:
-        result = find_learning_rate(arm, experiment.seed_data(seed), args.stage, settings, name=name,
-                                    scope=experiment.scope)
+        found = run_lr_find(plan, log=None if args.quiet else print)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
-        if args.debug:
-            traceback.print_exc()
-        print(f"kpretrain: lr-find failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              f"(rerun with --debug for the traceback)", file=sys.stderr)
+        print_failure("lr-find", exc, args.debug)
         return EXIT_FAILED
-    os.makedirs(out_dir, exist_ok=True)
-    io.write_json(os.path.join(out_dir, "lr_find.json"),
-                  {"recipe": recipe.name, "arm": name, "stage": args.stage, "seed": seed, "smoke": args.smoke,
-                   "settings": dataclasses.asdict(settings), **result.record()})
-    plot_lr_find(result, os.path.join(out_dir, "lr_find.png"), title=f"{recipe.name}: {name}, {args.stage}")
+    result, out_dir = found.result, found.out_dir
     others = ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions.items() if k != result.method)
     print(f"{len(result.learning_rates)} steps ({'stopped: the loss diverged' if result.stopped == 'diverged' else 'to the end'}); "
           f"suggested learning rate ({result.method}): {result.suggested_lr:.3g}; {others}")
-    print(f"use it: --set {args.stage}.optimizer.learning_rate={result.suggested_lr:.3g}  (or learning_rate: auto)")
+    print(f"use it: --set {found.stage}.optimizer.learning_rate={result.suggested_lr:.3g}  (or learning_rate: auto)")
     print(f"results: {out_dir}/lr_find.json, {out_dir}/lr_find.png")
     return EXIT_OK
 
@@ -506,29 +448,10 @@ def _tf_config_workers() -> int:
 
 
 def cmd_report(args) -> int:
-    from kpretrain.errors import InputError
-    from kpretrain.report.tables import CSV_FIELDS, flat_row, rows_table, summary_rows
+    from kpretrain.report.combine import combined_rows, render_rows
 
-    rows = []
-    for run_dir in args.run_dirs:
-        path = os.path.join(run_dir, "metrics.json")
-        try:
-            with open(path) as fh:
-                metrics = json.load(fh)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: cannot read a run's metrics ({exc}); pass run directories written by kpretrain run") from None
-        for row in summary_rows(metrics):
-            rows.append({"run": run_dir, "recipe": metrics.get("recipe"), **row})
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-    elif args.format == "csv":
-        import csv
-
-        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(flat_row(row) for row in rows)
-    else:
-        print(rows_table(rows))
+    rows = combined_rows(args.run_dirs)
+    sys.stdout.write(render_rows(rows, args.format))
     if args.plot:
         from kpretrain.report.plots import plot_runs
 

@@ -27,6 +27,11 @@ class DirectoryLock:
     An exclusive `flock` on the file is the lock: the kernel drops it when its process dies, SIGKILL included, so
     no dead process can block a directory.  The file keeps the holder's pid and host (emptied on a clean exit);
     a pid left by a process that died holding the lock is reported as a stale lock taken over.
+
+    Args:
+        directory: the directory to lock (created if needed).
+        what: what the directory is, for the messages, e.g. "tuner directory".
+        hint: the fix the refusal suggests, e.g. "use another --dir".
     """
 
     def __init__(self, directory: str, what: str = "run directory", hint: str = "use another --out"):
@@ -42,6 +47,11 @@ class DirectoryLock:
             return {}
 
     def acquire(self) -> None:
+        """Take the lock (creating the directory and its `.lock` file if needed) and write this process into it.
+
+        Raises:
+            DirectoryLocked: another live process holds the lock; the message names its pid and host.
+        """
         os.makedirs(self.directory, exist_ok=True)
         fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
@@ -61,6 +71,7 @@ class DirectoryLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Empty the lock file and drop the lock; nothing happens when this object does not hold it."""
         if self._fd is not None:
             os.ftruncate(self._fd, 0)  # the file stays: removing it would let two processes lock two inodes
             os.close(self._fd)  # closing drops the flock
@@ -76,7 +87,14 @@ class DirectoryLock:
 
 
 def default_out_dir(name: str) -> str:
-    """`runs/<recipe name>/<UTC timestamp>/`."""
+    """The run directory of a run started without `--out`: `runs/<recipe name>/<UTC timestamp>`.
+
+    Args:
+        name: the recipe's name.
+
+    Returns:
+        The relative path, e.g. `runs/fashion_overlay/20261127T201500Z`; nothing is created.
+    """
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return os.path.join("runs", name, stamp)
 
@@ -89,14 +107,40 @@ class RecipeMismatch(InputError):
     """The run directory was started with another recipe."""
 
 
-def _first_difference(here, there, key: str = ""):
-    """(dotted key, value here, value there) of the first difference, in the order of `here`; None if equal."""
+def first_difference(here, there, *, skip_missing: bool = False, ignore=()) -> tuple[str, object, object] | None:
+    """The first place where two JSON-like trees (nested dicts) differ, in the order of `here`'s keys.
+
+    Dicts are compared key by key, any other values with `==`.  Keys only `there` has come after `here`'s own.
+
+    Args:
+        here: a tree, e.g. the recipe of this invocation.
+        there: the tree to compare it with, e.g. the recipe a directory was started with.
+        skip_missing: `False` (the default): a key only one side has is a difference, its missing value reported
+            as `"(absent)"`.  `True`: such keys are skipped (a newer schema adds keys).
+        ignore: dotted keys not compared (e.g. `IGNORED_KEYS`, which do not change what a run computes).
+
+    Returns:
+        `(dotted key, value here, value there)` of the first difference (the key is `""` when `here` and
+        `there` themselves differ and are not both dicts), or None when the trees are equal.
+
+    Example:
+
+    >>> from kpretrain.rundir import first_difference
+    >>> first_difference({"finetune": {"epochs": 3}}, {"finetune": {"epochs": 6}})
+    ('finetune.epochs', 3, 6)
+    >>> first_difference({"a": 1}, {"a": 1, "b": 2}), first_difference({"a": 1}, {"a": 1, "b": 2}, skip_missing=True)
+    (('b', '(absent)', 2), None)
+    """
+    return _first_difference(here, there, "", skip_missing, tuple(ignore))
+
+
+def _first_difference(here, there, key: str, skip_missing: bool, ignore: tuple):
     if isinstance(here, dict) and isinstance(there, dict):
         for k in [*here, *(k for k in there if k not in here)]:
             sub = f"{key}.{k}" if key else str(k)
-            if sub in IGNORED_KEYS:
+            if sub in ignore or (skip_missing and (k not in here or k not in there)):
                 continue
-            found = _first_difference(here.get(k, _ABSENT), there.get(k, _ABSENT), sub)
+            found = _first_difference(here.get(k, _ABSENT), there.get(k, _ABSENT), sub, skip_missing, ignore)
             if found:
                 return found
         return None
@@ -107,7 +151,14 @@ _ABSENT = "(absent)"
 
 
 def recipe_sha256(recipe_dict: dict) -> str:
-    """SHA-256 of the resolved recipe (canonical JSON), without the keys that do not change results."""
+    """SHA-256 of the resolved recipe (canonical JSON), without the keys that do not change results.
+
+    Args:
+        recipe_dict: the resolved recipe as a plain dict (`Recipe.to_dict()`); it is not modified.
+
+    Returns:
+        The hex digest of its JSON with sorted keys, `IGNORED_KEYS` left out.
+    """
     plain = json.loads(json.dumps(recipe_dict))
     for key in IGNORED_KEYS:
         section, _, name = key.partition(".")
@@ -116,7 +167,14 @@ def recipe_sha256(recipe_dict: dict) -> str:
 
 
 def started_with_smoke(out_dir: str) -> bool:
-    """Whether the run in `out_dir` was started with `--smoke` (its `run.json`)."""
+    """Whether the run in `out_dir` was started with `--smoke` (its `run.json`).
+
+    Args:
+        out_dir: a run directory.
+
+    Returns:
+        The `smoke` entry of `out_dir/run.json`; False when the file is missing or unreadable.
+    """
     try:
         with open(os.path.join(out_dir, RUN_FILE)) as fh:
             return bool(json.load(fh).get("smoke", False))
@@ -127,8 +185,20 @@ def started_with_smoke(out_dir: str) -> bool:
 def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
     """What `out_dir` holds for this recipe: "new", "resume" (an unfinished run of it) or "finished".
 
-    Raises `RecipeMismatch` (exit 2) naming the first key that differs when the directory holds another recipe's
-    run, or one started with another `--smoke`.
+    A run is finished when its `metrics.json` says `complete`.  The recipe stored in the directory is completed
+    with the defaults of keys added since (`with_defaults`) before it is compared; `IGNORED_KEYS` are not compared.
+
+    Args:
+        out_dir: the run directory (`--out`).
+        recipe_dict: the resolved recipe of this invocation as a plain dict.
+        smoke: whether this invocation runs with `--smoke`.
+
+    Returns:
+        "new" when `out_dir` holds no `recipe.yaml`, "finished" or "resume" when it holds a run of this recipe.
+
+    Raises:
+        RecipeMismatch: (exit 2) the directory holds another recipe's run (the message names the first key that
+            differs, with both values), or one started with another `--smoke`.
     """
     recipe_path = os.path.join(out_dir, "recipe.yaml")
     if not os.path.exists(recipe_path):
@@ -139,7 +209,7 @@ def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
     with open(recipe_path) as fh:
         there = with_defaults(load_yaml(fh) or {})  # keys added since the run started: their defaults
     here = load_yaml(dump_yaml(recipe_dict))  # compare as the file stores it
-    found = _first_difference(here, there)
+    found = first_difference(here, there, ignore=IGNORED_KEYS)
     if found:
         key, value, other = found
         raise RecipeMismatch(f"--out {out_dir!r} holds a run of another recipe: key '{key}' is {other!r} there and "
@@ -158,8 +228,23 @@ def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
 
 @contextlib.contextmanager
 def run_directory(out_dir: str, recipe_dict: dict, smoke: bool):
-    """Create `out_dir` if needed (checking it is writable), hold its lock and yield its `run_state`; a directory
-    this call created is removed again when bad input (`InputError`) ends the block."""
+    """Create `out_dir` if needed (checking it is writable), hold its lock and yield its `run_state`.
+
+    A directory this call created is removed again when bad input (`InputError`) ends the block.
+
+    Args:
+        out_dir: the run directory (`--out`).
+        recipe_dict: the resolved recipe of this invocation as a plain dict.
+        smoke: whether this invocation runs with `--smoke`.
+
+    Yields:
+        The run state: "new", "resume" or "finished" (see `run_state`).
+
+    Raises:
+        InputError: `out_dir` cannot be written.
+        DirectoryLocked: another process holds the directory.
+        RecipeMismatch: the directory holds another recipe's run, or one started with another `--smoke`.
+    """
     created = not os.path.exists(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)

@@ -229,7 +229,7 @@ def test_top_level_help_lists_every_command_with_a_sentence(capsys):
 def test_progress_is_a_live_line_on_a_terminal_and_plain_lines_otherwise():
     import io as stdio
 
-    from kpretrain.report.progress import Progress
+    from kpretrain.experiment.progress import Progress
 
     class Terminal(stdio.StringIO):
         def isatty(self):

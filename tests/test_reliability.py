@@ -250,7 +250,7 @@ def test_finished_changed_and_locked_run_directories(resumable_recipe, interrupt
 
 
 def test_atomic_files_survive_a_fault_between_write_and_rename(tmp_path, monkeypatch):
-    from kpretrain.report import io
+    from kpretrain import io
 
     path = tmp_path / "metrics.json"
     io.write_json(str(path), {"old": 1})

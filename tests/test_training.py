@@ -8,7 +8,8 @@ import tensorflow as tf
 from kpretrain.models.backbones import create_backbone
 from kpretrain.models.freezing import freeze_to_depth
 from kpretrain.models.heads import attach_head, create_head
-from kpretrain.training.bn_refresh import batch_norm_layers, bn_state, refresh_batch_norm
+from kpretrain.training.bn_refresh import (batch_norm_layers, bn_state, refresh_batch_norm, statistics_restored,
+                                          statistics_swapped)
 from kpretrain.training.stages import epoch_plan
 
 
@@ -104,6 +105,56 @@ def test_refresh_after_unfreezing_a_block_matches_a_fresh_model():
     for (m0, v0), (m1, v1) in zip(bn_state(model), bn_state(fresh_model)):  # frozen block1 BN untouched
         np.testing.assert_allclose(m0, m1, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(v0, v1, rtol=1e-5)
+
+
+def _assert_state_equal(got, want):
+    assert len(got) == len(want)
+    for (m0, v0), (m1, v1) in zip(got, want):
+        np.testing.assert_array_equal(m0, m1)
+        np.testing.assert_array_equal(v0, v1)
+
+
+def test_statistics_restored_puts_the_saved_statistics_back_even_when_the_block_raises():
+    model = _toy()
+    images = tf.data.Dataset.from_tensor_slices(
+        np.random.default_rng(4).normal(2.0, 3.0, size=(200, 4)).astype("float32")).batch(50)
+    before = bn_state(model)
+    with pytest.raises(RuntimeError, match="measurement failed"):
+        with statistics_restored(model) as saved:
+            _assert_state_equal(saved, before)
+            refresh_batch_norm(model, images)
+            inside = bn_state(model)
+            assert not np.array_equal(inside[0][0], before[0][0])  # the block's statistics hold within it
+            raise RuntimeError("measurement failed")
+    _assert_state_equal(bn_state(model), before)
+
+    with statistics_restored(model):
+        refresh_batch_norm(model, images)
+        _assert_state_equal(bn_state(model), inside)  # the same refresh, the same statistics
+    _assert_state_equal(bn_state(model), before)
+
+
+def test_statistics_restored_without_restore_keeps_what_the_block_set():
+    model = _toy()
+    images = tf.data.Dataset.from_tensor_slices(
+        np.random.default_rng(5).normal(2.0, 3.0, size=(200, 4)).astype("float32")).batch(50)
+    before = bn_state(model)
+    with statistics_restored(model, restore=False) as saved:
+        refresh_batch_norm(model, images)
+        refreshed = bn_state(model)
+    _assert_state_equal(saved, before)
+    _assert_state_equal(bn_state(model), refreshed)
+
+
+def test_statistics_swapped_holds_the_given_state_within_the_block_only():
+    model = _toy()
+    own = bn_state(model)
+    other = [(m + 1.0, v * 2.0) for m, v in own]
+    with pytest.raises(ValueError):
+        with statistics_swapped(model, other):
+            _assert_state_equal(bn_state(model), other)
+            raise ValueError
+    _assert_state_equal(bn_state(model), own)
 
 
 @pytest.mark.parametrize("epochs, steps, points, expected", [

@@ -185,12 +185,19 @@ def test_space_key_the_searched_arm_overrides_is_rejected(tmp_path, capsys):
     assert "'tune.arm': 'nope' is not an arm" in capsys.readouterr().err
 
 
-def test_smoke_search_runs_three_trials_unless_told(tmp_path, capsys):
+def test_smoke_search_runs_three_trials_unless_told_and_loads_the_data_once(tmp_path, capsys, monkeypatch):
+    import kpretrain.experiment.preparation
+
+    loaded = []
+    load = kpretrain.experiment.preparation.load_dataset
+    monkeypatch.setattr(kpretrain.experiment.preparation, "load_dataset",
+                        lambda *a, **kw: loaded.append(a[0]) or load(*a, **kw))
     recipe = write_recipe(tmp_path, tune={"max_trials": 30, "space": {"transfer.frozen_depth": {"int": [0, 3]}}},
                           pretrain={"task": "overlay", "epochs": 0}, finetune={"epochs": 1})  # cheap trials
     assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]) == 0
     assert "random, 3 trials over transfer.frozen_depth" in capsys.readouterr().out
     assert len(trials(tmp_path / "runs" / "tiny")) == 3
+    assert len(loaded) == 1  # for the plan, the checks of the space's corners and every trial: loaded once
 
 
 def test_grid_search_tries_every_combination_and_pretrains_once_per_setting(tmp_path, capsys, monkeypatch):

@@ -63,14 +63,45 @@ def _to_float(images):
 def image_batches(x_uint8, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool = False,
                   start: int = 0, repeat: bool = False):
     """Batches of float32 images [B,H,W,C] in [0, 1] (see SCALING): one epoch, or endless epochs with `repeat`
-    (each shuffled anew), from batch number `start` on."""
+    (each shuffled anew), from batch number `start` on.
+
+    Any batch is a pure function of (`seed`, its number), so a pipeline can start at any batch.
+
+    Args:
+        x_uint8: uint8 images [N, H, W, C] (`DatasetArrays.x_train`, `x_test` or a slice of them).
+        batch_size: the batch size.
+        shuffle: whether each epoch is a permutation seeded by (`seed`, epoch) rather than the stored order.
+        seed: the seed of the permutations.
+        drop_remainder: whether an epoch leaves out its last, smaller batch.
+        start: the number of the first batch (counted over epochs), e.g. where a resumed stage goes on.
+        repeat: endless epochs instead of one.
+
+    Returns:
+        A `tf.data.Dataset` of image batches.
+
+    Raises:
+        DataError: the images are not uint8 [N, H, W, C], `batch_size` is not a whole number >= 1, or with
+            `repeat` an epoch would have no batch (no images, or fewer than `batch_size` with `drop_remainder`).
+    """
     x = _check(x_uint8, batch_size)
     return _batches((x,), batch_size, shuffle, seed, drop_remainder, _to_float, start, repeat)
 
 
 def labelled_batches(x_uint8, y, batch_size: int, *, shuffle: bool, seed: int, drop_remainder: bool = False,
                      start: int = 0, repeat: bool = False):
-    """Batches of (float32 images [B,H,W,C] in [0, 1], int32 labels [B]); `start` and `repeat` as `image_batches`."""
+    """Batches of (float32 images [B,H,W,C] in [0, 1], int32 labels [B]); `start` and `repeat` as `image_batches`.
+
+    Args:
+        x_uint8: uint8 images [N, H, W, C].
+        y: integer class ids [N], one per image.
+        batch_size, shuffle, seed, drop_remainder, start, repeat: as for `image_batches`.
+
+    Returns:
+        A `tf.data.Dataset` of (images, labels) batches.
+
+    Raises:
+        DataError: as `image_batches`, or the labels are not integers of shape [N].
+    """
     x = _check(x_uint8, batch_size)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
@@ -83,7 +114,20 @@ def target_batches(x_uint8, targets, weight: float, batch_size: int, *, shuffle:
                    repeat: bool = False, drop_remainder: bool = False):
     """Batches of (float32 images in [0, 1], float32 class distributions [B, C], float32 sample weights [B] all
     equal to `weight`): hard labels as one-hot rows, soft labels as they are; `start`, `repeat` and
-    `drop_remainder` as `image_batches`."""
+    `drop_remainder` as `image_batches`.
+
+    Args:
+        x_uint8: uint8 images [N, H, W, C].
+        targets: class distributions [N, C], one row per image.
+        weight: the sample weight of every example.
+        batch_size, shuffle, seed, start, repeat, drop_remainder: as for `image_batches`.
+
+    Returns:
+        A `tf.data.Dataset` of (images, targets, weights) batches.
+
+    Raises:
+        DataError: as `image_batches`, or `targets` is not of shape [N, classes].
+    """
     import tensorflow as tf
 
     x = _check(x_uint8, batch_size)

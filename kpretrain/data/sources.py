@@ -178,7 +178,19 @@ def _describe(kind: str, where) -> str:
 
 
 def resolve_dataset(name: str, path=None, tfds_dir: str | None = None) -> str:
-    """Where load_dataset would read the data set from (no decoding); raises DataError if nowhere."""
+    """Where `load_dataset` would read the data set from (no decoding).
+
+    Args:
+        name: the data set's name (`data.dataset`), as for `load_dataset`.
+        path: an explicit IDX folder, image folder or .npz file (`data.path`); None to look the name up.
+        tfds_dir: TensorFlow Datasets' data directory (`data.data_dir`); None for the default.
+
+    Returns:
+        A description such as `idx:<folder>`, `npz:<file>`, `images:<folder>` or TFDS's.
+
+    Raises:
+        DataError: the data set is found nowhere, or `path` holds none; the message says where it looked.
+    """
     return _describe(*_locate(name, path, tfds_dir))
 
 
@@ -206,9 +218,28 @@ def convert_images(x: np.ndarray, image_size=None, channels=None) -> np.ndarray:
 
 def load_dataset(name: str, path=None, image_size=None, channels=None, *, tfds_dir: str | None = None,
                  split: dict | None = None) -> DatasetArrays:
-    """Load a data set by name (or from path) into uint8 arrays, resized to `image_size` ([H, W]) and converted to
-    `channels` (1 or 3) when given; `tfds_dir` and `split` for TFDS (`data.data_dir`, `data.split`).  Raises a
-    one-line DataError when it cannot."""
+    """Load a data set by name (or from path) into uint8 arrays, resized and converted when asked.
+
+    A name is looked up in `$KPRETRAIN_DATA_DIR`, the system folders and TensorFlow Datasets (`tfds:<name>`, or a
+    name kpretrain does not know but TFDS does); `digits` is scikit-learn's bundled data set.
+
+    Args:
+        name: the data set's name (`data.dataset`): mnist, fashion_mnist, kmnist, cifar10, digits, a TFDS name, or
+            a name of your own with `path`.
+        path: an explicit IDX folder, image folder or .npz file (`data.path`); None to look the name up.
+        image_size: [H, W] to resize every image to (bilinear); None keeps the stored size.
+        channels: 1 (grayscale) or 3 (RGB) to convert to; None keeps the stored channels.
+        tfds_dir: TensorFlow Datasets' data directory (`data.data_dir`); None for the default.
+        split: TFDS split names when they are not train/test (`data.split`), e.g. `{"test": "validation"}`.
+
+    Returns:
+        A `DatasetArrays`: uint8 images [N, H, W, C] and int64 labels of the train and test splits, the class
+        names, the source and the checksums of the files read.
+
+    Raises:
+        DataError: the data set cannot be found or read, or a known data set holds other classes or image shapes
+            than expected; the one-line message says how to fix it.
+    """
     kind, where = _locate(name, path, tfds_dir)
     info = KNOWN_DATASETS.get(name)
     names = None

@@ -35,7 +35,24 @@ def _stratified_counts(counts: np.ndarray, total: int, rng: np.random.Generator)
 
 
 def make_splits(y_train, *, num_classes: int, validation: int, labels_per_class: int | None, seed: int) -> Splits:
-    """Deterministic splits for a seed; with the same seed and validation, a larger labels_per_class extends the smaller labelled set."""
+    """Deterministic splits for a seed: a stratified validation hold-out, a class-balanced labelled subset, the rest.
+
+    With the same seed and validation, a larger labels_per_class extends the smaller labelled set.
+
+    Args:
+        y_train: the train split's labels (int class ids 0..num_classes-1).
+        num_classes: the number of classes.
+        validation: the examples held out for validation (`data.validation`), stratified by class.
+        labels_per_class: labelled examples per class (`data.labels_per_class`); None labels all the rest.
+        seed: the seed of the split.
+
+    Returns:
+        `Splits`: sorted, disjoint int64 indices into x_train (`labelled`, `validation`, `unlabelled`).
+
+    Raises:
+        DataError: `validation` or `labels_per_class` is not a whole number in range (too large for the train
+            split or for its smallest class), or a label is outside 0..num_classes-1.
+    """
     y = np.asarray(y_train).ravel()
     n = len(y)
     validation = _check_int("data.validation", validation, 0)

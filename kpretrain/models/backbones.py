@@ -20,7 +20,37 @@ _BLOCK = re.compile(r"^block(\d+)_")
 
 
 def register_backbone(name: str):
-    """Decorator adding a builder `fn(input_shape, seed, **options) -> keras.Model` to the registry."""
+    """Decorator adding a backbone builder to the registry under `name`.
+
+    The builder is called as `fn(input_shape, seed=seed, **options)` and returns a Keras functional model mapping
+    float32 images `[N, H, W, C]` in [0, 1] to features `[N, D]`, with weights a deterministic function of `seed`.
+    Its layers are named `block<i>_...` (i = 1..depth): a block is the unit of depth for freezing.  Built-in Keras
+    layers only keep `backbone.keras` loadable in safe mode.  Once registered, `create_backbone(name, ...)` builds
+    it, so a recipe run in the same Python process can name it in `backbone.name` (`backbone.options` are the
+    builder's keyword arguments).
+
+    Args:
+        name: the backbone's name; an existing name is replaced.
+
+    Returns:
+        The decorator; it returns the builder unchanged.
+
+    Example:
+
+    >>> import keras
+    >>> from kpretrain.models.backbones import block_names, create_backbone, register_backbone
+    >>> @register_backbone("tiny_mlp")
+    ... def tiny_mlp(input_shape, seed=0, width=32, name="tiny_mlp"):
+    ...     inputs = keras.Input(shape=input_shape, name="images")
+    ...     x = keras.layers.Flatten(name="flatten")(inputs)
+    ...     x = keras.layers.Dense(width, kernel_initializer=keras.initializers.HeNormal(seed=seed),
+    ...                            name="block1_dense")(x)
+    ...     x = keras.layers.ReLU(name="block1_relu")(x)
+    ...     return keras.Model(inputs, x, name=name)
+    >>> backbone = create_backbone("tiny_mlp", (28, 28, 1), seed=0, width=16)
+    >>> backbone.output_shape, block_names(backbone)
+    ((None, 16), ['block1'])
+    """
 
     def wrap(fn):
         BACKBONES[name] = fn
@@ -30,7 +60,27 @@ def register_backbone(name: str):
 
 
 def create_backbone(name: str, input_shape, seed: int = 0, **options) -> keras.Model:
-    """Build backbone `name` for `input_shape` (H, W, C); weights are a deterministic function of `seed`."""
+    """Build backbone `name` for `input_shape` (H, W, C); weights are a deterministic function of `seed`.
+
+    Args:
+        name: a registered backbone (`small_cnn`, `resnet_small`, `mlp`, or one added with `register_backbone`).
+        input_shape: the image shape (H, W, C).
+        seed: the seed of the weight initialisers.
+        **options: keyword arguments of the builder (`backbone.options`), e.g. `widths=(16, 32, 64)`.
+
+    Returns:
+        A Keras functional model mapping images `[N, H, W, C]` to features `[N, D]`.
+
+    Raises:
+        RecipeError: `name` is not registered, or the builder does not take `options` (its TypeError).
+
+    Example:
+
+    >>> from kpretrain.models.backbones import block_names, create_backbone
+    >>> backbone = create_backbone("small_cnn", (28, 28, 1), seed=0, widths=(8, 16))
+    >>> backbone.output_shape, block_names(backbone)
+    ((None, 16), ['block1', 'block2'])
+    """
     if name not in BACKBONES:
         raise RecipeError(f"backbone.name: unknown backbone {name!r}; allowed: {', '.join(sorted(BACKBONES))}")
     try:
@@ -40,7 +90,14 @@ def create_backbone(name: str, input_shape, seed: int = 0, **options) -> keras.M
 
 
 def block_names(backbone: keras.Model) -> list[str]:
-    """Block names in input-to-output order, e.g. ['block1', 'block2', 'block3']."""
+    """The backbone's block names in input-to-output order, e.g. ['block1', 'block2', 'block3'].
+
+    Args:
+        backbone: a backbone whose layers are named `block<i>_...`.
+
+    Returns:
+        One `block<i>` per block number found among the layer names, sorted by number.
+    """
     seen: dict[int, None] = {}
     for layer in backbone.layers:
         m = _BLOCK.match(layer.name)
@@ -50,7 +107,15 @@ def block_names(backbone: keras.Model) -> list[str]:
 
 
 def block_layers(backbone: keras.Model, block: str) -> list[keras.layers.Layer]:
-    """Layers that belong to `block` (by name prefix)."""
+    """Layers that belong to `block` (by name prefix).
+
+    Args:
+        backbone: a backbone whose layers are named `block<i>_...`.
+        block: a block name, e.g. `block1`.
+
+    Returns:
+        The layers whose names start with `<block>_`, in the backbone's layer order.
+    """
     return [layer for layer in backbone.layers if layer.name.startswith(block + "_")]
 
 
@@ -60,7 +125,17 @@ def _init(seed: int, offset: int):
 
 @register_backbone("small_cnn")
 def small_cnn(input_shape, seed: int = 0, widths=(32, 64, 128), name: str = "small_cnn") -> keras.Model:
-    """Conv blocks (conv3x3 - BN - ReLU - conv3x3 - BN - ReLU - pool); global average pooling gives the features."""
+    """Conv blocks (conv3x3 - BN - ReLU - conv3x3 - BN - ReLU - pool); global average pooling gives the features.
+
+    Args:
+        input_shape: the image shape (H, W, C).
+        seed: the seed of the weight initialisers.
+        widths: the filters of each block, one block per entry (no pooling after the last).
+        name: the model's name.
+
+    Returns:
+        The functional backbone; its features have `widths[-1]` entries.
+    """
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
     for i, width in enumerate(widths, start=1):
@@ -77,7 +152,18 @@ def small_cnn(input_shape, seed: int = 0, widths=(32, 64, 128), name: str = "sma
 
 @register_backbone("resnet_small")
 def resnet_small(input_shape, seed: int = 0, widths=(32, 64, 128), name: str = "resnet_small") -> keras.Model:
-    """A stem block then one pre-activation-free residual stage per width (stride 2 from the second on)."""
+    """A stem block then one pre-activation-free residual stage per width (stride 2 from the second on).
+
+    Args:
+        input_shape: the image shape (H, W, C).
+        seed: the seed of the weight initialisers.
+        widths: the filters of the stem (`widths[0]`) and of one residual stage per entry; the blocks are the
+            stem (`block1`) and the stages (`block2`, ...).
+        name: the model's name.
+
+    Returns:
+        The functional backbone; its features have `widths[-1]` entries.
+    """
     inputs = keras.Input(shape=input_shape, name="images")
     x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False, kernel_initializer=_init(seed, 1),
                       name="block1_conv")(inputs)
@@ -105,7 +191,17 @@ def resnet_small(input_shape, seed: int = 0, widths=(32, 64, 128), name: str = "
 
 @register_backbone("mlp")
 def mlp(input_shape, seed: int = 0, widths=(512, 256), name: str = "mlp") -> keras.Model:
-    """Flatten, then Dense - BN - ReLU blocks."""
+    """Flatten, then Dense - BN - ReLU blocks.
+
+    Args:
+        input_shape: the image shape (H, W, C).
+        seed: the seed of the weight initialisers.
+        widths: the units of each block, one block per entry.
+        name: the model's name.
+
+    Returns:
+        The functional backbone; its features have `widths[-1]` entries.
+    """
     inputs = keras.Input(shape=input_shape, name="images")
     x = layers.Flatten(name="flatten")(inputs)
     for i, width in enumerate(widths, start=1):

@@ -9,7 +9,18 @@ from kpretrain.models.backbones import block_layers, block_names
 
 
 def resolve_depth(backbone: keras.Model, frozen_depth) -> int:
-    """`frozen_depth` (int or 'all') as a number of blocks, checked against the backbone's depth."""
+    """`frozen_depth` (int or 'all') as a number of blocks, checked against the backbone's depth.
+
+    Args:
+        backbone: a backbone whose layers are named `block<i>_...`.
+        frozen_depth: a number of blocks, or "all" (`transfer.frozen_depth`).
+
+    Returns:
+        The number of blocks: `frozen_depth` itself, or the backbone's depth for "all".
+
+    Raises:
+        RecipeError: `frozen_depth` is negative or exceeds the backbone's blocks.
+    """
     blocks = block_names(backbone)
     if frozen_depth == "all":
         return len(blocks)
@@ -26,6 +37,17 @@ def freeze_to_depth(backbone: keras.Model, frozen_depth, bn: str = "frozen") -> 
     bn='frozen': batch norm in frozen blocks runs in inference mode (Keras' fine-tuning convention).
     bn='train': it normalises with batch statistics and updates its moving statistics, scale and offset fixed.
     Blocks not frozen are wholly trainable, whatever an earlier call froze (gradual unfreezing calls it again).
+
+    Args:
+        backbone: a backbone whose layers are named `block<i>_...`; changed in place.
+        frozen_depth: the number of blocks to freeze from the input side, or "all".
+        bn: "frozen" or "train" (`transfer.bn`), what batch norm of the frozen blocks does.
+
+    Returns:
+        The frozen block names, e.g. ['block1'].
+
+    Raises:
+        RecipeError: `frozen_depth` is negative or exceeds the backbone's blocks.
     """
     depth = resolve_depth(backbone, frozen_depth)
     backbone.trainable = True

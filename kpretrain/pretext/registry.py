@@ -26,13 +26,30 @@ DEFAULT_MIXED_TASKS = ("rotation", "noise", "overlay")
 
 
 def task_class(name: str):
-    """The class registered as `name`."""
+    """The class registered as `name` in `TASK_CLASSES`, its module imported on first use.
+
+    Args:
+        name: a task name of `TASK_NAMES`.
+
+    Returns:
+        The task class (not an instance).
+
+    Raises:
+        KeyError: `name` is not registered (`create_task` checks names first).
+    """
     module, cls = TASK_CLASSES[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
 
 def task_options(cls) -> list[str]:
-    """Option names a task class accepts (its constructor's keyword arguments, seed excluded)."""
+    """Option names a task class accepts (its constructor's keyword arguments, seed excluded).
+
+    Args:
+        cls: a task class, e.g. `task_class("rotation")`.
+
+    Returns:
+        The names of its constructor's arguments, `self`, `seed` and `num_classes` left out, in order.
+    """
     params = inspect.signature(cls.__init__).parameters.values()
     return [p.name for p in params if p.name not in ("self", "seed", "num_classes")
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
@@ -44,6 +61,35 @@ def create_task(name: str, options: dict | None = None, seed: int = 0, *, key: s
 
     For `mixed`, `options.tasks` is a list of task names or a mapping name -> options (default: rotation,
     noise, overlay); each sub-task gets seed `seed + i + 1`.  `supervised` needs `num_classes`.
+    Tasks are registered by name in `TASK_CLASSES` (name -> "module:Class"), imported on first use.
+
+    Args:
+        name: the task's name (`pretrain.task`), one of `TASK_NAMES`.
+        options: the task's options (`pretrain.options`); None for the defaults.
+        seed: the task's seed.
+        key: the recipe key that the error messages name as the options' key.
+        num_classes: the data set's number of classes, for a task trained on its labels (`supervised`).
+
+    Returns:
+        The task, an instance of its registered class.
+
+    Raises:
+        RecipeError: `name` is unknown, `options` is not a mapping, an option is unknown to the task or has a
+            bad value (the message names `<key>.<option>`), or a `mixed` sub-task is not allowed.
+
+    Example:
+
+    >>> from kpretrain.pretext.registry import create_task
+    >>> task = create_task("rotation", seed=0)
+    >>> type(task).__name__, task.num_classes
+    ('RotationTask', 4)
+    >>> mixed = create_task("mixed", {"tasks": ["rotation", "noise"]}, seed=3)
+    >>> [type(sub).__name__ for sub in mixed.tasks]
+    ['RotationTask', 'NoiseTask']
+    >>> create_task("rotation", {"angle": 3})
+    Traceback (most recent call last):
+    ...
+    kpretrain.errors.RecipeError: pretrain.options.angle: unknown option for task 'rotation'; allowed: angles, all_rotations
     """
     from kpretrain.pretext.base import OptionError
 

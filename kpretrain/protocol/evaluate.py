@@ -11,7 +11,7 @@ from kpretrain.models.freezing import freeze_to_depth
 from kpretrain.models.heads import HeadedModel
 from kpretrain.protocol.inputs import SeedData
 from kpretrain.protocol.results import FinetuneResult, TestResult
-from kpretrain.training.bn_refresh import (batch_norm_layers, bn_state, refresh_batch_norm, set_bn_state,
+from kpretrain.training.bn_refresh import (batch_norm_layers, refresh_batch_norm, statistics_restored,
                                           statistics_swapped)
 from kpretrain.training.knn import backbone_features, knn_accuracy
 from kpretrain.training.stages import accuracy
@@ -67,13 +67,12 @@ def all_statistics_refreshed(backbone: keras.Model, inputs: SeedData):
         return
     layers = [(layer, layer.trainable) for layer in backbone._flatten_layers(include_self=True, recursive=True)]
     variables = [(v, v.trainable) for v in backbone.variables]
-    statistics = bn_state(backbone)
     try:
-        freeze_to_depth(backbone, 0)
-        refresh_batch_norm(backbone, inputs.refresh_images(), inputs.bn_batches)
-        yield
+        with statistics_restored(backbone):
+            freeze_to_depth(backbone, 0)
+            refresh_batch_norm(backbone, inputs.refresh_images(), inputs.bn_batches)
+            yield
     finally:
-        set_bn_state(backbone, statistics)
         for layer, trainable in layers:  # parents first: a parent's setter also sets its children
             layer.trainable = trainable
         for variable, trainable in variables:

@@ -34,6 +34,12 @@ def initial_backbone(arm: Recipe, inputs: SeedData) -> keras.Model:
     return create_backbone(arm.backbone.name, inputs.data.image_shape, seed=inputs.seed, **arm.backbone.options)
 
 
+def backbone_source(arm: Recipe, inputs: SeedData) -> dict | None:
+    """What loading the arm's `backbone.from` found (format, depth choices, metadata), once `initial_backbone` loaded
+    it for `inputs`; None for an arm without `backbone.from`."""
+    return inputs.sources.get(arm.backbone.from_) if arm.backbone.from_ else None
+
+
 def build_model(arm: Recipe, inputs: SeedData) -> HeadedModel:
     """The downstream model before any stage: initial backbone and a fresh head (the same head in every arm)."""
     keras.utils.set_random_seed(inputs.seed)

@@ -15,10 +15,22 @@ from kpretrain.recipe.schema import Recipe
 
 
 def resolve_arms(recipe: Recipe) -> tuple[dict[str, Recipe], dict[str, str]]:
-    """(arm name -> resolved recipe, baselines first, in run order; arm name -> its baseline's name).
+    """Every arm's resolved recipe, and the baseline each arm is compared with.
 
     Every non-baseline arm gets a matched scratch: `scratch` when its backbone, data and fine-tuning are the top
     level's, else `scratch-<arm>`; an arm with `baseline:` is compared with that arm instead.
+    `Recipe.arm_recipes()` and `Recipe.baseline_pairs()` return the two parts.
+
+    Args:
+        recipe: a `Recipe` (its arms need not have been validated yet).
+
+    Returns:
+        A tuple `(arms, pairs)`: `arms` maps arm name -> resolved recipe, baselines (matched scratches included)
+        first, in run order; `pairs` maps each non-baseline arm's name -> its baseline's name (empty when the
+        recipe has no `scratch` baseline).
+
+    Raises:
+        RecipeError: an arm's overrides do not validate, or an arm is named like another arm's matched scratch.
     """
     arms = declared_arms(recipe)
     if "scratch" not in recipe.baselines or "scratch" not in arms:
@@ -46,7 +58,18 @@ def resolve_arms(recipe: Recipe) -> tuple[dict[str, Recipe], dict[str, str]]:
 
 
 def declared_arms(recipe: Recipe) -> dict[str, Recipe]:
-    """The baselines named in `baselines`, then the arms of `arms` (or the one default arm), each resolved."""
+    """The arms a recipe declares, each resolved (its overrides merged into the top level), matched scratches aside.
+
+    Args:
+        recipe: a `Recipe`.
+
+    Returns:
+        A dict arm name -> resolved recipe: the baselines named in `baselines` (unless `arms` defines them), then
+        the arms of `arms`, or the one default arm (named `transfer`, after its pretext task, or `model`).
+
+    Raises:
+        RecipeError: an arm's overrides do not validate; the message names the key as `arms.<name>.<key>`.
+    """
     base = recipe.to_dict()
     base.pop("arms", None)
     base.pop("sweep", None)
@@ -95,10 +118,24 @@ def _default_arm_name(arm: Recipe) -> str:
 
 
 def pretrains(arm: Recipe) -> bool:
-    """Whether this arm runs a pre-training stage."""
+    """Whether this arm runs a pre-training stage.
+
+    Args:
+        arm: an arm's resolved recipe (from `Recipe.arm_recipes()`).
+
+    Returns:
+        True when `pretrain.task` is not `none` and `pretrain.epochs` is above 0.
+    """
     return arm.pretrain.task != "none" and arm.pretrain.epochs > 0
 
 
 def transfers(arm: Recipe) -> bool:
-    """Whether this arm starts from trained weights (pre-trained here or loaded with backbone.from)."""
+    """Whether this arm starts from trained weights (pre-trained here or loaded with backbone.from).
+
+    Args:
+        arm: an arm's resolved recipe (from `Recipe.arm_recipes()`).
+
+    Returns:
+        True when the arm pre-trains (`pretrains`) or sets `backbone.from`.
+    """
     return pretrains(arm) or bool(arm.backbone.from_)

@@ -14,12 +14,50 @@ from kpretrain.recipe.values import load_yaml
 
 
 def load_recipe(path: str, overrides: list[str] | tuple = ()) -> Recipe:
-    """Read `path` with `load_yaml` (a `yaml.SafeLoader`), apply `--set` overrides, validate; raise RecipeError."""
+    """Read a recipe file into a validated `Recipe`.
+
+    The file is read with `load_yaml` (a `yaml.SafeLoader`), the `--set` overrides are applied, `name` defaults to
+    the file name (`load_raw`), and the result is validated with `recipe_from_dict`.
+
+    Args:
+        path: path of the YAML recipe file.
+        overrides: `--set` overrides, `key.path=value` strings (see `apply_overrides`); empty for none.
+
+    Returns:
+        The validated `Recipe`.
+
+    Raises:
+        RecipeError: the file cannot be read or parsed, an override is malformed, or a key has a wrong name, type
+            or value; the one-line message names the key.
+
+    Example:
+
+    >>> from kpretrain.recipe import load_recipe
+    >>> recipe = load_recipe("recipes/fashion_overlay.yaml", ["finetune.epochs=3"])
+    >>> recipe.name, recipe.finetune.epochs
+    ('fashion_overlay', 3)
+    >>> list(recipe.arm_recipes())
+    ['scratch', 'overlay']
+    """
     return recipe_from_dict(load_raw(path, overrides))
 
 
 def load_raw(path: str, overrides: list[str] | tuple = ()) -> dict:
-    """The recipe as a plain dict, `--set` overrides applied and `name` defaulting to the file name."""
+    """The recipe file as a plain dict, `--set` overrides applied and `name` defaulting to the file name.
+
+    Nothing is validated beyond what `read_yaml` and `apply_overrides` check; `recipe_from_dict` validates.
+
+    Args:
+        path: path of the YAML recipe file.
+        overrides: `--set` overrides, `key.path=value` strings; empty for none.
+
+    Returns:
+        A new dict (the file's mapping with the overrides applied); `name` is the file name without its extension
+        when the file sets none.
+
+    Raises:
+        RecipeError: the file cannot be read or parsed (`read_yaml`), or an override is malformed.
+    """
     raw = apply_overrides(read_yaml(path), overrides)
     if not raw.get("name"):
         raw["name"] = os.path.splitext(os.path.basename(path))[0]
@@ -27,7 +65,18 @@ def load_raw(path: str, overrides: list[str] | tuple = ()) -> dict:
 
 
 def read_yaml(path: str) -> dict:
-    """The recipe file as a dict; every way it can be unreadable is a one-line RecipeError."""
+    """The recipe file as a dict; every way it can be unreadable is a one-line RecipeError.
+
+    Args:
+        path: path of the YAML recipe file.
+
+    Returns:
+        The file's top-level mapping, read with `load_yaml`.
+
+    Raises:
+        RecipeError: the file is missing, a directory, not UTF-8 or unreadable; it has a YAML syntax error or a tag
+            that constructs objects; it is empty; or its top level is not a mapping.
+    """
     if not os.path.exists(path):
         raise RecipeError(f"recipe file {path!r} not found; pass the path of a YAML recipe, e.g. recipes/fashion_overlay.yaml")
     if os.path.isdir(path):
@@ -59,8 +108,19 @@ def read_yaml(path: str) -> dict:
 
 
 def with_defaults(plain: dict) -> dict:
-    """A stored recipe dict with every key a newer kpretrain added filled in with its default (as it was before
-    the key existed); `plain` unchanged when it no longer validates."""
+    """A stored recipe dict with every key a newer kpretrain added filled in with its default.
+
+    A key's default is what kpretrain did before the key existed, so a stored recipe (a run directory's
+    `recipe.yaml`, a search's `search.json`) compares equal to the same recipe written by this version.
+
+    Args:
+        plain: a recipe as a plain dict, e.g. read back from a stored file.  Top-level keys that are not recipe keys
+            are kept as they are.
+
+    Returns:
+        A new dict: the validated recipe's `to_dict()` with the extra keys added back; `plain` itself, unchanged,
+        when it no longer validates.
+    """
     extra = {k: plain[k] for k in plain if k not in RECIPE_KEYS}
     try:
         return {**recipe_from_dict({k: v for k, v in plain.items() if k not in extra}).to_dict(), **extra}

@@ -13,7 +13,32 @@ from kpretrain.recipe.values import format_value, parse_value
 
 
 def apply_overrides(raw: dict, overrides) -> dict:
-    """Apply `key.path=value` strings (values read by `parse_value`: YAML, `1e-3` a number) to a raw recipe dict."""
+    """Apply `--set` overrides, `key.path=value` strings, to a raw recipe dict.
+
+    Each value is read by `parse_value` (YAML, with `1e-3` a number; empty text is null).  Sections on the way to
+    a key are created when missing or null.  Nothing is validated: `recipe_from_dict` does that.
+
+    Args:
+        raw: a raw recipe dict (as `read_yaml` gives it); it is not modified.
+        overrides: the `key.path=value` strings, applied in order (a later one wins); None or empty for none.
+
+    Returns:
+        A deep copy of `raw` with the overrides applied.
+
+    Raises:
+        RecipeError: an override has no `=`, its key is not a dotted key, its value is not valid YAML, or a
+            key on its path holds a value that is not a section.
+
+    Example:
+
+    >>> from kpretrain.recipe import apply_overrides
+    >>> apply_overrides({"name": "demo"}, ["pretrain.task=rotation", "pretrain.optimizer.learning_rate=1e-3"])
+    {'name': 'demo', 'pretrain': {'task': 'rotation', 'optimizer': {'learning_rate': 0.001}}}
+    >>> apply_overrides({"name": "demo"}, ["pretrain.epochs"])
+    Traceback (most recent call last):
+    ...
+    kpretrain.errors.RecipeError: --set 'pretrain.epochs': expected KEY=VALUE, e.g. --set pretrain.epochs=2
+    """
     raw = copy.deepcopy(raw)
     for item in overrides or ():
         if "=" not in item:

@@ -12,7 +12,32 @@ ARM_SHARED = ("name", "seeds", "data", "arms", "baselines", "evaluation", "runti
 
 
 def recipe_from_dict(raw: dict) -> Recipe:
-    """Validate a raw dict into a Recipe (and validate every arm)."""
+    """Validate a raw recipe dict into a `Recipe`, every arm and sweep point included.
+
+    Each section is built from its raw values (types, ranges and choices checked), then the rules across keys
+    (`RULES`) are checked in order: the first broken rule is the error.
+
+    Args:
+        raw: a raw recipe dict, as `read_yaml` or `load_raw` gives it (`--set` overrides applied).
+
+    Returns:
+        The validated `Recipe`.
+
+    Raises:
+        RecipeError: a key has a wrong name, type or value, or a rule across keys is broken; the one-line message
+            names the key as the user wrote it (`arms.<name>.` for a key of an arm).
+
+    Example:
+
+    >>> from kpretrain.recipe import recipe_from_dict
+    >>> recipe = recipe_from_dict({"name": "demo", "pretrain": {"task": "rotation", "epochs": 2}})
+    >>> list(recipe.arm_recipes()), recipe.baseline_pairs()
+    (['scratch', 'rotation'], {'rotation': 'scratch'})
+    >>> recipe_from_dict({"name": "demo", "finetune": {"epoch": 3}})
+    Traceback (most recent call last):
+    ...
+    kpretrain.errors.RecipeError: recipe key 'finetune.epoch': unknown key; did you mean 'finetune.epochs'?
+    """
     recipe = _build(Recipe, raw, "")
     for rule in RULES:
         rule(recipe)

@@ -262,25 +262,68 @@ class Recipe:
 
     # ---- views ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Plain dict with the recipe's YAML key names (`backbone.from`)."""
+        """The recipe as a plain dict (nested dicts and lists) with its YAML key names (`backbone.from`).
+
+        Returns:
+            A new dict that `recipe_from_dict` turns back into an equal recipe.
+        """
         return _to_plain(self)
 
     def sweep_points(self) -> list[tuple[dict, "Recipe"]]:
-        """({key: value}, the recipe at that point) for every point of the `sweep:` grid, in order (first key
-        slowest); a recipe without `sweep` is its own single point `({}, self)`."""
+        """Every point of the `sweep:` grid, in order (first key slowest), with its recipe.
+
+        Returns:
+            A list of `({key: value}, the recipe at that point)` pairs; a recipe without `sweep` is its own single
+            point `[({}, self)]`.
+
+        Raises:
+            RecipeError: a point's recipe does not validate; the message names the point.
+        """
         from kpretrain.recipe.rules import recipe_from_dict  # the layers above: they build and check recipes
         from kpretrain.recipe.sweep import sweep_points
 
         return sweep_points(self, recipe_from_dict)
 
     def arm_recipes(self) -> dict[str, "Recipe"]:
-        """Each arm's fully resolved recipe, baselines (matched scratches included) first, in run order."""
+        """Each arm's fully resolved recipe, baselines (matched scratches included) first, in run order.
+
+        Returns:
+            A dict arm name -> resolved `Recipe` (see `kpretrain.recipe.arms.resolve_arms`).
+
+        Raises:
+            RecipeError: an arm's overrides do not validate (`recipe_from_dict` has checked that already).
+
+        Example:
+
+        >>> from kpretrain.recipe import recipe_from_dict
+        >>> recipe = recipe_from_dict({"name": "demo", "arms": {
+        ...     "rotation": {"pretrain": {"task": "rotation"}},
+        ...     "wide": {"backbone": {"options": {"widths": [64, 128, 256]}}}}})
+        >>> list(recipe.arm_recipes())
+        ['scratch', 'scratch-wide', 'rotation', 'wide']
+        """
         from kpretrain.recipe.arms import resolve_arms
 
         return resolve_arms(self)[0]
 
     def baseline_pairs(self) -> dict[str, str]:
-        """Arm name -> the name of its matched scratch (same backbone, data and fine-tuning), for every non-baseline arm."""
+        """Which baseline each non-baseline arm is compared with.
+
+        An arm's matched scratch has the same backbone, data and fine-tuning (`scratch`, or `scratch-<arm>` when
+        they differ from the top level's); an arm with `baseline:` is compared with that arm instead.
+
+        Returns:
+            A dict arm name -> its baseline's name; empty when the recipe has no `scratch` baseline.
+
+        Example:
+
+        >>> from kpretrain.recipe import recipe_from_dict
+        >>> recipe = recipe_from_dict({"name": "demo", "arms": {
+        ...     "rotation": {"pretrain": {"task": "rotation"}},
+        ...     "wide": {"backbone": {"options": {"widths": [64, 128, 256]}}}}})
+        >>> recipe.baseline_pairs()
+        {'rotation': 'scratch', 'wide': 'scratch-wide'}
+        """
         from kpretrain.recipe.arms import resolve_arms
 
         return resolve_arms(self)[1]

@@ -37,6 +37,9 @@ def sweep_points(recipe: Recipe, validate: Callable[[dict], Recipe]) -> list[tup
 
     Returns:
         A list of `(point, Recipe)` pairs.
+
+    Raises:
+        RecipeError: a point's recipe does not validate; the message names the point.
     """
     if not recipe.sweep:
         return [({}, recipe)]

@@ -54,18 +54,57 @@ RecipeDumper.add_representer(tuple, yaml.SafeDumper.represent_list)
 
 
 def load_yaml(stream):
-    """A YAML document (text or file) read with `RecipeLoader`; raises `yaml.YAMLError` as `yaml.safe_load` does."""
+    """A YAML document read with `RecipeLoader` (`yaml.SafeLoader` reading `1e-3` as a number).
+
+    Args:
+        stream: the YAML text, or an open file.
+
+    Returns:
+        The document's value (None for an empty document).
+
+    Raises:
+        yaml.YAMLError: as `yaml.safe_load` raises it.
+    """
     return yaml.load(stream, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def dump_yaml(data, **options) -> str:
-    """`data` as YAML text that `load_yaml` reads back unchanged (keys in their order unless `sort_keys=True`)."""
+    """`data` as YAML text that `load_yaml` reads back unchanged.
+
+    Written with `RecipeDumper`: strings that `RecipeLoader` would read as numbers are quoted, tuples become lists.
+
+    Args:
+        data: plain values (dicts, lists, tuples, strings, numbers, bools, None).
+        **options: keyword arguments of `yaml.dump`; `sort_keys` defaults to False (keys stay in their order).
+
+    Returns:
+        The YAML text.
+    """
     return yaml.dump(data, Dumper=RecipeDumper, **{"sort_keys": False, **options})
 
 
 def format_value(value) -> str:
-    """`value` as the TEXT of `--set KEY=TEXT`: one line of flow-style YAML, e.g. `1.0e-05`, `null`, `'null'`,
-    `[1, 2]`, `{method: ema}`; `parse_value` reads it back as `value`."""
+    """`value` as the TEXT of `--set KEY=TEXT`: one line of flow-style YAML that `parse_value` reads back as `value`.
+
+    Sweep points, tuner values, arms' dotted keys and the Python API's `{key: value}` overrides all use it.
+
+    Args:
+        value: a number, string, bool, None, list or mapping (nested).
+
+    Returns:
+        One line of text, e.g. `1.0e-05`, `null`, `'null'`, `[1, 2]`, `{method: ema}`.
+
+    Raises:
+        RecipeError: `value` has no YAML text (an object that is none of the types above).
+
+    Example:
+
+    >>> from kpretrain.recipe import format_value, parse_value
+    >>> format_value(1e-5), format_value(None), format_value("null"), format_value({"method": "ema"})
+    ('1.0e-05', 'null', "'null'", '{method: ema}')
+    >>> parse_value(format_value(1e-5))
+    1e-05
+    """
     options = {"default_flow_style": True, "allow_unicode": True, "width": float("inf")}
     try:
         text = dump_yaml(value, **options).removesuffix("\n...\n").strip()  # a bare scalar ends with `...`
@@ -78,5 +117,21 @@ def format_value(value) -> str:
 
 
 def parse_value(text: str):
-    """The value of `--set` TEXT, read as YAML with `RecipeLoader` (empty text is null); raises `yaml.YAMLError`."""
+    """The value of `--set` TEXT, read as YAML with `RecipeLoader`.
+
+    Args:
+        text: the text after `=` of `--set KEY=TEXT`.
+
+    Returns:
+        The value: `1e-3` is a number, a quoted `'1e-3'` a string; empty (or blank) text is None.
+
+    Raises:
+        yaml.YAMLError: `text` is not valid YAML.
+
+    Example:
+
+    >>> from kpretrain.recipe import parse_value
+    >>> parse_value("1e-3"), parse_value("'1e-3'"), parse_value(""), parse_value("[0, 1]")
+    (0.001, '1e-3', None, [0, 1])
+    """
     return load_yaml(text) if text.strip() else None

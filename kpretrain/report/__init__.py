@@ -8,7 +8,7 @@ import os
 
 def write_run_report(out_dir: str, metrics: dict, class_names=None) -> None:
     """Write `history.csv`, `curves.png` and `report.md` for a finished run."""
-    from kpretrain.report import io
+    from kpretrain import io
     from kpretrain.report.confusion import plot_confusion, plot_probe_confusions, probe_confusion_rows
     from kpretrain.report.csv_rows import history_csv
     from kpretrain.report.markdown import run_report
@@ -30,7 +30,7 @@ def write_run_report(out_dir: str, metrics: dict, class_names=None) -> None:
 
 def write_sweep_report(out_dir: str, metrics: dict) -> None:
     """Write a sweep's `report.md` and, when `data.labels_per_class` is swept, `label_efficiency.png`."""
-    from kpretrain.report import io
+    from kpretrain import io
     from kpretrain.report.plots import plot_label_efficiency
     from kpretrain.report.markdown import sweep_report
 

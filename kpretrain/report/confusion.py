@@ -96,6 +96,6 @@ def _pyplot():
 
 
 def _save(fig, path: str) -> None:
-    from kpretrain.report import io
+    from kpretrain import io
 
     io.save_figure(fig, path, dpi=110)

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kpretrain.report import io  # noqa: E402
+from kpretrain import io  # noqa: E402
 
 
 def _mean_curve(histories: list[dict], key: str):

@@ -17,7 +17,7 @@ def plot_probes(metrics: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kpretrain.report import io
+    from kpretrain import io
 
     groups: dict[str, list] = {}
     for p in metrics["pretraining"]:

@@ -16,8 +16,16 @@ WEAK_BELOW_SEEDS = 5  # fewer seeds: the verdict says the evidence is weak
 
 
 def t_interval(values, level: float = LEVEL) -> dict:
-    """{n, mean, std, ci}: Student t interval of the mean (n - 1 degrees of freedom); ci is None for one value and
-    [mean, mean] when every value is equal."""
+    """The Student t interval of the mean of `values` (n - 1 degrees of freedom).
+
+    Args:
+        values: the numbers, e.g. one accuracy per seed.
+        level: the confidence level (`LEVEL`, 0.95).
+
+    Returns:
+        {n, mean, std, ci}: `std` is the sample standard deviation (0.0 for one value); `ci` is [low, high], None
+        for one value and [mean, mean] when every value is equal.
+    """
     a = np.asarray(values, dtype=float)
     n = len(a)
     mean = float(a.mean())
@@ -32,8 +40,19 @@ def t_interval(values, level: float = LEVEL) -> dict:
 
 def seeds_needed(diff: float, std: float, power: float = POWER, alpha: float = ALPHA, limit: int = 10_000) -> int | None:
     """Smallest number of seeds for which a two-sided paired t-test at `alpha` detects a mean difference `diff`
-    with paired standard deviation `std` with probability `power` (noncentral t); None if there is no effect
-    to detect (diff 0) or no noise estimate (std 0)."""
+    with paired standard deviation `std` with probability `power` (noncentral t).
+
+    Args:
+        diff: the mean paired difference to detect.
+        std: the standard deviation of the paired differences.
+        power: the probability of detecting it (`POWER`, 0.8).
+        alpha: the two-sided significance level (`ALPHA`, 0.05).
+        limit: the largest number of seeds considered.
+
+    Returns:
+        The number of seeds; None if there is no effect to detect (diff 0), no noise estimate (std 0), or
+        `limit` seeds would not reach `power`.
+    """
     if diff == 0 or std <= 0 or not math.isfinite(diff / std):
         return None
     effect = abs(diff) / std
@@ -57,7 +76,16 @@ def seeds_needed(diff: float, std: float, power: float = POWER, alpha: float = A
 def paired_comparison(differences, level: float = LEVEL) -> dict:
     """The paired differences arm - baseline over seeds: t interval, two-sided paired t-test p-value (None with one
     seed or zero variance), a percentile bootstrap interval from BOOTSTRAP_MIN_SEEDS seeds, and the seeds a
-    difference of this size would need."""
+    difference of this size would need.
+
+    Args:
+        differences: the per-seed differences arm - baseline.
+        level: the confidence level of both intervals (`LEVEL`, 0.95).
+
+    Returns:
+        `t_interval`'s {n, mean, std, ci} and `p`, `bootstrap_ci` (None below BOOTSTRAP_MIN_SEEDS seeds or with
+        zero variance; resampled with a fixed seed) and `seeds_needed` (see `seeds_needed`; None with one seed).
+    """
     d = np.asarray(differences, dtype=float)
     out = t_interval(d, level)
     n, std = out["n"], out["std"]
@@ -77,13 +105,25 @@ def benefit_ratio(arm_diffs, natural_diffs, *, resamples: int = 10_000, seed: in
     """The "% of benefit" of an arm: mean(arm - scratch) / mean(natural - scratch), the ratio of the mean paired
     differences (a ratio of per-seed ratios would explode when a seed's denominator is near zero), with a percentile
     interval from a paired bootstrap over seeds (each resample draws the same seed indices for the numerator and the
-    denominator).  `arm_diffs` and `natural_diffs` are the per-seed differences to each arm's baseline, aligned by seed.
+    denominator).
 
-    Returns {n, ratio, ci95, defined, reason, natural}: `natural` is the natural arm's difference (mean, ci95: the
-    t interval the report shows for every difference).  The ratio is undefined (`defined` false, ratio and ci95
-    None, `reason` says why) with fewer than two seeds, when the natural arm's interval contains zero (its gain is
-    not established, so the ratio means nothing) or lies below zero (it hurts), or when some resample's natural
-    mean is exactly zero (unbounded interval)."""
+    Args:
+        arm_diffs: the arm's per-seed differences to its baseline.
+        natural_diffs: the natural arm's per-seed differences to its baseline, aligned with `arm_diffs` by seed.
+        resamples: the number of bootstrap resamples.
+        seed: the seed of the resampling.
+        level: the confidence level of the intervals (`LEVEL`, 0.95).
+
+    Returns:
+        {n, ratio, ci95, defined, reason, natural}: `natural` is the natural arm's difference (mean, ci95: the
+        t interval the report shows for every difference).  The ratio is undefined (`defined` false, ratio and ci95
+        None, `reason` says why) with fewer than two seeds, when the natural arm's interval contains zero (its gain
+        is not established, so the ratio means nothing) or lies below zero (it hurts), or when some resample's
+        natural mean is exactly zero (unbounded interval).
+
+    Raises:
+        ValueError: the two lists are not equally long one-dimensional lists.
+    """
     a, nat = np.asarray(arm_diffs, dtype=float), np.asarray(natural_diffs, dtype=float)
     if a.shape != nat.shape or a.ndim != 1:
         raise ValueError(f"benefit_ratio: paired differences must be two equally long lists, got {a.shape} and {nat.shape}")
@@ -116,7 +156,19 @@ def benefit_ratio(arm_diffs, natural_diffs, *, resamples: int = 10_000, seed: in
 
 
 def holm(pvalues) -> list:
-    """Holm-Bonferroni adjusted p-values, in the input order; None entries (no test) are kept and not counted."""
+    """Holm-Bonferroni adjusted p-values, in the input order; None entries (no test) are kept and not counted.
+
+    Args:
+        pvalues: the p-values of one family of comparisons, None where a comparison has no test.
+
+    Returns:
+        A list as long as `pvalues`: each adjusted p-value (at most 1), None where the input is None.
+
+    Example:
+
+    >>> holm([0.01, None, 0.04, 0.03])
+    [0.03, None, 0.06, 0.06]
+    """
     indexed = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
     m = len(indexed)
     adjusted: list = [None] * len(pvalues)
@@ -129,7 +181,23 @@ def holm(pvalues) -> list:
 
 def verdict(arm: str, baseline: str, comparison: dict, adjusted_p: float | None = None, comparisons: int = 1) -> str:
     """One plain line: the difference in points, its interval, the p-value (Holm-adjusted beside it when the run
-    makes several comparisons), the evidence, and for fewer than WEAK_BELOW_SEEDS seeds the seeds needed."""
+    makes several comparisons), the evidence, and for fewer than WEAK_BELOW_SEEDS seeds the seeds needed.
+
+    Args:
+        arm: the arm's name.
+        baseline: its baseline's name.
+        comparison: the arm's `paired_comparison` of accuracies (fractions; the line shows points).
+        adjusted_p: its Holm-adjusted p-value, which decides the evidence when given; None to use `p`.
+        comparisons: the number of comparisons in the family; the adjusted p-value is shown when above 1.
+
+    Returns:
+        The line.
+
+    Example:
+
+    >>> verdict("overlay", "scratch", paired_comparison([0.01, 0.03, 0.02, 0.035, 0.01]))
+    'overlay vs scratch: +2.1 pts [+0.7, +3.5], p = 0.01, evidence of a gain (5 seeds)'
+    """
     c, n = comparison, comparison["n"]
     head = f"{arm} vs {baseline}: {100 * c['mean']:+.1f} pts"
     if n < 2:

@@ -128,7 +128,13 @@ def reference_arm(arms: dict, default: str | None = None) -> str | None:
 
 
 def _arm_rows(arms: dict, reference: str | None = None) -> list[dict]:
-    """`_unadjusted_rows` of one run's (or one point's) arms; the benefit against `reference`, when given."""
+    """`_unadjusted_rows` of one run's (or one point's) arms; the benefit against `reference`, when given.
+
+    The statistics are those metrics.json stores (`arms.<arm>.statistics`, computed once when the run wrote it);
+    they are computed here only for a file written before they were stored."""
+    finished = {name: entry for name, entry in arms.items() if entry["test_accuracy"]}
+    if finished and all(_has_stored(entry, reference) for entry in finished.values()):
+        return [_stored_row(name, entry, reference is not None) for name, entry in finished.items()]
     rows, paired_diffs = [], {}
     for name, entry in arms.items():
         if not entry["test_accuracy"]:  # not run yet (metrics.json of an unfinished run)
@@ -155,9 +161,30 @@ def _arm_rows(arms: dict, reference: str | None = None) -> list[dict]:
     return rows
 
 
-def _accuracy_row(name: str, entry: dict) -> dict:
-    """An arm's row before its comparison: test accuracy, raw and kNN means, parameters and protocol."""
-    acc = t_interval(entry["test_accuracy"])
+def _has_stored(entry: dict, reference: str | None) -> bool:
+    stats = entry.get("statistics")
+    return stats is not None and (reference is None or "vs_baseline" not in stats or "benefit" in stats)
+
+
+def _stored_row(name: str, entry: dict, benefit: bool) -> dict:
+    """An arm's row from the statistics its metrics.json entry stores (fractions)."""
+    stats = entry["statistics"]
+    row = _accuracy_row(name, entry, stats["test_accuracy"])
+    compared = stats.get("vs_baseline")
+    if compared is not None:
+        row.update(baseline=compared["baseline"], diff_mean=compared["mean"], diff_std=compared["std"],
+                   diff_n=compared["n"], diff_ci=compared["ci95"], p=compared["p"],
+                   bootstrap_ci=compared["bootstrap_ci95"], seeds_needed=compared["seeds_for_80_power"])
+        if benefit and "benefit" in stats:
+            row["benefit"] = stats["benefit"]
+    return row
+
+
+def _accuracy_row(name: str, entry: dict, stored: dict | None = None) -> dict:
+    """An arm's row before its comparison: test accuracy (`stored`: its statistics as metrics.json stores them),
+    raw and kNN means, parameters and protocol."""
+    acc = t_interval(entry["test_accuracy"]) if stored is None else {
+        "n": stored["n"], "mean": stored["mean"], "std": stored["std"], "ci": stored["ci95"]}
     row = {"arm": name, "n": acc["n"], "test_accuracy_mean": acc["mean"], "test_accuracy_std": acc["std"],
            "test_accuracy_ci": acc["ci"], "test_accuracy_raw_mean": mean_std(entry["test_accuracy_raw"])[0],
            "trainable_params": entry["trainable_params"], "task": _task(entry["protocol"]),

@@ -8,7 +8,7 @@ import os
 import keras
 import numpy as np
 
-from kpretrain.report import io
+from kpretrain import io
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -90,6 +90,34 @@ def set_bn_state(model: keras.Model, state: list) -> None:
 
 
 @contextlib.contextmanager
+def statistics_restored(model: keras.Model, *, restore: bool = True):
+    """Save `model`'s BN statistics on entering the block and put them back on leaving it, even on an error.
+
+    For "keep the current statistics, change them (a refresh) and measure, then put the old ones back".  The
+    block may do anything to the statistics; they are what the block set until it ends.
+
+    Args:
+        model: a model with BatchNormalization layers (nested ones included).
+        restore: whether to put the saved statistics back when the block ends.  `False` is for a caller that
+            decides before entering that the model keeps what the block set (it still gets the saved ones).
+
+    Yields:
+        The statistics saved on entering (as `bn_state` gives them), bound by `as`.
+
+    Example:
+        with statistics_restored(model):
+            refresh_batch_norm(model, images)
+            refreshed_accuracy = accuracy(model, validation, labels)[0]
+    """
+    saved = bn_state(model)
+    try:
+        yield saved
+    finally:
+        if restore:
+            set_bn_state(model, saved)
+
+
+@contextlib.contextmanager
 def statistics_swapped(model: keras.Model, state: list):
     """Within the block, `model`'s BN layers hold the statistics `state` (from `bn_state`); then their own again.
 
@@ -101,9 +129,6 @@ def statistics_swapped(model: keras.Model, state: list):
         with statistics_swapped(model, raw_bn):
             raw_accuracy = accuracy(model, validation, labels)[0]
     """
-    kept = bn_state(model)
-    set_bn_state(model, state)
-    try:
+    with statistics_restored(model):
+        set_bn_state(model, state)
         yield
-    finally:
-        set_bn_state(model, kept)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, set_bn_state
+from kpretrain.training.bn_refresh import bn_state, refresh_batch_norm, statistics_restored
 from kpretrain.training.stages import accuracy
 from kpretrain.training.timing import Clock, measure
 
@@ -64,14 +64,13 @@ class _Validation(keras.callbacks.Callback):
             values.update({f"val_{k}_raw": v for k, v in self.measure().items()})
         if self.refresh_data is None:
             return {**values, **{k.removesuffix("_raw"): v for k, v in values.items()}}
-        saved = bn_state(self.model)
-        refresh_batch_norm(self.model, self.refresh_data, self.refresh_batches)
-        refreshed = self.measure()
-        self.measured_bn = bn_state(self.model)
-        if last and self.keep_refreshed:
-            self.raw_bn = saved  # the model keeps the refreshed statistics: the next evaluation needs them
-        else:
-            set_bn_state(self.model, saved)
+        keep = last and self.keep_refreshed  # the model keeps the refreshed statistics: the next evaluation needs them
+        with statistics_restored(self.model, restore=not keep) as saved:
+            refresh_batch_norm(self.model, self.refresh_data, self.refresh_batches)
+            refreshed = self.measure()
+            self.measured_bn = bn_state(self.model)
+        if keep:
+            self.raw_bn = saved
         return {**values, **{f"val_{k}": v for k, v in refreshed.items()},
                 **{f"val_{k}_refreshed": v for k, v in refreshed.items() if k == "accuracy"}}
 

@@ -117,7 +117,7 @@ def plot_lr_find(result: LRFindResult, path: str, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from kpretrain.report import io
+    from kpretrain import io
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.plot(result.learning_rates, result.losses, color="0.75", lw=0.8, label="loss")

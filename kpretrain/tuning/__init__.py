@@ -21,12 +21,12 @@ submodule that uses it, e.g. `kpretrain.tuning.hypermodel.run_unit`).
 
 
 from kpretrain.errors import InputError, RecipeError
-from kpretrain.experiment import Experiment
+from kpretrain.experiment import Experiment  # noqa: F401 - one-module name
 from kpretrain.models.backbones import block_names
 from kpretrain.protocol import build_model, initial_backbone, pretraining_key, run_unit
 from kpretrain.recipe import Recipe, apply_overrides, load_raw, pretrains, recipe_from_dict, with_defaults
 from kpretrain.recipe.values import dump_yaml, format_value, load_yaml
-from kpretrain.report import io
+from kpretrain import io
 from kpretrain.rundir import LOCK_NAME, DirectoryLock
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 from kpretrain.tuning import final, hypermodel, outputs, search, space

@@ -9,10 +9,10 @@ import os
 from dataclasses import dataclass
 
 from kpretrain.errors import InputError, RecipeError
-from kpretrain.experiment import Experiment
+from kpretrain.experiment.loop import Experiment
 from kpretrain.recipe import recipe_from_dict
 from kpretrain.recipe.values import dump_yaml, load_yaml
-from kpretrain.report import io
+from kpretrain import io
 from kpretrain.tuning.outputs import best_recipe_text, failed
 from kpretrain.tuning.space import learning_rates, searched_arm, with_values
 

@@ -12,11 +12,11 @@ import tensorflow as tf
 from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # the best-epoch checkpoint Tuner.run_trial adds
 
 from kpretrain.errors import InputError, RecipeError
-from kpretrain.experiment import Experiment
+from kpretrain.experiment.preparation import Prepared, prepare
 from kpretrain.protocol import build_model, run_unit
 from kpretrain.protocol.pretrain import pretraining_key
 from kpretrain.recipe import Recipe, pretrains, recipe_from_dict
-from kpretrain.report import io
+from kpretrain import io
 from kpretrain.training.runtime import configure_runtime
 from kpretrain.tuning.space import check_space, parse_space, searched_arm, trial_recipe
 
@@ -28,7 +28,8 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
     """A trial: the searched arm with the trial's values on the first seed, through `protocol.run_unit` (the
     sequence `kpretrain run` executes); `fit` returns validation accuracy only and never touches test data."""
 
-    def __init__(self, raw: dict, *, smoke: bool = False, strategy: tf.distribute.Strategy | None = None):
+    def __init__(self, raw: dict, *, smoke: bool = False, strategy: tf.distribute.Strategy | None = None,
+                 datasets: dict | None = None):
         super().__init__(name=raw.get("name"))
         self.raw = raw
         recipe = recipe_from_dict(raw)
@@ -37,7 +38,8 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         check_space(recipe, self.dims)
         self.smoke = smoke
         self.strategy = strategy
-        self._last: tuple | None = None  # (values, experiment, arm) of the latest trial built or fitted
+        self.datasets = datasets if datasets is not None else {}  # loaded once for every trial (`prepare`'s cache)
+        self._last: tuple | None = None  # (values, prepared, arm) of the latest trial built or fitted
         self._pretrained: dict = {}  # pre-training settings and data -> PretrainResult, for later trials
 
     def check(self) -> None:
@@ -54,13 +56,12 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
                 except InputError as exc:
                     raise RecipeError(f"recipe key 'tune.space.{dim.key}': {value!r} fails: {exc}") from None
 
-    def trial(self, values: dict) -> tuple[Experiment, Recipe]:
-        """The prepared Experiment of the recipe with `values` set, and its searched arm."""
+    def trial(self, values: dict) -> tuple[Prepared, Recipe]:
+        """The recipe with `values` set, prepared (its data sets loaded once for the whole search), and its searched
+        arm."""
         if self._last is None or self._last[0] != values:
-            experiment = Experiment(trial_recipe(self.raw, values), smoke=self.smoke)
-            experiment.prepare()
-            name = searched_arm(experiment.recipe)
-            self._last = (values, experiment, experiment.arms[name])
+            prepared = prepare(trial_recipe(self.raw, values), smoke=self.smoke, datasets=self.datasets)
+            self._last = (values, prepared, prepared.arms[searched_arm(prepared.recipe)])
         return self._last[1:]
 
     def declare(self, hp: keras_tuner.HyperParameters) -> dict:
@@ -68,9 +69,9 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         return {dim.key: dim.declare(hp) for dim in self.dims}
 
     def build(self, hp):
-        experiment, arm = self.trial(self.declare(hp))
-        configure_runtime(experiment.recipe.runtime)  # KerasTuner's clear_session() resets the dtype policy
-        return build_model(arm, experiment.seed_data(experiment.recipe.seeds[0]))
+        prepared, arm = self.trial(self.declare(hp))
+        configure_runtime(prepared.recipe.runtime)  # KerasTuner's clear_session() resets the dtype policy
+        return build_model(arm, prepared.first)
 
     def fit(self, hp, model, callbacks=(), epochs=None, initial_epoch=0, **kwargs):
         """`run_unit` on the trial's model: what `kpretrain run` records for the searched arm and first seed, with
@@ -78,12 +79,12 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         continues an earlier one is trained from its start for that whole budget (`initial_epoch` is ignored;
         its model is built fresh, see `_FromTheStart`).  KerasTuner's checkpoint holds the model scored.
         Other `fit` arguments of `search(...)` (`verbose`) are KerasTuner's display settings, not the recipe's."""
-        experiment, arm = self.trial(self.declare(hp))
+        prepared, arm = self.trial(self.declare(hp))
         if epochs is not None:
             arm = replace(arm, finetune=replace(arm.finetune, epochs=epochs))
         checkpoints = [c for c in callbacks if isinstance(c, SaveBestEpoch)]
-        key = pretraining_key(arm, experiment.recipe)
-        unit = run_unit(arm, experiment.seed_data(experiment.recipe.seeds[0]), model=model,
+        key = pretraining_key(arm, prepared.recipe)
+        unit = run_unit(arm, prepared.first, model=model,
                         pretrained=self._pretrained.get(key), test=False, scope=self._scope,
                         callbacks=[c for c in callbacks if not isinstance(c, SaveBestEpoch)])
         if pretrains(arm) and unit.pretrain is not None:  # trials differing only after pre-training reuse it

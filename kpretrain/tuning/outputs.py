@@ -7,14 +7,14 @@ import json
 import math
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 
 import keras_tuner
 
+from kpretrain.errors import print_failure
 from kpretrain.recipe import recipe_from_dict
 from kpretrain.recipe.values import dump_yaml, load_yaml
-from kpretrain.report import io
+from kpretrain import io
 from kpretrain.tuning.space import Dimension, with_values
 
 SIGNATURE_FILE = "search.json"  # the searched arm's recipe and --smoke: what a trial's score depends on
@@ -152,9 +152,5 @@ def plot_search(rows: list[dict], dims: list[Dimension], path: str) -> None:
 
 def failed(stage: str, exc: Exception, debug: bool) -> int:
     """Print that `stage` failed (its first line; the traceback with `debug`); returns exit code 1."""
-    if debug:
-        traceback.print_exc()
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    print(f"kpretrain: {stage} failed: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-          file=sys.stderr)
+    print_failure(stage, exc, debug)
     return 1

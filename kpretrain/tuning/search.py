@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 import tensorflow as tf
 
 from kpretrain.errors import InputError
-from kpretrain.experiment import Experiment
+from kpretrain.experiment import plan_lines, prepare
 from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict, with_defaults
 from kpretrain.recipe.values import format_value
-from kpretrain.rundir import LOCK_NAME, DirectoryLock
+from kpretrain.rundir import LOCK_NAME, DirectoryLock, first_difference
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 from kpretrain.tuning.final import FinalRun, run_final, scratch_search_recipe
 from kpretrain.tuning.hypermodel import ProtocolHyperModel, atomic_state_files, make_tuner
@@ -41,7 +41,17 @@ def tune(path, sets=(), *, tuner: str | None = None, max_trials: int | None = No
          directory: str = "tuner_runs", overwrite: bool = False, smoke: bool = False, final: bool = False,
          debug: bool = False, quiet: bool = False) -> int:
     """`kpretrain tune`: validate everything, search (resuming a finished or interrupted one), write the outputs;
-    with `final`, search scratch with the same budget and run the best protocol against it on every seed."""
+    with `final`, search scratch with the same budget and run the best protocol against it on every seed.
+
+    Args:
+        path, sets, tuner, max_trials, directory, overwrite, smoke, final, debug, quiet: as for `run_search`.
+
+    Returns:
+        The exit code: 0 on success, 1 when training failed or no trial completed.
+
+    Raises:
+        InputError: bad input (RecipeError, DataError included), as the command line reports with exit code 2.
+    """
     return run_search(path, sets, tuner=tuner, max_trials=max_trials, directory=directory, overwrite=overwrite,
                       smoke=smoke, final=final, debug=debug, quiet=quiet).code
 
@@ -71,20 +81,20 @@ def run_search(path, sets=(), *, tuner: str | None = None, max_trials: int | Non
     if final and worker:
         raise InputError("--final: only the chief (KERASTUNER_TUNER_ID=chief) re-runs the best recipe")
     strategy = _runtime(recipe)
-    experiment = Experiment(recipe, smoke=smoke)
-    plan = experiment.prepare()
+    datasets: dict = {}  # loaded once: for the plan, then for every trial of both searches
+    prepared = prepare(recipe, smoke=smoke, datasets=datasets)
     if not quiet:
-        print("\n".join(plan))
+        print("\n".join(plan_lines(prepared)))
     if not recipe.tune.space:
-        raw.setdefault("tune", {})["space"] = default_space(recipe, experiment)
+        raw.setdefault("tune", {})["space"] = default_space(recipe, prepared)
         recipe = recipe_from_dict(raw)
         print(f"tune: the recipe declares no tune.space; the default space: {json.dumps(raw['tune']['space'])}")
-    hypermodel = ProtocolHyperModel(raw, smoke=smoke, strategy=strategy)
+    hypermodel = ProtocolHyperModel(raw, smoke=smoke, strategy=strategy, datasets=datasets)
     hypermodel.check()
     scratch = None
     if final:  # checked before the first trial, like the main search
         scratch = ProtocolHyperModel(scratch_search_recipe(raw, hypermodel.arm_name), smoke=smoke,
-                                     strategy=hypermodel.strategy)
+                                     strategy=hypermodel.strategy, datasets=datasets)
         scratch.check()
     project = os.path.join(directory, recipe.name)
     with contextlib.ExitStack() as held:
@@ -168,7 +178,11 @@ def _search(hypermodel: ProtocolHyperModel, directory: str, name: str, smoke: bo
 
 
 def is_worker() -> bool:
-    """Whether this process is a KerasTuner worker of a distributed search (not the chief)."""
+    """Whether this process is a KerasTuner worker of a distributed search (not the chief).
+
+    Returns:
+        True when `KERASTUNER_ORACLE_IP` is set and `KERASTUNER_TUNER_ID` does not name the chief.
+    """
     return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "")
 
 
@@ -186,17 +200,18 @@ def _check_resumable(path: str, signature: dict, overwrite: bool) -> None:
         return
     with open(path) as fh:
         previous = with_defaults(json.load(fh))  # keys added since the search started: their defaults
-    key = _difference(previous, with_defaults(json.loads(json.dumps(signature))))
-    if key:
-        raise InputError(f"{os.path.dirname(path)} holds a search of a different recipe ({key} differs); "
+    # keys only one side has (a newer schema) are skipped
+    found = first_difference(previous, with_defaults(json.loads(json.dumps(signature))), skip_missing=True)
+    if found:
+        raise InputError(f"{os.path.dirname(path)} holds a search of a different recipe ({found[0]} differs); "
                          f"pass --overwrite to start over, or --dir for a new search")
 
 
-def _difference(a, b, prefix: str = "") -> str | None:
-    """First key (dotted) where two JSON-like trees differ; keys only one has (a newer schema) are skipped."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return next(filter(None, (_difference(a[k], b[k], f"{prefix}{k}.") for k in a if k in b)), None)
-    return None if a == b else prefix.rstrip(".")
+def _difference(a, b) -> str | None:
+    """First key (dotted) where two JSON-like trees differ; keys only one has (a newer schema) are skipped.
+    (The name this module had before `kpretrain.rundir.first_difference`.)"""
+    found = first_difference(a, b, skip_missing=True)
+    return found[0] if found else None
 
 
 def _unwritable(directory: str, exc: OSError) -> InputError:

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING
 
 from kpretrain.errors import RecipeError
 from kpretrain.models.backbones import block_names
-from kpretrain.protocol.unit import initial_backbone
 from kpretrain.recipe import Recipe, apply_overrides, pretrains, recipe_from_dict
 from kpretrain.recipe.values import format_value
 
 if TYPE_CHECKING:
     import keras_tuner
 
-    from kpretrain.experiment import Experiment
+    from kpretrain.experiment import Prepared
 
 SPEC_OPTIONS = {"int": ("step", "sampling"), "float": ("step", "sampling"), "choice": ()}
 UNSEARCHABLE = ("name", "seeds", "baselines", "tune", "runtime")  # identity, the plan, or how (not what) trains
@@ -35,7 +34,20 @@ class Dimension:
 
     @classmethod
     def parse(cls, key, spec) -> "Dimension":
-        """Validate one `tune.space` entry; every problem is a RecipeError naming `tune.space.<key>`."""
+        """Validate one `tune.space` entry into a dimension.
+
+        Args:
+            key: the searched recipe key, dotted (not under `name`, `seeds`, `baselines`, `tune` or `runtime`).
+            spec: `{int: [lo, hi]}`, `{float: [lo, hi]}` (each with optional `step` and `sampling: linear | log`)
+                or `{choice: [a, b, ...]}`.
+
+        Returns:
+            The `Dimension`.
+
+        Raises:
+            RecipeError: the key cannot be searched or the spec is malformed; the message names
+                `tune.space.<key>`.
+        """
         where = f"recipe key 'tune.space.{key}'"
         if not isinstance(key, str) or not all(key.split(".")):
             raise RecipeError(f"{where}: expected a dotted recipe key, e.g. pretrain.epochs")
@@ -71,12 +83,22 @@ class Dimension:
 
     @property
     def by_label(self) -> bool:
-        """KerasTuner choices hold one type of int, float or str: other choices are searched by their labels."""
+        """Whether this choice is searched by its values' labels (`str(value)`) rather than the values.
+
+        KerasTuner choices hold one type of int, float or str: other choices are searched by their labels.
+        """
         return self.kind == "choice" and (len({type(v) for v in self.values}) > 1
                                           or type(self.values[0]) not in (int, float, str))
 
     def declare(self, hp: keras_tuner.HyperParameters):
-        """Register this dimension in `hp`; returns the trial's recipe value."""
+        """Register this dimension in `hp`.
+
+        Args:
+            hp: the trial's KerasTuner hyperparameters.
+
+        Returns:
+            The trial's recipe value of this key.
+        """
         if self.kind == "int":
             return hp.Int(self.key, *self.values, step=self.step, sampling=self.sampling)
         if self.kind == "float":
@@ -85,11 +107,22 @@ class Dimension:
         return self.value_of(hp.Choice(self.key, labels if self.by_label else list(self.values)))
 
     def value_of(self, stored):
-        """The recipe value of a value stored by KerasTuner."""
+        """The recipe value of a value stored by KerasTuner.
+
+        Args:
+            stored: the value KerasTuner stored for this key (a label when `by_label`).
+
+        Returns:
+            The recipe value.
+        """
         return self.values[[str(v) for v in self.values].index(stored)] if self.by_label else stored
 
     def corners(self) -> list:
-        """The values checked before any trial: both bounds, or every choice."""
+        """The values checked before any trial: both bounds, or every choice.
+
+        Returns:
+            A list of recipe values of this key.
+        """
         return list(self.values)
 
 
@@ -98,7 +131,17 @@ def _is(value, types) -> bool:
 
 
 def parse_space(space: dict) -> list[Dimension]:
-    """`tune.space` as dimensions, in the recipe's order."""
+    """`tune.space` as dimensions, in the recipe's order.
+
+    Args:
+        space: the `tune.space` mapping, recipe key -> spec (see `Dimension.parse`).
+
+    Returns:
+        A list of `Dimension`.
+
+    Raises:
+        RecipeError: the space is empty, or an entry is malformed.
+    """
     if not space:
         raise RecipeError("recipe key 'tune.space': empty; declare the keys to search, e.g. "
                           "tune: {space: {pretrain.epochs: {int: [0, 3]}}}")
@@ -106,8 +149,16 @@ def parse_space(space: dict) -> list[Dimension]:
 
 
 def check_space(recipe: Recipe, dims: list[Dimension]) -> None:
-    """What a space needs of the rest of the recipe: an `arms.<arm>.` key names one of its arms, and the grid
-    tuner has a step for every float range."""
+    """Check what a space needs of the rest of the recipe: an `arms.<arm>.` key names one of its arms, and the grid
+    tuner has a step for every float range.
+
+    Args:
+        recipe: the validated recipe.
+        dims: its space (`parse_space(recipe.tune.space)`).
+
+    Raises:
+        RecipeError: a need is not met; the message names `tune.space.<key>`.
+    """
     for dim in dims:
         if dim.key.startswith("arms.") and dim.key.split(".")[1] not in (recipe.arms or {}):
             raise RecipeError(f"recipe key 'tune.space.{dim.key}': the recipe has no arm "
@@ -120,18 +171,47 @@ def check_space(recipe: Recipe, dims: list[Dimension]) -> None:
 
 
 def with_values(raw: dict, values: dict) -> dict:
-    """The raw recipe with `values` (recipe key -> value) set as keys, each as `--set` would set it."""
+    """The raw recipe with `values` (recipe key -> value) set as keys, each as `--set` would set it.
+
+    Args:
+        raw: a raw recipe dict; it is not modified.
+        values: recipe key (dotted) -> value.
+
+    Returns:
+        A new raw recipe dict (not validated).
+    """
     return apply_overrides(raw, [f"{k}={format_value(v)}" for k, v in values.items()])
 
 
 def trial_recipe(raw: dict, values: dict) -> Recipe:
-    """The recipe `raw` with `values` set, validated."""
+    """The recipe `raw` with `values` set, validated.
+
+    Args:
+        raw: a raw recipe dict; it is not modified.
+        values: recipe key (dotted) -> value, e.g. a trial's values.
+
+    Returns:
+        The validated `Recipe`.
+
+    Raises:
+        RecipeError: the recipe with these values does not validate.
+    """
     return recipe_from_dict(with_values(raw, values))
 
 
 def searched_arm(recipe: Recipe) -> str:
     """The searched arm: `tune.arm`, else the first that is no baseline (its name may change with the values:
-    an arm without `arms:` is named after its task)."""
+    an arm without `arms:` is named after its task).
+
+    Args:
+        recipe: the validated recipe.
+
+    Returns:
+        The arm's name.
+
+    Raises:
+        RecipeError: `tune.arm` (or the recipe's first arm that is no baseline) is not an arm of the recipe.
+    """
     names = list(recipe.arm_recipes())
     arm = recipe.tune.arm or next(iter(_protocol_arms(recipe)), None)
     if arm not in names:
@@ -145,23 +225,46 @@ def _protocol_arms(recipe: Recipe) -> list[str]:
 
 
 def learning_rates(lr: float, tuner: str) -> dict:
-    """A tenth to ten times `lr` (1e-3 for `auto`), log scale (five values for the grid tuner)."""
+    """A tenth to ten times `lr` (1e-3 for `auto`), log scale (five values for the grid tuner).
+
+    Args:
+        lr: a learning rate, or "auto".
+        tuner: the tuner (`tune.tuner`).
+
+    Returns:
+        A `tune.space` spec: `{choice: [lr/10, lr/3, lr, 3 lr, 10 lr]}` for the grid tuner, else
+        `{float: [lr/10, 10 lr], sampling: log}`.
+    """
     lr = 1e-3 if lr == "auto" else lr
     if tuner == "grid":
         return {"choice": [lr / 10, lr / 3, lr, lr * 3, lr * 10]}
     return {"float": [lr / 10, lr * 10], "sampling": "log"}
 
 
-def default_space(recipe: Recipe, experiment: Experiment) -> dict:
+def default_space(recipe: Recipe, prepared: Prepared) -> dict:
     """The space of a recipe that declares none: the searched arm's pre-training epochs (0 = none) and learning
-    rate, and its frozen depth (0 to every block of the backbone)."""
+    rate, and its frozen depth (0 to every block of the backbone).
+
+    Args:
+        recipe: the validated recipe.
+        prepared: the recipe as `kpretrain.experiment.prepare` prepared it (its first seed's initial backbone of
+            the searched arm gives the depth).
+
+    Returns:
+        A `tune.space` mapping: pre-training epochs from 0 to twice the arm's (rounded up, at least 2), the
+        pre-training learning rate (`learning_rates`), and the frozen depth from 0 to the backbone's blocks; its
+        keys are under `arms.<arm>.` when the arm is one of `arms`.
+
+    Raises:
+        RecipeError: the searched arm does not pre-train (there is no default space).
+    """
     name = searched_arm(recipe)
     arm = recipe.arm_recipes()[name]
     if not pretrains(arm):
         raise RecipeError(f"recipe key 'tune.space': empty, and the searched arm {name!r} does not pre-train, so "
                           f"there is no default space; declare the keys to search, e.g. "
                           f"tune: {{space: {{finetune.optimizer.learning_rate: {{float: [1.0e-4, 1.0e-2], sampling: log}}}}}}")
-    depth = len(block_names(initial_backbone(arm, experiment.seed_data(recipe.seeds[0]))))  # a throwaway model
+    depth = len(block_names(prepared.initial[name]))  # the first seed's initial backbone
     prefix = f"arms.{name}." if recipe.arms and name in recipe.arms else ""
     return {f"{prefix}pretrain.epochs": {"int": [0, max(2, 2 * math.ceil(arm.pretrain.epochs))]},
             f"{prefix}pretrain.optimizer.learning_rate": learning_rates(arm.pretrain.optimizer.learning_rate,

@@ -1,0 +1,240 @@
+"""A run: the seed x arm loop over `protocol.run_unit`, recorded unit by unit, then the report and the export.
+
+Arms are compared in pairs: for a given seed every arm sees the same labelled subset, validation split,
+initial backbone weights, head initialisation and data order; arms whose pre-training settings are identical
+share one pre-trained backbone per seed.  Nothing is chosen on the test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import time
+from typing import Callable
+
+import tensorflow as tf
+
+from kpretrain import io
+from kpretrain.experiment.callbacks import STAGES, stage_callbacks
+from kpretrain.experiment.metrics import run_metrics
+from kpretrain.experiment.plan import plan_lines
+from kpretrain.experiment.preparation import Prepared, prepare
+from kpretrain.experiment.progress import Progress, ProgressCallback
+from kpretrain.experiment.shortcuts import shortcut_checks
+from kpretrain.experiment.units import UnitStore, finetune_unit, pretrain_unit
+from kpretrain.export import export_backbone
+from kpretrain.protocol import SeedData, initial_backbone, pretrain, pretraining_key, run_unit
+from kpretrain.protocol.pretrain import shared
+from kpretrain.protocol.results import PretrainResult, UnitResult
+from kpretrain.recipe import Recipe, pretrains
+from kpretrain.recipe.values import dump_yaml
+from kpretrain.rundir import RUN_FILE
+from kpretrain.training import interruption
+from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
+from kpretrain.training.timing import Clock
+
+
+class Experiment:
+    """One recipe, prepared (validated, data loaded), then run into a run directory.
+
+    Args:
+        recipe: a resolved `Recipe` (without `sweep:`; see `Sweep`).
+        smoke: the `--smoke` budget.
+        log: where message lines go (default: the progress display's).
+        shared_with: what the points of a sweep share: {"datasets": cache of loaded data sets,
+            "pretrained": pre-training source -> (record, weights) of a point that recorded it}.
+        callbacks: the user's Keras callbacks (see `stage_callbacks`).
+        progress: the progress display (default: plain lines).
+
+    Example:
+        >>> experiment = Experiment(load_recipe("recipes/fashion_overlay.yaml"), smoke=True)
+        >>> print("\\n".join(experiment.prepare()))
+        >>> metrics = experiment.run("runs/smoke")
+    """
+
+    def __init__(self, recipe: Recipe, *, smoke: bool = False, log: Callable[[str], None] | None = None,
+                 shared_with: dict | None = None, callbacks=None, progress: Progress | None = None):
+        self.recipe = recipe
+        self.smoke = smoke
+        self.progress = progress if progress is not None else Progress(live=False)
+        self.callbacks = stage_callbacks(callbacks)  # the user's own Keras callbacks, per stage
+        for stage in STAGES:
+            self.callbacks[stage].append(ProgressCallback(self.progress, stage))
+        self.counted = False  # whether the progress display already counts this run's units (a sweep counts all)
+        # metrics.json's `holm.family`: "point" for a sweep's point until the sweep adjusts all its points together
+        self.holm_family = "run"
+        self.shared_with = shared_with if shared_with is not None else {"datasets": {}, "pretrained": {}}
+        self.log = log if log is not None else self.progress.log
+        self.prepared: Prepared | None = None
+        self.shortcuts: list = []  # (arms, ShortcutResult) of each pre-training task, made when the run starts
+        self._reused: set[str] = set()  # units recorded by an earlier, interrupted run of the directory
+
+    # ---- preparation ----------------------------------------------------------------------------------
+    def prepare(self) -> list[str]:
+        """Validate the arms against data and models, load data, make splits; return the plan as lines."""
+        self.prepared = prepare(self.recipe, smoke=self.smoke, datasets=self.shared_with["datasets"])
+        return plan_lines(self.prepared)
+
+    def seed_data(self, seed: int) -> SeedData:
+        """The data every arm of `seed` reads (after `prepare`)."""
+        return self.prepared.seed_data(seed)
+
+    @property
+    def arms(self) -> dict[str, Recipe]:
+        return self.recipe.arm_recipes() if self.prepared is None else self.prepared.arms
+
+    @property
+    def data(self):
+        return None if self.prepared is None else self.prepared.data
+
+    @functools.cached_property
+    def strategy(self) -> tf.distribute.Strategy | None:
+        """One distribution strategy for the whole run (`runtime.distribute`), or None."""
+        return distribution_strategy(self.recipe.runtime.distribute)
+
+    def scope(self):
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def unit_count(self) -> int:
+        """Units this run trains or reuses: each seed x arm, and each seed's shared pre-trainings."""
+        shared_ = len({pretraining_key(arm, self.recipe) for arm in self.arms.values() if pretrains(arm)})
+        return len(self.recipe.seeds) * (len(self.arms) + shared_)
+
+    # ---- the run --------------------------------------------------------------------------------------
+    def run(self, out_dir: str) -> dict:
+        """Train every seed x arm, write every artifact into `out_dir`, return metrics.
+
+        Units recorded in `out_dir/units/` by an earlier, interrupted run of the same recipe are reused, not run
+        again, and a stage interrupted in the middle resumes from its last backed-up epoch.
+        """
+        if self.prepared is None:
+            self.prepare()
+        r, store = self.recipe, UnitStore(out_dir)
+        store.create()
+        io.write_text(os.path.join(out_dir, "recipe.yaml"), dump_yaml(r.to_dict()))
+        io.write_json(os.path.join(out_dir, RUN_FILE), {"smoke": self.smoke})
+        configure_runtime(r.runtime)
+        self.log(describe_device(self.strategy, r.runtime.distribute))
+        started = time.perf_counter()
+        self.shortcuts = shortcut_checks(self.prepared, self.log)
+        results: dict[str, list[UnitResult]] = {name: [] for name in self.arms}
+        pretrainings: list[PretrainResult] = []
+        if not self.counted:
+            self.progress.add_units(self.unit_count())
+            self.counted = True
+        for seed in r.seeds:
+            shared_weights: dict[str, PretrainResult] = {}
+            for name, arm in self.arms.items():
+                pretrained = None
+                if pretrains(arm):
+                    key = pretraining_key(arm, r)
+                    if key not in shared_weights:
+                        self.progress.unit(seed, ", ".join(self.prepared.sharing_pretraining(arm)), "pretrain")
+                        shared_weights[key] = self._pretrain_unit(store, self.seed_data(seed), name, arm)
+                        pretrainings.append(shared_weights[key])
+                        self.progress.unit_done()
+                    pretrained = shared_weights[key]
+                self.progress.unit(seed, name, "finetune")
+                results[name].append(self._finetune_unit(store, self.seed_data(seed), name, arm, pretrained))
+                self.progress.unit_done()
+                io.write_json(os.path.join(out_dir, "metrics.json"),
+                              self.metrics(results, pretrainings, time.perf_counter() - started, complete=False))
+        metrics = self.metrics(results, pretrainings, time.perf_counter() - started, complete=True)
+        return self._finish(out_dir, metrics, pretrainings)
+
+    def _finish(self, out_dir: str, metrics: dict, pretrainings: list[PretrainResult]) -> dict:
+        """Export the first pre-trained backbone, write report.md and the final metrics.json, log the time."""
+        exported = next((p for p in pretrainings if p.weights), None)
+        if exported is not None:
+            self.progress.phase("exporting the backbone")
+            arm, seed = exported.arms[0], int(exported.unit.split(".")[0].removeprefix("seed"))
+            metrics["backbone"] = {"arm": arm, "seed": seed,
+                                   **export_backbone(out_dir, metrics, self.recipe, arm, seed, out_dir)}
+        from kpretrain.report import write_run_report
+
+        write_run_report(out_dir, metrics, self.data.class_names)
+        io.write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        split = metrics["time_split"]
+        self.log(f"time: {split['wall']:.0f}s wall = training {split['training']:.0f}s "
+                 f"({100 * split['training'] / max(split['wall'], 1e-9):.0f} %) + evaluation {split['evaluation']:.0f}s "
+                 f"+ other {split['other']:.0f}s")
+        return metrics
+
+    def _finetune_unit(self, store: UnitStore, inputs: SeedData, name: str, arm: Recipe,
+                       pretrained: PretrainResult | None) -> UnitResult:
+        """One seed x arm: the record of an earlier run of this directory, or trained and recorded now."""
+        seed, out_dir = inputs.seed, store.run_dir
+        unit = store.finished_unit(seed, name, pretrained)
+        if unit is not None:
+            self.log(f"seed {seed} | {name}: recorded in {store.record(finetune_unit(seed, name))}, reused")
+            self._reused.add(finetune_unit(seed, name))
+            return unit
+        interruption.check()
+        self.progress.phase("transfer, kNN of the transferred features")
+        unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope,
+                        callbacks=self.callbacks["finetune"], pretrain_callbacks=self.callbacks["pretrain"],
+                        backup=store.backup(seed, name), tensorboard=self._tensorboard(out_dir, seed, name))
+        unit = store.save_unit(unit)
+        test = unit.test
+        warn = ""
+        if test.test_accuracy_refreshed is not None:
+            gap = abs(test.test_accuracy_refreshed - test.test_accuracy_raw) * 100
+            warn = f", raw {test.test_accuracy_raw:.4f}" + (
+                " (stale BN!)" if gap > self.recipe.evaluation.bn_warn_points else "")
+        self.log(f"seed {unit.seed} | {unit.arm}: test acc {test.test_accuracy:.4f}{warn} ({_seconds(unit.seconds)})"
+                 + _resumed("fine-tuning", unit.finetune.resumed_from))
+        return unit
+
+    def _pretrain_unit(self, store: UnitStore, inputs: SeedData, name: str, arm: Recipe) -> PretrainResult:
+        """Pre-train once for every arm of this seed with these pre-training settings; record it as its own unit
+        (or reuse the record of an earlier run of this directory, or of an earlier point of the sweep)."""
+        users = self.prepared.sharing_pretraining(arm)
+        unit = pretrain_unit(inputs.seed, name)
+        source = json.dumps([pretraining_key(arm, self.recipe), inputs.seed, self.smoke])  # same across points
+        elsewhere = self.shared_with["pretrained"].get(source)
+        copied = store.copy_pretraining(*elsewhere, unit, users) if elsewhere else None
+        if copied:
+            self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: the same pre-training as {copied}, reused")
+        with self.scope():
+            backbone = initial_backbone(arm, inputs)
+            if store.has_pretraining(unit):
+                result = store.load_pretraining(unit, backbone)
+                self._reused.add(unit)
+                if not copied:
+                    self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: recorded in "
+                             f"{store.record(unit)}, reused")
+                self.shared_with["pretrained"].setdefault(source, (store.record(unit), store.weights(unit)))
+                return result
+            interruption.check()
+            board = self._tensorboard(store.run_dir, inputs.seed, name)
+            result = shared(pretrain(backbone, arm, inputs, clock=Clock(), callbacks=self.callbacks["pretrain"],
+                                     backup=store.pretrain_backup(unit),
+                                     tensorboard=os.path.join(board, "pretrain") if board else None), unit, users)
+            store.save_pretraining_weights(unit, backbone)
+        store.save_pretraining_record(result)
+        self.shared_with["pretrained"][source] = (store.record(unit), store.weights(unit))
+        self.log(f"seed {inputs.seed} | pretrain {arm.pretrain.task} {arm.pretrain.epochs:g} ep for "
+                 f"{', '.join(users)}: pretext val acc {result.final_val_accuracy:.3f} ({_seconds(result.seconds)})"
+                 + _resumed("pre-training", result.resumed_from))
+        return result
+
+    def _tensorboard(self, out_dir: str, seed: int, name: str) -> str | None:
+        """`tb/<seed>/<arm>/` when `runtime.tensorboard` (each stage logs in a sub-directory named after it)."""
+        return os.path.join(out_dir, "tb", str(seed), name) if self.recipe.runtime.tensorboard else None
+
+    # ---- artifacts ------------------------------------------------------------------------------------
+    def metrics(self, results: dict[str, list[UnitResult]], pretrainings: list[PretrainResult], wall: float,
+                complete: bool) -> dict:
+        """`metrics.json` of the units finished so far (see `experiment.metrics.run_metrics`)."""
+        return run_metrics(self.prepared, results, pretrainings, wall=wall, complete=complete, reused=self._reused,
+                           holm_family=self.holm_family, shortcuts=self.shortcuts)
+
+
+def _resumed(stage: str, epochs: int) -> str:
+    return f"; {stage} resumed from its backup after epoch {epochs}" if epochs else ""
+
+
+def _seconds(split: dict) -> str:
+    return f"train {split.get('training', 0):.0f}s, eval {split.get('evaluation', 0):.0f}s, other {split.get('other', 0):.0f}s"

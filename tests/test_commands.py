@@ -1,0 +1,142 @@
+"""The commands' library functions, as the Python API exposes them: `kpretrain.lr_find`, `kpretrain.show_task` and
+`kpretrain.compare` (`kpretrain lr-find`, `show-task`, `report`), against what the files and the command line say;
+and the one failure line of `run`, `lr-find` and `tune`."""
+
+import dataclasses
+import json
+
+import pytest
+
+import kpretrain
+from kpretrain.cli import main
+from kpretrain.recipe import load_recipe
+
+
+def test_lr_find_returns_what_lr_find_json_records(tiny_recipe, tmp_path, capsys):
+    out = tmp_path / "lr"
+    found = kpretrain.lr_find(tiny_recipe, smoke=True, steps=12, suggestion="valley", out=str(out))
+    written = json.loads((out / "lr_find.json").read_text())
+    assert isinstance(found, kpretrain.LRFindRun)
+    assert (found.recipe, found.arm, found.stage, found.seed, found.out_dir) == (
+        written["recipe"], written["arm"], written["stage"], written["seed"], str(out)) == (
+        "tiny", "overlay", "finetune", 0, str(out))
+    assert dataclasses.asdict(found.settings) == written["settings"]
+    assert (found.settings.steps, found.settings.suggestion) == (12, "valley")
+    recorded = ("suggested_lr", "method", "suggestions", "stopped", "curve")
+    assert found.result.record() == {k: written[k] for k in recorded}
+    assert found.suggested_lr == written["suggestions"]["valley"] and found.result.method == "valley"
+    assert 3 <= len(found.result.learning_rates) <= 12
+    assert (out / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    assert ("lr-find tiny: arm overlay, stage finetune, seed 0: 12 steps from 1e-07 to 10 "
+            "(after the arm's pre-training)") in capsys.readouterr().out
+    with pytest.raises(kpretrain.RecipeError, match="arm 'scratch' has no pre-training"):
+        kpretrain.lr_find(tiny_recipe, stage="pretrain", arm="scratch", smoke=True, steps=5, out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_lr_find_checks_its_arguments_before_tensorflow_runs(tiny_recipe):
+    from kpretrain.lr_range import plan_lr_find
+
+    recipe = load_recipe(tiny_recipe)
+    assert plan_lr_find(recipe).settings.steps == 200 and plan_lr_find(recipe, smoke=True).settings.steps == 50
+    assert plan_lr_find(recipe, smoke=True, steps=80).settings.steps == 80  # given steps are kept under smoke
+    assert plan_lr_find(recipe, arm="scratch", stage="pretrain").arm == "scratch"  # checked when it runs
+    assert plan_lr_find(recipe).out.startswith("runs/tiny-lr-find/")
+    for kwargs, message in [({"arm": "nope"}, "--arm 'nope': not an arm of recipe tiny"),
+                            ({"stage": "train"}, "stage 'train': expected one of pretrain, finetune"),
+                            ({"suggestion": "best"}, "suggestion 'best': expected one of steepest"),
+                            ({"start_lr": 1.0, "end_lr": 0.1}, "need 0 < start < end"),
+                            ({"overrides": {"sweep": {"data.labels_per_class": [5, 20]}}}, "not a sweep")]:
+        with pytest.raises(kpretrain.InputError, match=message):
+            kpretrain.lr_find(tiny_recipe, **kwargs)
+
+
+def test_show_task_writes_the_grid_and_returns_the_shortcut_check_the_command_prints(tiny_recipe, tmp_path, capsys):
+    shown = kpretrain.show_task(tiny_recipe, out=str(tmp_path / "task.png"), n=6)
+    assert isinstance(shown, kpretrain.TaskPreview)
+    assert (shown.png, shown.arm, shown.task) == (str(tmp_path / "task.png"), "overlay", "overlay")
+    assert (tmp_path / "task.png").read_bytes()[:4] == b"\x89PNG"
+    assert [s.task for s in shown.shortcuts] == ["overlay"]
+    assert all(0.0 <= s.accuracy <= 1.0 and 0.0 < s.chance < 1.0 and s.examples > 0 for s in shown.shortcuts)
+    capsys.readouterr()
+    assert main(["show-task", tiny_recipe, "--out", str(tmp_path / "cli.png"), "--n", "6"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "cli.png")] + [
+        f"shortcut check: {s.line()}" for s in shown.shortcuts]
+    quiet = kpretrain.show_task(tiny_recipe, out=str(tmp_path / "q.png"), n=2, shortcut_check=False)
+    assert quiet.shortcuts == () and (tmp_path / "q.png").exists()
+    with pytest.raises(kpretrain.RecipeError, match="--arm 'nope': not an arm of tiny"):
+        kpretrain.show_task(tiny_recipe, arm="nope")
+    with pytest.raises(kpretrain.RecipeError, match="no pretext task that makes labels"):
+        kpretrain.show_task(tiny_recipe, overrides={"pretrain.task": "none"})
+
+
+def _write_run(directory, recipe: str, arms: dict, reference: str | None = None) -> str:
+    """A run directory holding only a metrics.json with these arms' test accuracies per seed."""
+    entry = {"trainable_params": 10, "protocol": {"task": "overlay", "frozen_depth": 1}}
+    metrics = {"recipe": recipe, "arms": {
+        name: {**entry, "seeds": list(range(len(acc))), "test_accuracy": acc, "test_accuracy_raw": acc,
+               **({"baseline": "scratch"} if name != "scratch" else {}),
+               **({"reference": "natural"} if name == reference else {})} for name, acc in arms.items()}}
+    directory.mkdir()
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+    return str(directory)
+
+
+def test_compare_rows_are_what_kpretrain_report_prints(tmp_path, capsys):
+    a = _write_run(tmp_path / "a", "ra", {"scratch": [0.70, 0.71, 0.72], "overlay": [0.72, 0.74, 0.73]})
+    b = _write_run(tmp_path / "b", "rb", {"scratch": [0.60, 0.62, 0.61, 0.6], "natural": [0.7, 0.71, 0.7, 0.72],
+                                          "rotation": [0.65, 0.64, 0.66, 0.63]}, reference="natural")
+    table = kpretrain.compare([a, b], plot=str(tmp_path / "runs.png"))
+    assert isinstance(table, kpretrain.Comparison) and table.plot == str(tmp_path / "runs.png")
+    assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
+    assert [(r["run"], r["recipe"], r["arm"]) for r in table.rows] == [
+        (a, "ra", "scratch"), (a, "ra", "overlay"), (b, "rb", "scratch"), (b, "rb", "natural"), (b, "rb", "rotation")]
+    assert table.rows[1]["diff_mean"] == pytest.approx(0.02) and table.rows[4]["benefit"]["reference"] == "natural"
+    capsys.readouterr()
+    assert main(["report", a, b, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == table.rows
+    for fmt in ("json", "csv", "md"):
+        assert main(["report", a, b, "--format", fmt]) == 0
+        assert capsys.readouterr().out == table.render(fmt)
+    assert kpretrain.compare(a).rows == table.rows[:2]  # one directory, as a path
+    with pytest.raises(kpretrain.InputError, match="cannot read a run's metrics"):
+        kpretrain.compare([a, str(tmp_path / "nothing")])
+    with pytest.raises(kpretrain.InputError, match="format 'html': expected one of md, csv, json"):
+        table.render("html")
+
+
+def test_one_failure_line_for_run_lr_find_and_tune(tiny_recipe, tmp_path, capsys, monkeypatch):
+    from kpretrain import cli
+    from kpretrain.errors import failure_line
+    from kpretrain.tuning.outputs import failed
+
+    boom = RuntimeError("  boom\nsecond line")
+    hint = "(rerun with --debug for the traceback)"
+    assert failure_line("search", boom) == f"kpretrain: search failed: RuntimeError: boom {hint}"
+    assert failed("final run", boom, False) == 1
+    assert capsys.readouterr().err == f"kpretrain: final run failed: RuntimeError: boom {hint}\n"
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    import kpretrain.protocol.lr_find
+
+    monkeypatch.setattr(kpretrain.protocol.lr_find, "find_learning_rate", explode)
+    assert main(["lr-find", tiny_recipe, "--smoke", "-q", "--out", str(tmp_path / "lr")]) == 1
+    assert capsys.readouterr().err == f"kpretrain: lr-find failed: RuntimeError: boom {hint}\n"
+    assert not (tmp_path / "lr").exists()
+
+    class Failing:  # what _experiment returns, failing once it trains
+        progress = type("P", (), {"close": lambda self: None})()
+
+        def prepare(self):
+            return []
+
+        def run(self, out_dir):
+            explode()
+
+    monkeypatch.setattr(cli, "_experiment", lambda *args: Failing())
+    out = tmp_path / "run"
+    assert main(["run", tiny_recipe, "-q", "--out", str(out)]) == 1
+    assert capsys.readouterr().err == (f"kpretrain: training failed: RuntimeError: boom (rerun with --debug for the "
+                                       f"traceback; partial results in {out})\n")
