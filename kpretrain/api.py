@@ -9,143 +9,15 @@ of that name would be shadowed by it as soon as anything imports it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
+from kpretrain.api_results import ArmResult, Comparison, RunResult, TuneResult  # noqa: F401 - the API's results
 from kpretrain.errors import InputError
 from kpretrain.lr_range import LRFindRun
 from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict
 from kpretrain.recipe.values import format_value, load_yaml
 from kpretrain.task_preview import TaskPreview
-
-
-@dataclasses.dataclass(frozen=True)
-class ArmResult:
-    """One arm's test accuracy per seed with its statistics, and its paired difference to its baseline.
-
-    Attributes:
-        name: the arm's name.
-        test_accuracy: the test accuracy of each seed, in the recipe's seed order.
-        mean: their mean.
-        std: their sample standard deviation (None for one seed).
-        ci95: the 95 % Student t interval of the mean, (low, high) (None for one seed).
-        baseline: the arm's matched baseline (None for a baseline).
-        difference: the paired comparison with the baseline, as metrics.json stores it: `mean`, `ci95`, `p`,
-            `p_holm`, `comparisons`, `seeds_for_80_power`, ... (None for a baseline).
-        benefit: the share of the natural reference arm's gain: `reference`, `ratio`, `ci95`, `defined`, `reason`
-            (None without a reference arm).
-
-    Example:
-
-    ```python
-    arm = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True).arms["overlay"]
-    print(arm.mean, arm.ci95, arm.difference["p_holm"])
-    ```
-    """
-
-    name: str
-    test_accuracy: list
-    mean: float
-    std: float | None
-    ci95: tuple | None
-    baseline: str | None = None
-    difference: dict | None = None  # vs the baseline (metrics.json): mean, ci95, p, p_holm, comparisons, ...
-    benefit: dict | None = None  # share of the natural reference arm's gain: reference, ratio, ci95, defined, reason
-
-
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    """A finished run: its directory and `metrics.json`, read as arms, points (a sweep) and verdicts.
-
-    Attributes:
-        run_dir: the run directory.
-        metrics: the `metrics.json` dictionary.
-
-    Example:
-
-    ```python
-    result = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True)
-    print(result.arms["overlay"].mean, "\n".join(result.verdicts))
-    ```
-    """
-
-    run_dir: str
-    metrics: dict
-
-    @property
-    def arms(self) -> dict[str, ArmResult]:
-        """Per arm (a run without `sweep:`); for a sweep use `points`."""
-        if "points" in self.metrics:
-            raise AttributeError("a sweep has no single set of arms; read result.points")
-        return _arms(self.metrics, _holm(self.metrics))
-
-    @property
-    def points(self) -> list[tuple[dict, dict[str, ArmResult]]]:
-        """A sweep's points: ({swept key: value}, arms), p_holm adjusted over every comparison of the sweep."""
-        adjusted = _holm(self.metrics) if "points" in self.metrics else {}
-        return [(p["values"], _arms(p, adjusted, p["dir"])) for p in self.metrics.get("points", [])]
-
-    @property
-    def verdicts(self) -> list[str]:
-        from kpretrain.report.markdown import verdict_lines
-
-        return verdict_lines(self.metrics)
-
-    def report(self) -> str:
-        """The run's `report.md` (Markdown)."""
-        with open(os.path.join(self.run_dir, "report.md")) as fh:
-            return fh.read()
-
-
-def _holm(metrics: dict) -> dict:
-    """(point, arm) -> (p_holm, comparisons): as metrics.json stores them (computed for an older file)."""
-    from kpretrain.report.summary import holm_adjusted
-
-    return holm_adjusted(metrics)
-
-
-def _arms(metrics: dict, adjusted: dict, point: str | None = None) -> dict[str, ArmResult]:
-    """The arms of a run or of one sweep point, their `difference` with the run's or sweep's Holm family."""
-    out = {}
-    for name, entry in metrics["arms"].items():
-        stats = entry["statistics"]["test_accuracy"]
-        ci = stats.get("ci95")
-        difference = entry["statistics"].get("vs_baseline")
-        if difference is not None and (point, name) in adjusted:
-            difference = {**difference, **dict(zip(("p_holm", "comparisons"), adjusted[(point, name)]))}
-        out[name] = ArmResult(name, list(entry["test_accuracy"]), stats["mean"], stats.get("std"),
-                              tuple(ci) if ci else None, entry.get("baseline"), difference,
-                              entry["statistics"].get("benefit"))
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneResult:
-    """A finished search: its directory, the best trial's values and score, the best recipe, every trial.
-
-    Attributes:
-        directory: the search's directory, `<directory>/<recipe name>/` (best.json, best_recipe.yaml, tune.png).
-        best_values: the best trial's values, recipe key -> value.
-        best_score: the best trial's validation accuracy.
-        best_recipe: the recipe with the best values set (best_recipe.yaml as a dict).
-        trials: every trial's row (trial_id, status, score, values, error), completed ones best first.
-        final: with `final=True`, every seed of the best recipe against the tuned scratch, as a `RunResult`.
-
-    Example:
-
-    ```python
-    searched = kpretrain.tune("recipes/fashion_tune.yaml", smoke=True)
-    print(searched.best_values, searched.best_score)
-    ```
-    """
-
-    directory: str
-    best_values: dict
-    best_score: float
-    best_recipe: dict
-    trials: list
-    final: RunResult | None = None  # with final=True: every seed of the best recipe against the tuned scratch
 
 
 def _overrides(overrides) -> list[str]:
@@ -168,7 +40,8 @@ def _raw(recipe, overrides=None) -> dict:
     raise InputError(f"recipe: expected a path, a dict or a kpretrain Recipe, got {type(recipe).__name__}")
 
 
-def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, callbacks=None) -> RunResult:
+def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, callbacks=None,
+        backbone=None) -> RunResult:
     """Run every seed x arm of a recipe, as `kpretrain run` does.
 
     A directory holding an unfinished run of the same recipe is resumed; a finished one is read back.
@@ -179,6 +52,12 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
         overrides: `{key: value}` or `["key=value", ...]`, as `--set`.
         smoke: tiny data and a few batches (`--smoke`).
         callbacks: your own Keras callbacks for every stage, or `{"pretrain": [...], "finetune": [...]}`.
+        backbone: your own model as the backbone of every arm (`backbone.name`): a `keras.Model` (its
+            architecture, saved as `user_backbone.keras` in the run directory; fresh seeded weights unless
+            `backbone.init: file`), or a factory `function(input_shape, seed, **options) -> keras.Model` (recorded
+            by its import path `module:function`; bind options with `functools.partial`).  It replaces the
+            recipe's `backbone` section (`init` and `blocks` are kept).  Each arm is compared with a scratch of
+            the same architecture.
 
     Returns:
         A `RunResult`.
@@ -198,17 +77,52 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
     from kpretrain import io
     from kpretrain.rundir import default_out_dir, run_directory
 
-    resolved = recipe_from_dict(_raw(recipe, overrides))
+    raw = _raw(recipe, overrides)
+    out_dir = out or default_out_dir(recipe_from_dict(raw).name)
+    if backbone is not None:
+        kept = {k: v for k, v in (raw.get("backbone") or {}).items() if k in ("init", "blocks")}
+        raw["backbone"] = {**kept, "name": _backbone_name(backbone, out_dir)}  # the recipe's options were its own
+    resolved = recipe_from_dict(raw)
     if resolved.runtime.distribute == "multi_worker":
         raise InputError("runtime.distribute=multi_worker: start `kpretrain run` on every worker instead")
-    out_dir = out or default_out_dir(resolved.name)
     with run_directory(out_dir, resolved.to_dict(), smoke) as state:
         if state == "finished":
             return RunResult(out_dir, io.read_json(os.path.join(out_dir, "metrics.json")))
+        if backbone is not None and not os.path.exists(resolved.backbone.name) and hasattr(backbone, "save"):
+            with io.atomic_path(resolved.backbone.name) as tmp:  # a keras.Model: its architecture, in the run
+                backbone.save(tmp)
         experiment = make_run(resolved, smoke=smoke, callbacks=callbacks)
         print("\n".join(experiment.prepare()))
         metrics = experiment.run(out_dir)
     return RunResult(out_dir, metrics)
+
+
+def _backbone_name(backbone, out_dir: str) -> str:
+    """`backbone.name` of a model object (saved in the run directory) or of a factory (its import path; a factory
+    that cannot be imported by that path is registered in this process)."""
+    import importlib
+
+    import keras
+
+    from kpretrain.models.backbones import BACKBONES
+
+    if isinstance(backbone, keras.Model):
+        return os.path.join(out_dir, "user_backbone.keras")
+    if not callable(backbone):
+        raise InputError(f"backbone: expected a keras.Model or a factory function(input_shape, seed, **options), "
+                         f"got {type(backbone).__name__}")
+    module = getattr(backbone, "__module__", None) or "__main__"
+    qualname = getattr(backbone, "__qualname__", None) or f"{type(backbone).__name__}_{id(backbone):x}"
+    name = f"{module}:{qualname}"
+    try:
+        found = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        found = None
+    if found is not backbone:  # a lambda or a nested function: usable in this process only
+        BACKBONES[name] = backbone
+    return name
 
 
 def tune(recipe, *, overrides=None, tuner: str | None = None, max_trials: int | None = None,
@@ -372,35 +286,6 @@ def show_task(recipe, *, arm: str | None = None, out: str | None = None, n: int 
 
     return preview_task(recipe_from_dict(_raw(recipe, overrides)), arm=arm, out=out, n=n,
                         shortcut_check=shortcut_check)
-
-
-@dataclasses.dataclass(frozen=True)
-class Comparison:
-    """Run directories in one table: `kpretrain report`'s rows.
-
-    Attributes:
-        rows: one dict per arm of each run (per point and arm of a sweep), in the order the directories were given:
-            `run`, `recipe`, (`point`,) `arm`, `task`, `n`, `test_accuracy_mean`, `test_accuracy_std`,
-            `test_accuracy_ci`, and against the matched baseline `baseline`, `diff_mean`, `diff_ci`, `p`, `p_holm`,
-            `comparisons`, `seeds_needed`, ...: what `kpretrain report --format json` prints.
-        plot: the PNG drawn (every run's arms with their 95 % intervals), or None.
-
-    Example:
-
-    ```python
-    table = kpretrain.compare(["runs/a", "runs/b"])
-    print(table.render("md"))
-    ```
-    """
-
-    rows: list
-    plot: str | None = None
-
-    def render(self, format: str = "md") -> str:  # noqa: A002 - kpretrain report --format
-        """The table as `kpretrain report --format FORMAT` prints it: "md", "csv" or "json"."""
-        from kpretrain.report.combine import render_rows
-
-        return render_rows(self.rows, format)
 
 
 def compare(run_dirs, *, plot: str | None = None) -> Comparison:

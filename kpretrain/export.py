@@ -58,12 +58,12 @@ def architecture(settings, shape: tuple, seed: int) -> keras.Model:
     Returns:
         A Keras model (the weights are replaced by a unit's when it is rebuilt from a run).
     """
-    from kpretrain.models.backbones import create_backbone
+    from kpretrain.models.backbones import configured_backbone
     from kpretrain.models.loading import load_backbone
 
     if settings.from_:
         return load_backbone(settings.from_, shape)[0]
-    return create_backbone(settings.name, shape, seed=seed, **settings.options)
+    return configured_backbone(settings, shape, seed=seed)
 
 
 def pretrained_backbone(run_dir: str, metrics: dict, recipe, arm: str, seed: int) -> keras.Model:
@@ -91,7 +91,7 @@ def model_card(metrics: dict, recipe, arm: str, seed: int, model: keras.Model) -
     settings = recipe.arm_recipes()[arm]
     backbone = getattr(model, "backbone", model)
     return {"arm": arm, "seed": seed, "backbone": settings.backbone.name, "options": settings.backbone.options,
-            "blocks": block_names(backbone), "input_shape": [None, *metrics["data"]["image_shape"]],
+            "blocks": block_names(backbone), "block_patterns": settings.backbone.blocks, "input_shape": [None, *metrics["data"]["image_shape"]],
             "input_dtype": "float32", "scaling": SCALING, "endpoint": "serve", "recipe": recipe.to_dict(),
             "data": metrics["data"], "kpretrain_version": metrics.get("kpretrain_version")}
 

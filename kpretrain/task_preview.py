@@ -28,12 +28,21 @@ class TaskPreview:
         shortcuts: one `ShortcutResult` per checkable (sub-)task: `task`, cross-validated `accuracy` of a logistic
             regression on image statistics, `chance`, `examples`, `folds`; `line()` is the sentence the command
             prints.  Empty when the check was not asked for.
+        architecture: the arm's backbone as `metrics.json` records it: `name`, `parameters` and its `blocks` as
+            [name, layers] (what `transfer.frozen_depth` counts).
     """
 
     png: str
     arm: str
     task: str
     shortcuts: tuple[ShortcutResult, ...] = ()
+    architecture: dict | None = None
+
+    def blocks_line(self) -> str:
+        """`backbone <name> (<n> parameters): <block> (<k> layers), ...`."""
+        a = self.architecture
+        return (f"backbone {a['name']} ({a['parameters']:,} parameters): "
+                + ", ".join(f"{block} ({layers} layers)" for block, layers in a["blocks"]))
 
 
 def shown_arm(recipe: Recipe, arm: str | None = None) -> tuple[str, Recipe]:
@@ -93,4 +102,9 @@ def preview_task(recipe: Recipe, *, arm: str | None = None, out: str | None = No
     if shortcut_check:
         task = create_task(pretrain.task, pretrain.options, seed=0, num_classes=data.num_classes)
         shortcuts = tuple(check(sub, data.x_train) for sub in checkable_tasks(task))
-    return TaskPreview(out, name, pretrain.task, shortcuts)
+    from kpretrain.export import architecture
+    from kpretrain.models.blocks import describe
+
+    backbone = architecture(chosen.backbone, data.image_shape, seed=0)
+    return TaskPreview(out, name, pretrain.task, shortcuts,
+                       describe(backbone, chosen.backbone.from_ or chosen.backbone.name))

@@ -61,7 +61,9 @@ def test_show_task_writes_the_grid_and_returns_the_shortcut_check_the_command_pr
     capsys.readouterr()
     assert main(["show-task", tiny_recipe, "--out", str(tmp_path / "cli.png"), "--n", "6"]) == 0
     assert capsys.readouterr().out.splitlines() == [str(tmp_path / "cli.png")] + [
-        f"shortcut check: {s.line()}" for s in shown.shortcuts]
+        f"shortcut check: {s.line()}" for s in shown.shortcuts] + [shown.blocks_line()]
+    assert shown.blocks_line() == "backbone small_cnn (2,356 parameters): block1 (7 layers), block2 (7 layers), " \
+                                  "block3 (7 layers)"  # widths 4, 8, 8: 2,196 conv weights + 4 x 40 BN parameters
     quiet = kpretrain.show_task(tiny_recipe, out=str(tmp_path / "q.png"), n=2, shortcut_check=False)
     assert quiet.shortcuts == () and (tmp_path / "q.png").exists()
     with pytest.raises(kpretrain.RecipeError, match="--arm 'nope': not an arm of tiny"):

@@ -61,7 +61,10 @@ def _arm_line(prepared: Prepared, name: str, arm: Recipe) -> str:
     if arm.selftrain is not None:
         stages.append(_selftrain_stage(arm))
     pair = f" (compared with {prepared.pairs[name]})" if name in prepared.pairs else ""
-    return f"  arm {name}: {arm.backbone.name} [{', '.join(blocks)}] -> " + " -> ".join(stages) + pair
+    architecture = prepared.architectures[name]
+    found = ", ".join(f"{block} ({layers} layers)" for block, layers in architecture["blocks"])
+    return (f"  arm {name}: {architecture['name']} ({architecture['parameters']:,} parameters) [{found}] -> "
+            + " -> ".join(stages) + pair)
 
 
 def _pretrain_stage(prepared: Prepared, name: str, arm: Recipe) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 from kpretrain.data import DatasetArrays, load_dataset, make_splits
 from kpretrain.data.checksums import arrays_sha256
 from kpretrain.errors import RecipeError
+from kpretrain.models.blocks import describe, signature
 from kpretrain.models.freezing import resolve_depth
 from kpretrain.pretext import LABELLED_TASKS, create_task
 from kpretrain.protocol import FULL, SMOKE, SeedData, initial_backbone, pretraining_key
@@ -42,6 +43,7 @@ class Prepared:
         arms: each arm's resolved recipe, in run order.
         pairs: arm -> the matched baseline it is compared with.
         initial: arm -> its backbone before any stage for the first seed (the plan's block names).
+        architectures: arm -> its backbone's architecture record (`models.blocks.describe`).
         seeds: seed -> the `SeedData` every arm of that seed reads.
     """
 
@@ -54,6 +56,7 @@ class Prepared:
     pairs: dict
     initial: dict
     seeds: dict
+    architectures: dict = dataclasses.field(default_factory=dict)
 
     def seed_data(self, seed: int) -> SeedData:
         """The data every arm of `seed` reads."""
@@ -123,7 +126,32 @@ def prepare(recipe: Recipe, *, smoke: bool = False, datasets: dict | None = None
             _check_pretrain(prepared, name, arm, load)
         if arm.selftrain is not None:
             _check_selftrain(prepared, name, arm, load)
+        prepared.architectures[name] = describe(backbone, arm.backbone.from_ or arm.backbone.name)
+    for name, baseline in prepared.pairs.items():
+        _check_same_architecture(prepared, name, baseline)
     return prepared
+
+
+def _check_same_architecture(prepared: Prepared, name: str, baseline: str) -> None:
+    """An arm is compared with a baseline of its own architecture (re-initialised), never another backbone."""
+    arm = prepared.arms[name]
+    info = backbone_source(arm, prepared.first)
+    if info is not None and info["format"] == "saved_model":  # one opaque layer: its kpretrain.json says what
+        source = info.get("metadata") or {}
+        other = prepared.arms[baseline].backbone
+        if source.get("backbone") in (None, other.name) and source.get("options", other.options) == other.options:
+            return
+        ours = f"{source.get('backbone')} {source.get('options')}"
+    elif signature(prepared.initial[name]) == signature(prepared.initial[baseline]):
+        return
+    else:
+        ours = arm.backbone.from_ or arm.backbone.name
+    theirs = prepared.architectures[baseline]
+    raise RecipeError(
+        f"recipe key '{prepared.arm_key(name, 'backbone.name')}': arm {name!r} ({ours}, "
+        f"{prepared.architectures[name]['parameters']:,} parameters) would be compared with {baseline!r} of another "
+        f"architecture ({theirs['name']}, {theirs['parameters']:,} parameters); set backbone.name to the "
+        f"architecture of backbone.from (e.g. its .keras file, or the registered name it was exported from)")
 
 
 def _splits(recipe: Recipe, data: DatasetArrays, budget: Budget, smoke: bool, seed: int):

@@ -1,22 +1,24 @@
-"""Backbone registry: `create_backbone(name, input_shape, seed=...)` returns a Keras functional model.
+"""Backbone registry: `create_backbone(name, input_shape, seed=...)` returns a Keras model.
 
-A backbone maps float32 images `[N,H,W,C]` in [0, 1] to a feature vector `[N,D]`.  Its layers are named
-`block<i>_...` (i = 1..depth); a block is the unit of depth for freezing (`kpretrain.models.freezing`).
-Only built-in Keras layers are used, so `backbone.keras` loads in Keras safe mode with no custom objects.
+A backbone maps float32 images `[N,H,W,C]` in [0, 1] to a feature vector `[N,D]`.  `name` is a registered
+backbone (the built-ins below, or one added with `register_backbone`), or any form `models.architectures` builds
+(`keras.applications.<Name>`, a factory `package.module:function`, a `.keras` file).  A block is the unit of depth
+for freezing (`kpretrain.models.blocks`): the built-ins name their layers `block<i>_...` (i = 1..depth).  Only
+built-in Keras layers are used, so `backbone.keras` loads in Keras safe mode with no custom objects.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Callable
 
 import keras
 from keras import layers
 
 from kpretrain.errors import RecipeError
+from kpretrain.models import architectures
+from kpretrain.models.blocks import find_blocks, set_block_spec
 
 BACKBONES: dict[str, Callable[..., keras.Model]] = {}
-_BLOCK = re.compile(r"^block(\d+)_")
 
 
 def register_backbone(name: str):
@@ -59,13 +61,19 @@ def register_backbone(name: str):
     return wrap
 
 
-def create_backbone(name: str, input_shape, seed: int = 0, **options) -> keras.Model:
+def create_backbone(name: str, input_shape, seed: int = 0, *, weights: str | None = None, init: str = "fresh",
+                    blocks=None, **options) -> keras.Model:
     """Build backbone `name` for `input_shape` (H, W, C); weights are a deterministic function of `seed`.
 
     Args:
-        name: a registered backbone (`small_cnn`, `resnet_small`, `mlp`, or one added with `register_backbone`).
+        name: a registered backbone (`small_cnn`, `resnet_small`, `mlp`, or one added with `register_backbone`),
+            `keras.applications.<Name>`, a factory `package.module:function` or a `.keras` file
+            (`models.architectures`).
         input_shape: the image shape (H, W, C).
         seed: the seed of the weight initialisers.
+        weights: `backbone.weights`, a local weights file of a keras.applications backbone.
+        init: `backbone.init`, "file" to keep a `.keras` file's own weights.
+        blocks: `backbone.blocks`, the layer-name prefixes (or regular expressions) of its blocks; None: found.
         **options: keyword arguments of the builder (`backbone.options`), e.g. `widths=(16, 32, 64)`.
 
     Returns:
@@ -81,42 +89,59 @@ def create_backbone(name: str, input_shape, seed: int = 0, **options) -> keras.M
     >>> backbone.output_shape, block_names(backbone)
     ((None, 16), ['block1', 'block2'])
     """
-    if name not in BACKBONES:
-        raise RecipeError(f"backbone.name: unknown backbone {name!r}; allowed: {', '.join(sorted(BACKBONES))}")
-    try:
-        return BACKBONES[name](tuple(input_shape), seed=seed, **options)
-    except TypeError as exc:
-        raise RecipeError(f"backbone.options: {exc}") from None
+    if name in BACKBONES:
+        try:
+            model = BACKBONES[name](tuple(input_shape), seed=seed, **options)
+        except TypeError as exc:
+            raise RecipeError(f"backbone.options: {exc}") from None
+    elif architectures.kind(name) == "registered":
+        raise RecipeError(f"recipe key 'backbone.name': unknown backbone {name!r}; allowed: "
+                          f"{', '.join(sorted(BACKBONES))}, keras.applications.<Name>, package.module:function "
+                          f"(a factory) or a .keras file")
+    else:
+        model = architectures.build(name, input_shape, seed, options, weights=weights, init=init)
+    set_block_spec(model, blocks)
+    return model
+
+
+def configured_backbone(settings, input_shape, seed: int = 0) -> keras.Model:
+    """`create_backbone` with a recipe's `backbone` section: its name, options, weights, init and blocks.
+
+    Args:
+        settings: a `BackboneConfig` (or anything with those attributes).
+        input_shape: the image shape (H, W, C).
+        seed: the seed of fresh weights.
+
+    Returns:
+        The backbone, before any stage (`backbone.from` is not applied here: see `protocol.initial_backbone`).
+    """
+    return create_backbone(settings.name, input_shape, seed=seed, weights=settings.weights, init=settings.init,
+                           blocks=settings.blocks, **settings.options)
 
 
 def block_names(backbone: keras.Model) -> list[str]:
     """The backbone's block names in input-to-output order, e.g. ['block1', 'block2', 'block3'].
 
     Args:
-        backbone: a backbone whose layers are named `block<i>_...`.
+        backbone: a backbone (its blocks: `models.blocks.find_blocks`).
 
     Returns:
-        One `block<i>` per block number found among the layer names, sorted by number.
+        The names of its blocks; empty for a backbone with none (one opaque SavedModel layer).
     """
-    seen: dict[int, None] = {}
-    for layer in backbone.layers:
-        m = _BLOCK.match(layer.name)
-        if m:
-            seen.setdefault(int(m.group(1)), None)
-    return [f"block{i}" for i in sorted(seen)]
+    return [block.name for block in find_blocks(backbone)]
 
 
 def block_layers(backbone: keras.Model, block: str) -> list[keras.layers.Layer]:
-    """Layers that belong to `block` (by name prefix).
+    """The layers (leaves) that belong to `block`.
 
     Args:
-        backbone: a backbone whose layers are named `block<i>_...`.
-        block: a block name, e.g. `block1`.
+        backbone: a backbone.
+        block: one of its block names, e.g. `block1`.
 
     Returns:
-        The layers whose names start with `<block>_`, in the backbone's layer order.
+        Its layers, in the backbone's layer order.
     """
-    return [layer for layer in backbone.layers if layer.name.startswith(block + "_")]
+    return next((list(b.layers) for b in find_blocks(backbone) if b.name == block), [])
 
 
 def _init(seed: int, offset: int):

@@ -9,6 +9,7 @@ import keras
 
 from kpretrain.errors import RecipeError
 from kpretrain.models.backbones import block_names
+from kpretrain.models.blocks import set_block_spec
 
 KEY = "backbone.from"
 FIX = "give a run directory, its backbone.keras or its backbone/ SavedModel directory"
@@ -101,6 +102,7 @@ def load_backbone(path: str, input_shape) -> tuple[keras.Model, dict]:
         backbone = _load_keras(resolved)
         expected = tuple(backbone.input_shape[1:])
         metadata = _read_metadata(os.path.join(here, "backbone", "kpretrain.json"), os.path.join(here, "kpretrain.json"))
+        set_block_spec(backbone, (metadata or {}).get("block_patterns"))  # the blocks the run that saved it used
         blocks = block_names(backbone)
         depth_choices = [*range(len(blocks) + 1), "all"]
     else:

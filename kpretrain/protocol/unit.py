@@ -10,7 +10,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from kpretrain.models.backbones import create_backbone
+from kpretrain.models.backbones import configured_backbone
 from kpretrain.models.heads import HeadedModel, attach_head, create_head
 from kpretrain.models.loading import load_backbone
 from kpretrain.protocol.evaluate import evaluate_test, knn_test_accuracy
@@ -31,7 +31,7 @@ def initial_backbone(arm: Recipe, inputs: SeedData) -> keras.Model:
         backbone, info = load_backbone(arm.backbone.from_, inputs.data.image_shape)
         inputs.sources[arm.backbone.from_] = info
         return backbone
-    return create_backbone(arm.backbone.name, inputs.data.image_shape, seed=inputs.seed, **arm.backbone.options)
+    return configured_backbone(arm.backbone, inputs.data.image_shape, seed=inputs.seed)
 
 
 def backbone_source(arm: Recipe, inputs: SeedData) -> dict | None:

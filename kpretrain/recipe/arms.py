@@ -103,7 +103,8 @@ def _baseline(name: str, base: dict) -> Recipe:
         if student:  # the arm's model is a student trained so: its scratch is trained so too
             raw["finetune"] = {**raw.get("finetune", {}), "augment": student}
         raw["selftrain"] = None
-        raw["backbone"] = {**raw["backbone"], "from": None}
+        # the same architecture, re-initialised: no loaded weights, no weights file, no file's own weights
+        raw["backbone"] = {**raw["backbone"], "from": None, "weights": None, "init": "fresh"}
         raw["transfer"] = {}
     arm = _build(Recipe, raw, "")
     arm.arms = None
@@ -112,7 +113,7 @@ def _baseline(name: str, base: dict) -> Recipe:
 
 def _default_arm_name(arm: Recipe) -> str:
     """The name of a recipe's one arm when it has no `arms`: `transfer`, the pretext task, or `model`."""
-    if arm.backbone.from_:
+    if arm.backbone.from_ or (transfers(arm) and not pretrains(arm)):  # loaded weights, a weights file
         return "transfer"
     return arm.pretrain.task if pretrains(arm) else "model"
 
@@ -136,6 +137,8 @@ def transfers(arm: Recipe) -> bool:
         arm: an arm's resolved recipe (from `Recipe.arm_recipes()`).
 
     Returns:
-        True when the arm pre-trains (`pretrains`) or sets `backbone.from`.
+        True when the arm pre-trains (`pretrains`), sets `backbone.from`, starts from a weights file
+        (`backbone.weights`) or from a `.keras` backbone's own weights (`backbone.init: file`).
     """
-    return pretrains(arm) or bool(arm.backbone.from_)
+    b = arm.backbone
+    return pretrains(arm) or bool(b.from_) or bool(b.weights) or b.init == "file"

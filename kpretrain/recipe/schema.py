@@ -48,9 +48,18 @@ class DataConfig:
 class BackboneConfig:
     """Which backbone, and where its weights start from."""
 
-    name: str = _spec(default="small_cnn")
+    name: str = _spec(default="small_cnn", doc="a registered backbone (small_cnn, resnet_small, mlp), "
+                                               "keras.applications.<Name>, package.module:function (a factory) or "
+                                               "a .keras file (its architecture)")
     from_: Optional[str] = _spec(default=None, doc="backbone.keras or SavedModel directory of an earlier run")
     options: dict = _spec(default_factory=dict, doc="keyword arguments of the backbone builder")
+    weights: Optional[str] = _spec(default=None, doc="a local weights file of a keras.applications backbone "
+                                                     "(nothing is downloaded); null = fresh seeded weights")
+    init: str = _spec(default="fresh", choices=("fresh", "file"),
+                      doc="a .keras backbone.name: fresh seeded weights, or the file's own weights")
+    blocks: Optional[list] = _spec(default=None, doc="the backbone's blocks (frozen depth, unfreezing): layer-name "
+                                                     "prefixes or regular expressions, one per block; null = found "
+                                                     "from the model")
 
 
 @dataclass

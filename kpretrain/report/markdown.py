@@ -85,13 +85,29 @@ def run_report(metrics: dict) -> str:
     found = learning_rate_lines(metrics)
     if found:
         lines += ["## Learning rates found (`learning_rate: auto`)", ""] + [f"- {line}" for line in found] + [""]
-    lines += _protocol_table(metrics) + _confusion_section(metrics) + _probe_section(metrics)
+    lines += _protocol_table(metrics) + _architecture_section(metrics) + _confusion_section(metrics)
+    lines += _probe_section(metrics)
     if metrics.get("backbone"):
         b = metrics["backbone"]
         lines += ["## Exported backbone", "",
                   f"Pre-trained backbone of arm `{b['arm']}`, seed {b['seed']}: `backbone.keras` and the SavedModel "
                   "`backbone/` (endpoint `serve`, float32 images, see `backbone/kpretrain.json`).", ""]
     return "\n".join(lines)
+
+
+def _architecture_section(metrics: dict) -> list[str]:
+    """Each arm's backbone and its baseline's: the same architecture (a run before 0.5.2 records none)."""
+    arms = {name: entry for name, entry in metrics["arms"].items() if entry.get("architecture")}
+    if not arms:
+        return []
+    lines = ["## Architectures", "", "Each arm is compared with a baseline of the same architecture (re-initialised "
+             "with the seed); blocks are what `transfer.frozen_depth` counts.", ""]
+    for name, entry in arms.items():
+        a = entry["architecture"]
+        baseline = f"; compared with `{entry['baseline']}`" if entry.get("baseline") else ""
+        lines.append(f"- `{name}`: {a['name']}, {a['parameters']:,} parameters, blocks "
+                     + ", ".join(f"{block} ({layers} layers)" for block, layers in a["blocks"]) + baseline)
+    return lines + [""]
 
 
 def sweep_report(metrics: dict) -> str:
