@@ -90,7 +90,7 @@ def test_dry_run_prints_plan_and_writes_nothing(tiny_recipe, tmp_path, capsys):
     assert main(["run", tiny_recipe, "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "arm scratch" in text and "arm overlay" in text and "labelled 80" in text
-    assert "block1, block2, block3" in text
+    assert "small_cnn (2,356 parameters) [block1 (7 layers), block2 (7 layers), block3 (7 layers)]" in text
     assert not out.exists()
 
 

@@ -53,6 +53,8 @@ def test_blocks_of_a_factory_a_keras_file_and_an_application(tmp_path):
     given = create_backbone(path, (16, 16, 1), seed=0, blocks=["stem", "down_a|norm_a|act_a", "down_b|norm_b|head"])
     assert block_names(given) == ["stem", "down_a|norm_a|act_a", "down_b|norm_b|head"]
     assert names(block_layers(given, "stem")) == ["stem", "stem_norm"]
+    with pytest.raises(RecipeError, match="'backbone.blocks': no layer of 'my_net' falls in block 'nothing'"):
+        create_backbone(path, (16, 16, 1), seed=0, blocks=["stem", "nothing"])
     resnet = create_backbone("keras.applications.ResNet50", (32, 32, 3), seed=0)
     assert block_names(resnet) == ["conv1", "conv2", "conv3", "conv4", "conv5"]
     assert names(block_layers(resnet, "conv1"))[:3] == ["conv1_pad", "conv1_conv", "conv1_bn"]
@@ -160,6 +162,16 @@ def test_a_mismatched_input_shape_is_exit_2_in_one_line(tmp_path, capsys):
     assert main(["run", str(path), "--smoke", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "takes images of shape (28, 28, 1), the data are (16, 16, 1)" in err
+    assert main(["run", str(path), "--smoke", "--dry-run", "--set", "backbone.name=keras.applications.NoSuchNet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "recipe key 'backbone.name': unknown application 'NoSuchNet'" in err
+    fixed = "tests.test_own_model:fixed_input"  # a factory that ignores the shape it is given
+    assert main(["run", str(path), "--smoke", "--dry-run", "--set", f"backbone.name={fixed}"]) == 2
+    assert "the model of tests.test_own_model:fixed_input takes images of shape (28, 28, 1)" in capsys.readouterr().err
+
+
+def fixed_input(input_shape, seed=0):
+    return my_net((28, 28, 1), seed=seed)
 
 
 def test_the_python_api_takes_a_model_or_a_factory_object(tmp_path):
@@ -212,3 +224,14 @@ def test_backbone_from_of_another_architecture_than_its_scratch_is_refused(tmp_p
     fixed = ["--set", "backbone.name=resnet_small", "--set", "backbone.options={widths: [4, 8]}"]
     assert main(["run", str(path), "--smoke", "--dry-run", *fixed]) == 0
     assert "arm scratch: resnet_small (" in capsys.readouterr().out
+
+
+def test_tune_searches_frozen_depth_over_the_blocks_found(own_run):
+    from kpretrain.experiment import prepare
+    from kpretrain.recipe import load_recipe
+    from kpretrain.tuning.space import default_space
+
+    out, _ = own_run
+    recipe = load_recipe(str(out / "recipe.yaml"))
+    space = default_space(recipe, prepare(recipe, smoke=True))
+    assert space["arms.factory.transfer.frozen_depth"] == {"int": [0, 3]}  # stage1..stage3 of my_net

@@ -103,6 +103,7 @@ def _factory(name: str, shape: tuple, seed: int, options: dict) -> keras.Model:
     if not isinstance(model, keras.Model):
         raise RecipeError(f"{KEY}: the factory {name} returned {type(model).__name__}, not a keras.Model; it must "
                           f"be function(input_shape, seed, **options) -> keras.Model")
+    check_input_shape(f"the model of {name}", tuple(model.input_shape[1:]), shape)
     return model
 
 

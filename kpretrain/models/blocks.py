@@ -21,6 +21,8 @@ import weakref
 
 import keras
 
+from kpretrain.errors import RecipeError
+
 FAMILIES = (  # (pattern whose group 1 numbers the block, block name format)
     (re.compile(r"^block(\d+)_"), "block{}"),
     (re.compile(r"^block(\d+)[a-z]_"), "block{}"),
@@ -44,9 +46,28 @@ class Block:
 
 
 def set_block_spec(model: keras.Model, patterns) -> None:
-    """Make `patterns` (`backbone.blocks`: prefixes or regular expressions, one per block) the blocks of `model`."""
-    if patterns:
-        _SPECS[model] = tuple(str(p) for p in patterns)
+    """Make `patterns` (`backbone.blocks`: prefixes or regular expressions, one per block) the blocks of `model`.
+
+    Raises:
+        RecipeError: a pattern is not a valid regular expression, or no layer falls in its block.
+    """
+    if not patterns:
+        return
+    spec = tuple(str(p) for p in patterns)
+    for pattern in spec:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise RecipeError(f"recipe key 'backbone.blocks': {pattern!r} is not a prefix or regular expression "
+                              f"({exc})") from None
+    names = [layer.name for layer in leaf_layers(model)]
+    found = {_spec_key(name, spec) for name in names}
+    missing = [p for p in spec if p not in found]
+    if missing:
+        shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+        raise RecipeError(f"recipe key 'backbone.blocks': no layer of {model.name!r} falls in block {missing[0]!r} "
+                          f"(its layers: {shown}); give one prefix or regular expression per block, in order")
+    _SPECS[model] = spec
 
 
 def block_spec(model: keras.Model) -> tuple | None:
