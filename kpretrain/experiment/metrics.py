@@ -171,7 +171,8 @@ class ArmEntry:
             records[0]["trainable_params"] if records else None, records[0]["frozen_blocks"] if records else None,
             [{"seed": u["seed"], **u["history"]} for u in records], [u["confusion"] for u in records],
             [u.finetune.wall_time_s + (u.pretrain.wall_time_s if u.pretrain else 0.0) for u in units],
-            [u["seconds"] for u in records], prepared.architectures[name], baseline=prepared.pairs.get(name), reference=arm.reference or None,
+            [u["seconds"] for u in records], prepared.architectures[name], baseline=prepared.pairs.get(name),
+            reference=arm.reference or None,
             test_accuracy_refreshed=[u["test_accuracy_refreshed"] for u in records] if ev.bn_refresh else None,
             knn_accuracy=[u["knn_accuracy"] for u in records] if ev.knn else None, extras=extras,
             pretext=[{"seed": u.seed, "monitor": u.pretrain.monitor, **u.pretrain.history}
