@@ -164,5 +164,6 @@ def run_lr_find(plan: LRFindPlan, *, log: Callable[[str], None] | None = None) -
     io.write_json(os.path.join(plan.out, "lr_find.json"),
                   {"recipe": recipe.name, "arm": plan.arm, "stage": plan.stage, "seed": plan.seed, "smoke": plan.smoke,
                    "settings": dataclasses.asdict(plan.settings), **result.record()})
-    plot_lr_find(result, os.path.join(plan.out, "lr_find.png"), title=f"{recipe.name}: {plan.arm}, {plan.stage}")
+    plot_lr_find(result, os.path.join(plan.out, "lr_find.png"), title=f"{recipe.name}: {plan.arm}, {plan.stage}"
+                 + (" (smoke run: numbers mean nothing)" if plan.smoke else ""))
     return LRFindRun(recipe.name, plan.arm, plan.stage, plan.seed, plan.settings, result, plan.out)

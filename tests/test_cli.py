@@ -51,6 +51,20 @@ def test_smoke_run_writes_every_artifact(tiny_recipe, tmp_path, capsys):
     assert "seed1.overlay.pretrain.json" in units and "seed1.scratch.finetune.json" in units
     assert "seed0.scratch.pretrain.json" not in units
     assert yaml.safe_load((out / "recipe.yaml").read_text())["name"] == "tiny"
+    # a smoke run says so wherever its numbers appear, with the budget that ran
+    assert metrics["smoke"] is True and metrics["budget"]["epochs"] == 1 and metrics["budget"]["steps_per_epoch"] == 3
+    assert "overlay | task=overlay, pretrain_epochs=1.0, " in report  # the recipe's 1 epoch ran
+    assert "finetune_epochs=1 (smoke; recipe: 2)" in report and "Smoke budget: at most 3 batches x 1 epoch" in report
+    verdicts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("overlay vs scratch:")]
+    assert verdicts and verdicts[0].endswith("; smoke run: tiny data, numbers mean nothing")
+    assert "seeds for 80 % power" not in verdicts[0] and f"- {verdicts[0]}" in report
+    assert main(["report", str(out), "--format", "csv"]) == 0
+    table = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert {row["smoke"] for row in table} == {"True"}
+    assert main(["report", str(out)]) == 0
+    assert f"| {out} (smoke) | overlay |" in capsys.readouterr().out
+    assert main(["report", str(out), "--format", "json"]) == 0
+    assert all(row["smoke"] is True for row in json.loads(capsys.readouterr().out))
 
 
 def test_pairing_same_labelled_subset_and_head_init(tiny_recipe, tmp_path):

@@ -210,6 +210,7 @@ class RunMetrics:
     environment: Environment
     time_split: TimeSplit
     wall_time_s: float
+    budget: dict | None = None  # a --smoke run's caps (epochs, steps per epoch, examples); None: the recipe's
     schema_version: int = SCHEMA_VERSION
     kpretrain_version: str = __version__
 
@@ -261,6 +262,7 @@ def run_metrics(prepared: Prepared, results: dict[str, list[UnitResult]], pretra
         holm=holm, reference=next((n for n, a in prepared.arms.items() if a.reference == "natural"), None),
         pretraining=[p.record() for p in pretrainings], shortcut=shortcut, warnings=warnings,
         environment=Environment.current(), time_split=TimeSplit.of(wall, seconds, reused), wall_time_s=wall,
+        budget=dataclasses.asdict(prepared.budget) if prepared.smoke else None,
     ).record()
 
 

@@ -46,7 +46,8 @@ def combined_rows(run_dirs) -> list[dict]:
     rows = []
     for run_dir in run_dirs:
         metrics = read_metrics(run_dir)
-        rows.extend({"run": run_dir, "recipe": metrics.get("recipe"), **row} for row in summary_rows(metrics))
+        rows.extend({"run": run_dir, "recipe": metrics.get("recipe"), "smoke": bool(metrics.get("smoke")), **row}
+                    for row in summary_rows(metrics))
     return rows
 
 

@@ -8,7 +8,7 @@ import io as _io
 
 from kpretrain.report.summary import BASELINE
 
-CSV_FIELDS = ["run", "recipe", "point", "arm", "task", "frozen_depth", "n", "test_accuracy_mean", "test_accuracy_std",
+CSV_FIELDS = ["run", "recipe", "smoke", "point", "arm", "task", "frozen_depth", "n", "test_accuracy_mean", "test_accuracy_std",
               "test_accuracy_ci_low", "test_accuracy_ci_high", "test_accuracy_raw_mean", "baseline", "diff_mean",
               "diff_std", "diff_ci_low", "diff_ci_high", "p", "p_holm", "seeds_needed", "benefit_reference", "benefit",
               "benefit_ci_low", "benefit_ci_high", "benefit_undefined", "trainable_params"]
@@ -51,7 +51,8 @@ def rows_table(rows: list[dict]) -> str:
              "|---" * (8 + int(benefit) + len(labels)) + "|"]
     for row in rows:
         knn = pct(row["knn_accuracy_mean"]) if "knn_accuracy_mean" in row else "—"
-        lines.append("".join(f"| {row.get(key, '')} " for key in labels) +
+        lines.append("".join(f"| {row.get(key, '')}{' (smoke)' if key == 'run' and row.get('smoke') else ''} "
+                             for key in labels) +
                      f"| {row['arm']} | {row['task']} | {row['frozen_depth']} | {pct(row['test_accuracy_mean'])} ± "
                      f"{pct(row['test_accuracy_std'])}{interval(row['test_accuracy_ci'], 2)} (n={row['n']}) | "
                      f"{pct(row['test_accuracy_raw_mean'])} | {_difference_cell(row)} | "

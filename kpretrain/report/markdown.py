@@ -27,7 +27,8 @@ def verdict_lines(metrics: dict) -> list[str]:
             + verdict(row["arm"], row["baseline"],
                       {"mean": row["diff_mean"], "std": row["diff_std"], "n": row["diff_n"], "ci": row["diff_ci"],
                        "p": row["p"], "seeds_needed": row["seeds_needed"]},
-                      row["p_holm"] if row["comparisons"] > 1 else None, row["comparisons"]) for row in rows]
+                      row["p_holm"] if row["comparisons"] > 1 else None, row["comparisons"],
+                      smoke=bool(metrics.get("smoke"))) for row in rows]
 
 
 def holm_note(metrics: dict) -> list[str]:
@@ -170,11 +171,18 @@ def _shortcut_section(metrics: dict) -> list[str]:
 
 
 def _protocol_table(metrics: dict) -> list[str]:
-    """Arm x its protocol (every setting that is not None)."""
+    """Arm x its protocol (every setting that is not None); epochs as they ran (capped by a smoke run's budget)."""
+    budget = metrics.get("budget") or {}
     lines = ["| arm | protocol |", "|---|---|"]
     for name, entry in metrics["arms"].items():
-        p = entry["protocol"]
+        p = dict(entry["protocol"])
+        for key in ("pretrain_epochs", "finetune_epochs"):
+            if budget.get("epochs") is not None and p.get(key) and p[key] > budget["epochs"]:
+                p[key] = f"{budget['epochs']:g} (smoke; recipe: {p[key]:g})"
         lines.append(f"| {name} | " + ", ".join(f"{k}={v}" for k, v in p.items() if v is not None) + " |")
+    if budget:
+        lines += ["", f"Smoke budget: at most {budget['steps_per_epoch']} batches x {budget['epochs']} epoch per stage, "
+                  f"{budget['train_examples']} train and {budget['test_examples']} test images."]
     return lines
 
 

@@ -10,6 +10,8 @@ import numpy as np  # noqa: E402
 
 from kpretrain import io  # noqa: E402
 
+SMOKE_TITLE = " (smoke run: numbers mean nothing)"
+
 
 def _mean_curve(histories: list[dict], key: str):
     """(mean over seeds, the seeds' series) of `key`; epochs that were not measured are NaN."""
@@ -66,7 +68,7 @@ def plot_curves(metrics: dict, path: str) -> None:
         ax.set_title("pretext task")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(metrics["recipe"])
+    fig.suptitle(metrics["recipe"] + (SMOKE_TITLE if metrics.get("smoke") else ""))
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)
 
@@ -96,7 +98,7 @@ def plot_label_efficiency(metrics: dict, path: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("labels per class")
     ax.set_ylabel("test accuracy % (mean, 95 % CI band)")
-    ax.set_title(f"{metrics['recipe']}: label efficiency")
+    ax.set_title(f"{metrics['recipe']}: label efficiency" + (SMOKE_TITLE if metrics.get("smoke") else ""))
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()

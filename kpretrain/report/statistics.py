@@ -179,7 +179,11 @@ def holm(pvalues) -> list:
     return adjusted
 
 
-def verdict(arm: str, baseline: str, comparison: dict, adjusted_p: float | None = None, comparisons: int = 1) -> str:
+SMOKE_VERDICT = "smoke run: tiny data, numbers mean nothing"
+
+
+def verdict(arm: str, baseline: str, comparison: dict, adjusted_p: float | None = None, comparisons: int = 1,
+            smoke: bool = False) -> str:
     """One plain line: the difference in points, its interval, the p-value (Holm-adjusted beside it when the run
     makes several comparisons), the evidence, and for fewer than WEAK_BELOW_SEEDS seeds the seeds needed.
 
@@ -189,6 +193,7 @@ def verdict(arm: str, baseline: str, comparison: dict, adjusted_p: float | None 
         comparison: the arm's `paired_comparison` of accuracies (fractions; the line shows points).
         adjusted_p: its Holm-adjusted p-value, which decides the evidence when given; None to use `p`.
         comparisons: the number of comparisons in the family; the adjusted p-value is shown when above 1.
+        smoke: a `--smoke` run: the line says its numbers mean nothing, and gives no seeds needed.
 
     Returns:
         The line.
@@ -198,6 +203,13 @@ def verdict(arm: str, baseline: str, comparison: dict, adjusted_p: float | None 
     >>> verdict("overlay", "scratch", paired_comparison([0.01, 0.03, 0.02, 0.035, 0.01]))
     'overlay vs scratch: +2.1 pts [+0.7, +3.5], p = 0.01, evidence of a gain (5 seeds)'
     """
+    if smoke:
+        return f"{_verdict(arm, baseline, comparison, adjusted_p, comparisons, power=False)}; {SMOKE_VERDICT}"
+    return _verdict(arm, baseline, comparison, adjusted_p, comparisons, power=True)
+
+
+def _verdict(arm: str, baseline: str, comparison: dict, adjusted_p, comparisons: int, power: bool) -> str:
+    """`verdict`'s line; `power`: add, below WEAK_BELOW_SEEDS seeds, that the evidence is weak and the seeds needed."""
     c, n = comparison, comparison["n"]
     head = f"{arm} vs {baseline}: {100 * c['mean']:+.1f} pts"
     if n < 2:
@@ -215,7 +227,7 @@ def verdict(arm: str, baseline: str, comparison: dict, adjusted_p: float | None 
     else:
         evidence = "no evidence of a difference"
     line = f"{head}, {shown}, {evidence} ({n} seeds)"
-    if n < WEAK_BELOW_SEEDS:
+    if n < WEAK_BELOW_SEEDS and power:
         need = c.get("seeds_needed")
         line += (f"; with {n} seeds the evidence is weak: a difference of {100 * abs(c['mean']):.1f} pts would need "
                  f"{need} seeds for 80 % power" if need else f"; with {n} seeds the evidence is weak")

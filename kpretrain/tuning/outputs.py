@@ -70,7 +70,7 @@ def write_search_outputs(oracle: keras_tuner.Oracle, dims: list[Dimension], raw:
     if best is not None:
         recipe_text = best_recipe_text(raw, best)
         io.write_text(os.path.join(project, "best_recipe.yaml"), recipe_text)
-        plot_search(rows, dims, os.path.join(project, "tune.png"))
+        plot_search(rows, dims, os.path.join(project, "tune.png"), smoke=bool(info.get("smoke")))
         print(f"best: trial {best['trial_id']}, val_accuracy {best['score']:.4f}: {json.dumps(best['values'])}")
         print(f"results: {project}/best.json, {project}/tune.png; run it: kpretrain run {project}/best_recipe.yaml")
     return SearchOutputs(best, json.loads(json.dumps(written)),  # as io.write_json wrote it
@@ -113,8 +113,8 @@ def best_recipe_text(raw: dict, best: dict) -> str:
             + text)
 
 
-def plot_search(rows: list[dict], dims: list[Dimension], path: str) -> None:
-    """Objective against each hyperparameter, one subplot each; the best trial in red."""
+def plot_search(rows: list[dict], dims: list[Dimension], path: str, smoke: bool = False) -> None:
+    """Objective against each hyperparameter, one subplot each; the best trial in red (`smoke`: marked so)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +145,7 @@ def plot_search(rows: list[dict], dims: list[Dimension], path: str) -> None:
         ax.set_ylabel("val_accuracy")
     for ax in list(axes.flat)[len(dims):]:
         ax.axis("off")
-    fig.suptitle(f"{len(done)} completed trials")
+    fig.suptitle(f"{len(done)} completed trials" + (" (smoke run: numbers mean nothing)" if smoke else ""))
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)
 
