@@ -78,11 +78,12 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
     from kpretrain.rundir import default_out_dir, run_directory
 
     raw = _raw(recipe, overrides)
-    out_dir = out or default_out_dir(recipe_from_dict(raw).name)
+    resolved = recipe_from_dict(raw)
+    out_dir = out or default_out_dir(resolved.name)
     if backbone is not None:
         kept = {k: v for k, v in (raw.get("backbone") or {}).items() if k in ("init", "blocks")}
         raw["backbone"] = {**kept, "name": _backbone_name(backbone, out_dir)}  # the recipe's options were its own
-    resolved = recipe_from_dict(raw)
+        resolved = recipe_from_dict(raw)
     if resolved.runtime.distribute == "multi_worker":
         raise InputError("runtime.distribute=multi_worker: start `kpretrain run` on every worker instead")
     with run_directory(out_dir, resolved.to_dict(), smoke) as state:

@@ -82,14 +82,13 @@ def pretrained_backbone(run_dir: str, metrics: dict, recipe, arm: str, seed: int
     return backbone
 
 
-def model_card(metrics: dict, recipe, arm: str, seed: int, model: keras.Model) -> dict:
+def model_card(metrics: dict, recipe, arm: str, seed: int, backbone: keras.Model) -> dict:
     """What `kpretrain.json` says of every exported model: arm, seed, architecture, its blocks, the input it takes
     (shape, dtype, scaling), the endpoint, the data it was trained on, the recipe and the version that wrote it."""
     from kpretrain.data import SCALING
     from kpretrain.models.backbones import block_names
 
     settings = recipe.arm_recipes()[arm]
-    backbone = getattr(model, "backbone", model)
     return {"arm": arm, "seed": seed, "backbone": settings.backbone.name, "options": settings.backbone.options,
             "blocks": block_names(backbone), "block_patterns": settings.backbone.blocks, "input_shape": [None, *metrics["data"]["image_shape"]],
             "input_dtype": "float32", "scaling": SCALING, "endpoint": "serve", "recipe": recipe.to_dict(),

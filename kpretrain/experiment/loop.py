@@ -23,7 +23,7 @@ from kpretrain.experiment.plan import plan_lines
 from kpretrain.experiment.preparation import Prepared, prepare
 from kpretrain.experiment.progress import Progress, ProgressCallback
 from kpretrain.experiment.shortcuts import shortcut_checks
-from kpretrain.experiment.units import UnitStore, finetune_unit, pretrain_unit
+from kpretrain.experiment.units import UnitStore, finetune_unit, pretrain_unit, unit_seed
 from kpretrain.export import export_backbone
 from kpretrain.protocol import SeedData, initial_backbone, pretrain, pretraining_key, run_unit
 from kpretrain.protocol.pretrain import shared
@@ -149,7 +149,7 @@ class Experiment:
         exported = next((p for p in pretrainings if p.weights), None)
         if exported is not None:
             self.progress.phase("exporting the backbone")
-            arm, seed = exported.arms[0], int(exported.unit.split(".")[0].removeprefix("seed"))
+            arm, seed = exported.arms[0], unit_seed(exported.unit)
             metrics["backbone"] = {"arm": arm, "seed": seed,
                                    **export_backbone(out_dir, metrics, self.recipe, arm, seed, out_dir)}
         from kpretrain.report import write_run_report

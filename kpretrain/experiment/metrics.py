@@ -21,6 +21,7 @@ import tensorflow as tf
 from kpretrain._version import __version__
 from kpretrain.data import SCALING
 from kpretrain.experiment.preparation import Prepared
+from kpretrain.experiment.units import finetune_unit
 from kpretrain.protocol.results import PretrainResult, UnitResult
 from kpretrain.recipe import Recipe, pretrains
 from kpretrain.report.summary import arm_statistics
@@ -242,7 +243,7 @@ def run_metrics(prepared: Prepared, results: dict[str, list[UnitResult]], pretra
     r = prepared.recipe
     arms = {name: ArmEntry.of(prepared, name, units).record() for name, units in results.items()}
     warnings = _stale_statistics_warnings(arms, r.evaluation.bn_warn_points)
-    ran = [u.seconds for units in results.values() for u in units if f"seed{u.seed}.{u.arm}.finetune" not in reused]
+    ran = [u.seconds for units in results.values() for u in units if finetune_unit(u.seed, u.arm) not in reused]
     seconds = ran + [p.seconds for p in pretrainings if p.unit not in reused]
     statistics = arm_statistics({"arms": arms})  # the run's Holm family, computed once
     for name, stats in statistics.items():

@@ -36,6 +36,11 @@ def finetune_unit(seed: int, arm: str) -> str:
     return f"seed{seed}.{arm}.finetune"
 
 
+def unit_seed(unit: str) -> int:
+    """The seed of a unit, from its name (`seed<k>.<arm>.<stage>`)."""
+    return int(unit.split(".")[0].removeprefix("seed"))
+
+
 class UnitStore:
     """Reads and writes the units of the run directory `run_dir`.
 

@@ -40,10 +40,6 @@ class Block:
     name: str
     layers: tuple
 
-    @property
-    def parameters(self) -> int:
-        return int(sum(keras.ops.size(w) for layer in self.layers for w in layer.weights))
-
 
 def set_block_spec(model: keras.Model, patterns) -> None:
     """Make `patterns` (`backbone.blocks`: prefixes or regular expressions, one per block) the blocks of `model`.
@@ -129,10 +125,9 @@ def _spec_key(name: str, spec: tuple) -> str | None:
 def _family_keys(layers: list) -> list | None:
     """Block keys by the first family whose pattern names some layer, or None."""
     for pattern, fmt in FAMILIES:
-        keys = [(lambda m: fmt.format(int(m.group(1))) if m else None)(pattern.search(layer.name))
-                for layer in layers]
-        if any(k is not None for k in keys):
-            return keys
+        found = [pattern.search(layer.name) for layer in layers]
+        if any(found):
+            return [fmt.format(int(m.group(1))) if m else None for m in found]
     return None
 
 

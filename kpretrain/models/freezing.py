@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 
 from kpretrain.errors import RecipeError
-from kpretrain.models.backbones import block_layers, block_names
+from kpretrain.models.backbones import block_names
+from kpretrain.models.blocks import find_blocks
 
 
 def resolve_depth(backbone: keras.Model, frozen_depth) -> int:
@@ -57,9 +58,9 @@ def freeze_to_depth(backbone: keras.Model, frozen_depth, bn: str = "frozen") -> 
             for variable in (layer.gamma, layer.beta):           # already counts as trainable as they are:
                 if variable is not None:                         # an earlier bn='train' froze these two
                     variable.trainable = True
-    frozen = block_names(backbone)[:depth]
+    frozen = find_blocks(backbone)[:depth]  # found once: each lookup walks every layer
     for block in frozen:
-        for layer in block_layers(backbone, block):
+        for layer in block.layers:
             if bn == "train" and isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = True
                 for variable in (layer.gamma, layer.beta):
@@ -69,4 +70,4 @@ def freeze_to_depth(backbone: keras.Model, frozen_depth, bn: str = "frozen") -> 
                 layer.trainable = False
     if frozen_depth == "all" and bn != "train":
         backbone.trainable = False
-    return frozen
+    return [block.name for block in frozen]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from kpretrain.models.backbones import block_layers, block_names
+from kpretrain.models.blocks import find_blocks
 from kpretrain.models.freezing import freeze_to_depth, resolve_depth
 
 
@@ -66,8 +66,8 @@ def trainable_blocks(backbone: keras.Model) -> list[str]:
     """Blocks of `backbone` with at least one trainable weight."""
     if not backbone.trainable:
         return []
-    return [block for block in block_names(backbone)
-            if any(w.trainable for layer in block_layers(backbone, block) if layer.trainable for w in layer.weights)]
+    return [block.name for block in find_blocks(backbone)
+            if any(w.trainable for layer in block.layers if layer.trainable for w in layer.weights)]
 
 
 class GradualUnfreezing(keras.callbacks.Callback):
