@@ -1,4 +1,5 @@
 # Quick start: `make run` (set-up + the main job) and `make test` (set-up + the test suite; what CI runs).
+# `make smoke`: the main job on tiny data (about a minute); `make docs`: the documentation site into site/.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ RECIPE ?= recipes/fashion_overlay.yaml
 PYTEST_ARGS ?=
 JOBS ?= 2
 
-.PHONY: setup data mnist run smoke test bench clean
+.PHONY: setup data mnist run smoke test docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -43,8 +44,12 @@ smoke: setup data
 test: setup data mnist
 	$(PY) -m pytest -q -ra -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or reference fails.  No network.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: setup data
 	$(PY) benchmarks/overhead.py --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site

@@ -9,58 +9,53 @@ of that name would be shadowed by it as soon as anything imports it.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import io as _io
 import os
 
 from kpretrain.api_results import ArmResult, Comparison, RunResult, TuneResult  # noqa: F401 - the API's results
+from kpretrain.api_tools import compare, lr_find, show_task  # noqa: F401 - kpretrain report, lr-find, show-task
+from kpretrain.callback_context import CallbackContext  # noqa: F401 - what callbacks are told
 from kpretrain.errors import InputError
-from kpretrain.lr_range import LRFindRun
-from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict
-from kpretrain.recipe.values import format_value, load_yaml
-from kpretrain.task_preview import TaskPreview
+from kpretrain.recipe import recipe_from_dict
+from kpretrain.recipe.files import override_strings as _overrides, raw_recipe as _raw
+from kpretrain.recipe.values import load_yaml
 
 
-def _overrides(overrides) -> list[str]:
-    """`--set` strings from a list of them or a {key: value} mapping (values as `format_value` writes them)."""
-    if overrides is None:
-        return []
-    if isinstance(overrides, dict):
-        return [f"{k}={format_value(v)}" for k, v in overrides.items()]
-    return list(overrides)
+def _progress(quiet: bool, verbose: bool):
+    """The progress display of an API call, as the command line's `-q` / `-v` make it: nothing but warnings
+    (`quiet`), plain per-unit lines (`verbose`), or by default the live display where it can be drawn."""
+    from kpretrain.experiment.progress import Progress
 
-
-def _raw(recipe, overrides=None) -> dict:
-    """The raw recipe (plain dict) of a path, a dict or a `Recipe`, with `overrides` applied."""
-    if isinstance(recipe, Recipe):
-        recipe = recipe.to_dict()
-    if isinstance(recipe, dict):
-        return apply_overrides(json.loads(json.dumps(recipe)), _overrides(overrides))
-    if isinstance(recipe, (str, os.PathLike)):
-        return load_raw(os.fspath(recipe), _overrides(overrides))
-    raise InputError(f"recipe: expected a path, a dict or a kpretrain Recipe, got {type(recipe).__name__}")
+    return Progress(quiet=quiet, live=False if verbose else None)
 
 
 def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, callbacks=None,
-        backbone=None) -> RunResult:
+        backbone=None, quiet: bool = False, verbose: bool = False) -> RunResult:
     """Run every seed x arm of a recipe, as `kpretrain run` does.
 
     A directory holding an unfinished run of the same recipe is resumed; a finished one is read back.
+    TensorFlow's C++ start-up lines and its retracing warnings are silenced, as on the command line.
 
     Args:
         recipe: a path, a dict (a recipe as YAML would load) or a `kpretrain.recipe.Recipe`.
         out: the run directory; default `runs/<name>/<UTC timestamp>/`.
         overrides: `{key: value}` or `["key=value", ...]`, as `--set`.
         smoke: tiny data and a few batches (`--smoke`).
-        callbacks: your own Keras callbacks for every stage, or `{"pretrain": [...], "finetune": [...]}`.
+        callbacks: your own Keras callbacks for every stage, or `{"pretrain": [...], "finetune": [...]}`.  Before
+            each stage, each gets `callback.kpretrain_context`, a `kpretrain.CallbackContext` (stage, arm, seed,
+            run_dir, unit, arms), and its `set_context(context)` is called when it has one.
         backbone: your own model as the backbone of every arm (`backbone.name`): a `keras.Model` (its
             architecture, saved as `user_backbone.keras` in the run directory; fresh seeded weights unless
             `backbone.init: file`), or a factory `function(input_shape, seed, **options) -> keras.Model` (recorded
             by its import path `module:function`; bind options with `functools.partial`).  It replaces the
             recipe's `backbone` section (`init` and `blocks` are kept).  Each arm is compared with a scratch of
             the same architecture.
+        quiet: print nothing to stdout (errors are raised; warnings still go to stderr).
+        verbose: plain lines, one per unit, instead of the live display.
 
     Returns:
-        A `RunResult`.
+        A `RunResult`: its repr is the results table; `to_pandas()`, `history(arm, seed)`.
 
     Raises:
         RecipeError, DataError, InputError: bad input (the command line's exit 2); `out` holds a run of another
@@ -69,16 +64,20 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
     Example:
 
     ```python
-    result = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True, overrides={"seeds": [0, 1]})
-    result.arms["overlay"].mean, result.verdicts, result.report()
+    result = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True, overrides={"seeds": [0, 1]}, quiet=True)
+    result  # the table: arm, mean, sd, 95 % interval, difference to the baseline, Holm p
+    result.arms["overlay"].mean, result.verdicts, result.history("overlay", seed=0)
     ```
     """
-    from kpretrain.experiment import make_run
-    from kpretrain import io
-    from kpretrain.rundir import default_out_dir, run_directory
+    from kpretrain.runtime_logs import start_tensorflow
 
     raw = _raw(recipe, overrides)
     resolved = recipe_from_dict(raw)
+    start_tensorflow()  # before anything imports it: no C++ start-up lines, no retracing warnings
+    from kpretrain import io
+    from kpretrain.experiment import make_run
+    from kpretrain.rundir import default_out_dir, run_directory
+
     out_dir = out or default_out_dir(resolved.name)
     if backbone is not None:
         kept = {k: v for k, v in (raw.get("backbone") or {}).items() if k in ("init", "blocks")}
@@ -92,9 +91,14 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
         if backbone is not None and not os.path.exists(resolved.backbone.name) and hasattr(backbone, "save"):
             with io.atomic_path(resolved.backbone.name) as tmp:  # a keras.Model: its architecture, in the run
                 backbone.save(tmp)
-        experiment = make_run(resolved, smoke=smoke, callbacks=callbacks)
-        print("\n".join(experiment.prepare()))
-        metrics = experiment.run(out_dir)
+        progress = _progress(quiet, verbose)
+        experiment = make_run(resolved, smoke=smoke, callbacks=callbacks, progress=progress)
+        plan = experiment.prepare()
+        progress.log("\n".join(plan))
+        try:
+            metrics = experiment.run(out_dir)
+        finally:
+            progress.close()
     return RunResult(out_dir, metrics)
 
 
@@ -128,11 +132,11 @@ def _backbone_name(backbone, out_dir: str) -> str:
 
 def tune(recipe, *, overrides=None, tuner: str | None = None, max_trials: int | None = None,
          directory: str = "tuner_runs", overwrite: bool = False, smoke: bool = False,
-         final: bool = False) -> TuneResult:
+         final: bool = False, quiet: bool = False, verbose: bool = False) -> TuneResult:
     """Search a recipe's `tune.space` with KerasTuner, scored on validation, as `kpretrain tune` does.
 
-    Without `tune.space`, a default space over pre-training epochs, learning rate and frozen depth.  A search found
-    in `directory/<name>/` is resumed.
+    Without `tune.space`, a default space over pre-training epochs, learning rate (searched in trials that pre-train)
+    and frozen depth.  A search found in `directory/<name>/` (`directory/<name>-smoke/` with `smoke`) is resumed.
 
     Args:
         recipe: a path, a dict or a `kpretrain.recipe.Recipe`.
@@ -141,8 +145,11 @@ def tune(recipe, *, overrides=None, tuner: str | None = None, max_trials: int | 
         max_trials: default `tune.max_trials`; raising it resumes with more trials.
         directory: the tuner directory; results in `directory/<name>/`.
         overwrite: start the search over instead of resuming it.
-        smoke: tiny data, a few batches per trial, at most 3 trials unless `max_trials`.
+        smoke: tiny data, a few batches per trial, at most 3 trials unless `max_trials`; in its own project,
+            `directory/<name>-smoke/`, apart from the real search.
         final: then search scratch with the same budget and run every seed of the best recipe against it.
+        quiet: print nothing (errors are raised).
+        verbose: Keras' per-epoch lines in every trial (`runtime.verbose=2`, as `kpretrain tune -v`).
 
     Returns:
         A `TuneResult`.
@@ -158,13 +165,17 @@ def tune(recipe, *, overrides=None, tuner: str | None = None, max_trials: int | 
     kpretrain.run(searched.best_recipe, smoke=True)
     ```
     """
-    from kpretrain import tuning
     from kpretrain import io
+    from kpretrain.runtime_logs import start_tensorflow
 
-    raw = _raw(recipe, overrides)
-    searched = tuning.run_search(raw, tuner=tuner, max_trials=max_trials, directory=directory,
-                                 overwrite=overwrite, smoke=smoke, final=final)
-    project = os.path.join(directory, raw["name"])
+    raw = _raw(recipe, [*_overrides(overrides), *(["runtime.verbose=2"] if verbose else [])])
+    start_tensorflow()  # before anything imports it: no C++ start-up lines, no retracing warnings
+    from kpretrain import tuning
+
+    with contextlib.redirect_stdout(_io.StringIO()) if quiet else contextlib.nullcontext():
+        searched = tuning.run_search(raw, tuner=tuner, max_trials=max_trials, directory=directory,
+                                     overwrite=overwrite, smoke=smoke, final=final, quiet=quiet)
+    project = searched.directory  # directory/<name>/, or directory/<name>-smoke/ with smoke
     if searched.code != 0:
         raise RuntimeError(f"kpretrain tune {raw['name']}: the search failed (exit {searched.code}); "
                            f"see the messages above")
@@ -211,115 +222,3 @@ def load_backbone(run_dir: str, arm: str | None = None, seed: int | None = None)
         arm = next((name for name, e in metrics["arms"].items() if e.get("pretrain_unit")), "")
     return pretrained_backbone(run_dir, metrics, recipe, arm,
                                seed if seed is not None else (metrics["arms"].get(arm) or {}).get("seeds", [0])[0])
-
-
-def lr_find(recipe, *, stage: str = "finetune", arm: str | None = None, out: str | None = None, overrides=None,
-            start_lr: float | None = None, end_lr: float | None = None, steps: int | None = None,
-            suggestion: str | None = None, smoke: bool = False) -> LRFindRun:
-    """The learning-rate range test of one stage of one arm, as `kpretrain lr-find` does.
-
-    Trains the stage's real model (for "finetune", after the arm's pre-training and transfer) on its own batches
-    for the recipe's first seed while the learning rate grows exponentially, restores it, and writes the curve and
-    the suggested learning rates to `out/lr_find.json` and `out/lr_find.png`.
-
-    Args:
-        recipe: a path, a dict or a `kpretrain.recipe.Recipe` (not a sweep).
-        stage: "pretrain" or "finetune".
-        arm: default the first arm that is not a baseline (a baseline such as scratch is allowed).
-        out: the directory written; default `runs/<name>-lr-find/<UTC timestamp>/`.
-        overrides: `{key: value}` or `["key=value", ...]`, as `--set`.
-        start_lr, end_lr, steps, suggestion: replace the stage's `optimizer.lr_find` values (`suggestion`:
-            "steepest", "valley" or "minimum", the one `suggested_lr` is).
-        smoke: tiny data, and at most 50 steps unless `steps` is given.
-
-    Returns:
-        An `LRFindRun`: `arm`, `stage`, `seed`, `settings`, `result` (the curve and the suggestions),
-        `suggested_lr`, `out_dir`.
-
-    Raises:
-        RecipeError, DataError, InputError: bad input (the command line's exit 2), e.g. an unknown arm, a sweep, or
-            `stage="pretrain"` for an arm without pre-training.
-
-    Example:
-
-    ```python
-    found = kpretrain.lr_find("recipes/fashion_overlay.yaml", stage="pretrain", smoke=True)
-    kpretrain.run("recipes/fashion_overlay.yaml", overrides={"pretrain.optimizer.learning_rate": found.suggested_lr})
-    ```
-    """
-    from kpretrain.lr_range import plan_lr_find, run_lr_find
-
-    resolved = recipe_from_dict(_raw(recipe, overrides))
-    if resolved.runtime.distribute == "multi_worker":
-        raise InputError("runtime.distribute=multi_worker: start `kpretrain lr-find` on every worker instead")
-    plan = plan_lr_find(resolved, stage=stage, arm=arm, out=out, start_lr=start_lr, end_lr=end_lr, steps=steps,
-                        suggestion=suggestion, smoke=smoke)
-    return run_lr_find(plan, log=print)
-
-
-def show_task(recipe, *, arm: str | None = None, out: str | None = None, n: int = 16, overrides=None,
-              shortcut_check: bool = True) -> TaskPreview:
-    """A grid of pretext examples with their labels, and the pretext shortcut check, as `kpretrain show-task` does.
-
-    Args:
-        recipe: a path, a dict or a `kpretrain.recipe.Recipe`.
-        arm: the arm whose pretext task is shown; default the first arm with a task that makes labels.
-        out: the PNG file; default `<recipe name>_task.png`.
-        n: the number of examples.
-        overrides: `{key: value}` or `["key=value", ...]`, as `--set`.
-        shortcut_check: also check whether image statistics alone predict the pretext label.
-
-    Returns:
-        A `TaskPreview`: `png`, `arm`, `task`, and `shortcuts` (one `ShortcutResult` per checkable task: its
-        cross-validated `accuracy` next to `chance`).
-
-    Raises:
-        RecipeError, DataError: an unknown arm, no pretext task that makes labels, or unreadable data.
-
-    Example:
-
-    ```python
-    shown = kpretrain.show_task("recipes/fashion_overlay.yaml", out="overlay.png")
-    [(s.task, s.accuracy, s.chance) for s in shown.shortcuts]
-    ```
-    """
-    from kpretrain.task_preview import preview_task
-
-    return preview_task(recipe_from_dict(_raw(recipe, overrides)), arm=arm, out=out, n=n,
-                        shortcut_check=shortcut_check)
-
-
-def compare(run_dirs, *, plot: str | None = None) -> Comparison:
-    """One table across run directories with intervals and paired tests, as `kpretrain report` does.
-
-    Named `compare`, not `report`: `kpretrain.report` is the subpackage of report writers, which would shadow a
-    function of that name as soon as anything imports it.
-
-    Args:
-        run_dirs: run directories written by `kpretrain run` or `kpretrain.run` (or sweep points, or a sweep), or
-            one of them.
-        plot: also draw every run's arms with their 95 % intervals into this PNG file.
-
-    Returns:
-        A `Comparison`: its `rows`, and `render(format)` for Markdown, CSV or JSON text.
-
-    Raises:
-        InputError: a directory has no readable `metrics.json`.
-
-    Example:
-
-    ```python
-    table = kpretrain.compare(["runs/fashion_overlay/20261127T201500Z", "runs/mnist_mixed/20261128T090000Z"])
-    open("runs.csv", "w").write(table.render("csv"))
-    ```
-    """
-    from kpretrain.report.combine import combined_rows
-
-    if isinstance(run_dirs, (str, os.PathLike)):
-        run_dirs = [run_dirs]
-    rows = combined_rows([os.fspath(d) for d in run_dirs])
-    if plot is not None:
-        from kpretrain.report.plots import plot_runs
-
-        plot_runs(rows, plot)
-    return Comparison(rows, plot)

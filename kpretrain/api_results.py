@@ -1,13 +1,21 @@
 """What the Python API returns: `RunResult` (with `ArmResult` per arm), `TuneResult` and `Comparison`, read from
-the files a run, a search or `kpretrain report` writes (`LRFindRun` and `TaskPreview` live beside their commands)."""
+the files a run, a search or `kpretrain report` writes (`LRFindRun` and `TaskPreview` live beside their commands).
+
+Their repr is short: a results table with numbers rounded for display (`api_display`); in Jupyter, the same table
+as HTML.  Their fields keep full precision."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 
+from kpretrain import api_display as show
+from kpretrain.errors import InputError
 
-@dataclasses.dataclass(frozen=True)
+STAGES = ("pretrain", "finetune")  # what `RunResult.history` reads: metrics.json's `pretext`, `history`
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class ArmResult:
     """One arm's test accuracy per seed with its statistics, and its paired difference to its baseline.
 
@@ -40,10 +48,22 @@ class ArmResult:
     difference: dict | None = None  # vs the baseline (metrics.json): mean, ci95, p, p_holm, comparisons, ...
     benefit: dict | None = None  # share of the natural reference arm's gain: reference, ratio, ci95, defined, reason
 
+    def __repr__(self) -> str:
+        d = self.difference or {}
+        compared = "" if self.baseline is None else (
+            f", vs {self.baseline}: {show.signed(d.get('mean'))} {show.interval(d.get('ci95'), sign=True)}, "
+            f"p_holm={show.p_value(d.get('p_holm'))}")
+        return (f"ArmResult({self.name!r}, n={len(self.test_accuracy)}, mean={show.rounded(self.mean)}, "
+                f"std={show.rounded(self.std)}, ci95={show.rounded(self.ci95)}{compared})")
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class RunResult:
     """A finished run: its directory and `metrics.json`, read as arms, points (a sweep) and verdicts.
+
+    Its repr is the results table (one line per arm, per point and arm for a sweep): n, mean, sd and 95 % interval
+    of the test accuracy, the paired difference to the arm's baseline with its interval, and the Holm-adjusted
+    p-value, rounded as `kpretrain report` shows them; Jupyter shows it as a table.
 
     Attributes:
         run_dir: the run directory.
@@ -53,12 +73,109 @@ class RunResult:
 
     ```python
     result = kpretrain.run("recipes/fashion_overlay.yaml", smoke=True)
-    print(result.arms["overlay"].mean, "\n".join(result.verdicts))
+    result                                   # the table
+    result.to_pandas()                       # one row per arm x seed
+    result.history("overlay", seed=0)        # fine-tuning's loss, accuracy, val_* per epoch
     ```
     """
 
     run_dir: str
     metrics: dict
+
+    def __repr__(self) -> str:
+        return self._title() + "\n" + show.text_table(*show.summary_cells(self._rows()))
+
+    def _repr_markdown_(self) -> str:
+        return f"**{self._title()}**\n\n" + show.markdown_table(*show.summary_cells(self._rows()))
+
+    def _repr_html_(self) -> str:
+        return show.html_table(*show.summary_cells(self._rows()), caption=self._title())
+
+    def _title(self) -> str:
+        m = self.metrics
+        seeds = len(m.get("seeds", []))
+        notes = [f"{seeds} seed{'' if seeds == 1 else 's'}",
+                 *(["smoke run: numbers mean nothing"] if m.get("smoke") else []),
+                 *(["unfinished"] if not m.get("complete", True) else [])]
+        return f"RunResult {m.get('recipe', '')} in {self.run_dir} ({', '.join(notes)}): test accuracy"
+
+    def _rows(self) -> list[dict]:
+        from kpretrain.report.summary import summary_rows
+
+        return summary_rows(self.metrics)
+
+    def to_pandas(self, per: str = "seed"):
+        """The results as a `pandas.DataFrame` (needs pandas: `pip install 'kpretrain[notebook]'`).
+
+        Args:
+            per: "seed": one row per arm x seed (per point, arm and seed of a sweep, the swept keys as columns):
+                `arm`, `seed`, `baseline`, `test_accuracy`, `test_accuracy_raw`, `test_accuracy_refreshed`,
+                `val_accuracy`, `knn_accuracy`, `wall_time_s` (those the run has) and `diff_vs_baseline` (test
+                accuracy minus the baseline's on the same seed).  "arm": one row per arm (and point) with its
+                statistics, the rows of `kpretrain report --format json` (`test_accuracy_mean`, `_std`, `_ci`,
+                `diff_mean`, `diff_ci`, `p`, `p_holm`, ...).
+
+        Returns:
+            A DataFrame, numbers in full precision.
+
+        Raises:
+            ImportError: pandas is not installed.
+            InputError: `per` is neither "seed" nor "arm".
+        """
+        pd = show.pandas()
+        if per == "seed":
+            return pd.DataFrame(show.seed_records(self.metrics))
+        if per == "arm":
+            return pd.DataFrame(self._rows())
+        raise InputError(f"to_pandas(per={per!r}): expected 'seed' or 'arm'")
+
+    def history(self, arm: str, seed: int, stage: str = "finetune", point=None) -> dict:
+        """One stage's history per epoch, as the run recorded it (metrics.json, from `units/`).
+
+        Args:
+            arm: the arm.
+            seed: the seed.
+            stage: "finetune" (`loss`, `accuracy`, `val_accuracy`, `val_accuracy_raw`, ...; a validation number is
+                None at an epoch without validation) or "pretrain" (the pretext task's, with `epoch` in passes over
+                the data).
+            point: for a sweep, the point: its index, its directory name (`data.labels_per_class=10`) or its
+                values (`{"data.labels_per_class": 10}`).
+
+        Returns:
+            {metric: [value per epoch]} with `epoch` (1-based for fine-tuning); `pandas.DataFrame(...)` of it is a
+            table.
+
+        Raises:
+            InputError: an unknown arm, seed, stage or point, or an arm without pre-training for "pretrain".
+        """
+        if stage not in STAGES:
+            raise InputError(f"history(stage={stage!r}): expected one of {', '.join(STAGES)}")
+        arms = self._point(point)["arms"]
+        if arm not in arms:
+            raise InputError(f"history: unknown arm {arm!r}; the run has {', '.join(arms)}")
+        key = "history" if stage == "finetune" else "pretext"
+        records = arms[arm].get(key) or []
+        found = next((h for h in records if h.get("seed") == seed), None)
+        if found is None:
+            why = " (it does not pre-train)" if not records and stage == "pretrain" else ""
+            raise InputError(f"history: arm {arm!r} has no {stage} record for seed {seed!r}{why}")
+        out = {k: list(v) for k, v in found.items() if isinstance(v, list)}
+        if stage == "finetune":
+            out = {"epoch": list(range(1, len(next(iter(out.values()), [])) + 1)), **out}
+        return out
+
+    def _point(self, point) -> dict:
+        """The run itself, or one point of a sweep (`point`: index, directory name or values)."""
+        if "points" not in self.metrics:
+            if point is not None:
+                raise InputError("history(point=...): only a sweep has points")
+            return self.metrics
+        points = self.metrics["points"]
+        for i, p in enumerate(points):
+            if point in (i, p["dir"]) or point == p["values"]:
+                return p
+        found = "a sweep needs point=" if point is None else f"point {point!r} not found; point="
+        raise InputError(f"history: {found} one of {', '.join(p['dir'] for p in points)} (or its index)")
 
     @property
     def arms(self) -> dict[str, ArmResult]:
@@ -107,7 +224,7 @@ def _arms(metrics: dict, adjusted: dict, point: str | None = None) -> dict[str, 
     return out
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class TuneResult:
     """A finished search: its directory, the best trial's values and score, the best recipe, every trial.
 
@@ -134,8 +251,15 @@ class TuneResult:
     trials: list
     final: RunResult | None = None  # with final=True: every seed of the best recipe against the tuned scratch
 
+    def __repr__(self) -> str:
+        done = sum(1 for t in self.trials if t.get("status") == "COMPLETED")
+        lines = [f"TuneResult {self.directory}: best validation accuracy {show.number(self.best_score)} "
+                 f"({len(self.trials)} trials, {done} completed)"]
+        lines += [f"  {key} = {show.significant(value)!r}" for key, value in self.best_values.items()]
+        return "\n".join(lines + ([repr(self.final)] if self.final is not None else []))
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class Comparison:
     """Run directories in one table: `kpretrain report`'s rows.
 
@@ -156,6 +280,14 @@ class Comparison:
 
     rows: list
     plot: str | None = None
+
+    def __repr__(self) -> str:
+        runs = len(dict.fromkeys(row["run"] for row in self.rows))
+        return (f"Comparison of {runs} run{'' if runs == 1 else 's'}: test accuracy\n"
+                + show.text_table(*show.summary_cells(self.rows, run=True)))
+
+    def _repr_html_(self) -> str:
+        return show.html_table(*show.summary_cells(self.rows, run=True), caption="test accuracy")
 
     def render(self, format: str = "md") -> str:  # noqa: A002 - kpretrain report --format
         """The table as `kpretrain report --format FORMAT` prints it: "md", "csv" or "json"."""

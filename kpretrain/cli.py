@@ -6,7 +6,6 @@ unless --debug, no run directory left behind).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -15,11 +14,16 @@ import tempfile
 import traceback
 
 from kpretrain.cli_parser import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, verbosity, build_parser  # noqa: F401
+from kpretrain.runtime_logs import quiet_native_logs, start_tensorflow as _start_tensorflow
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = build_parser().parse_args(argv)
+    quiet_native_logs()  # before anything imports TensorFlow
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # a bare `kpretrain`: what it does and its commands
+        parser.print_help()
+        return EXIT_OK
     handler = {"run": cmd_run, "show-task": cmd_show_task, "tune": cmd_tune, "lr-find": cmd_lr_find,
                "export": cmd_export, "report": cmd_report}[args.command]
     from kpretrain.errors import InputError
@@ -34,53 +38,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("kpretrain: interrupted", file=sys.stderr)
         return 130
-
-
-@contextlib.contextmanager
-def _native_stderr_muted():
-    """Redirect file descriptor 2 to /dev/null for the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _start_tensorflow(debug: bool = False, distribute: str = "none") -> None:
-    """Import TensorFlow and initialise its devices (and the distribution strategy), native stderr muted
-    unless --debug.
-
-    TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are written before its log settings apply;
-    they would bury the one-line messages this CLI promises.  MultiWorkerMirroredStrategy must exist
-    before TensorFlow runs its first op.
-    """
-    import logging
-
-    with contextlib.nullcontext() if debug else _native_stderr_muted():
-        import tensorflow as tf
-
-        if distribute != "none":
-            from kpretrain.training.runtime import distribution_strategy
-
-            distribution_strategy(distribute)
-        tf.config.list_physical_devices()
-        tf.constant(0)
-    if debug:
-        import keras
-
-        keras.config.disable_traceback_filtering()  # --debug shows the whole traceback, Keras frames included
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    try:
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.ERROR)
-    except ImportError:  # pragma: no cover - absl ships with TensorFlow
-        pass
 
 
 def cmd_run(args) -> int:
@@ -104,7 +61,7 @@ def cmd_run(args) -> int:
     recipe = load_recipe(recipe_path, [*args.sets, *verbosity(args)])
     if args.dry_run:
         _start_tensorflow(args.debug)
-        print("\n".join(_experiment(recipe, smoke, args).prepare()))
+        print("\n".join(_plan(_experiment(recipe, smoke, args), args)))
         print("dry run: recipe and data are valid; nothing was trained")
         return EXIT_OK
     if recipe.runtime.distribute == "multi_worker":  # which process is the chief is known once the strategy exists
@@ -113,7 +70,7 @@ def cmd_run(args) -> int:
 
         if not is_chief(distribution_strategy("multi_worker")):  # it trains; the chief alone writes the run directory
             experiment = _experiment(recipe, smoke, args)
-            plan = experiment.prepare()
+            plan = _plan(experiment, args)
             out_dir = tempfile.mkdtemp(prefix="kpretrain-worker-")
             print(f"multi-worker: this worker's files go to {out_dir} (removed at the end); the chief writes the results")
             try:
@@ -130,15 +87,23 @@ def cmd_run(args) -> int:
             return EXIT_OK
         _start_tensorflow(args.debug, recipe.runtime.distribute)
         experiment = _experiment(recipe, smoke, args)
-        plan = experiment.prepare()
+        plan = _plan(experiment, args)
         if state == "resume" and not args.quiet:
             print(f"resuming the unfinished run in {out_dir}: recorded units are reused")
         return _run_and_report(experiment, plan, out_dir, args.debug, quiet=args.quiet)
 
 
+def _plan(experiment, args) -> list[str]:
+    """The run's plan lines (data and splits checked), with what `--set` added to the recipe's arms."""
+    from kpretrain.recipe.files import arms_added_by_overrides
+
+    added = arms_added_by_overrides(args.recipe, args.sets) if args.recipe and args.sets else None
+    return experiment.prepare() + ([added] if added else [])
+
+
 def _experiment(recipe, smoke: bool, args):
-    """The run, with a live progress line on a terminal (plain lines otherwise; nothing with -q; no live line
-    with -v, whose Keras lines would break it)."""
+    """The run, with a live progress display on a terminal (plain lines otherwise; nothing but warnings with -q;
+    no live display with -v, whose Keras lines would break it)."""
     from kpretrain.experiment import make_run
     from kpretrain.experiment.progress import Progress
 
@@ -171,12 +136,18 @@ def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chie
         print_failure("training", exc, debug, f"; partial results in {out_dir}" if chief else "")
         return EXIT_FAILED
     from kpretrain.report.markdown import markdown_table, verdict_lines
+    from kpretrain.report.terminal import is_terminal, print_tables, run_title
 
-    print(markdown_table(metrics))
+    if is_terminal():  # a rich table at the terminal's width; Markdown for pipes and files
+        from kpretrain.report.summary import summary_rows
+
+        print_tables(summary_rows(metrics), run_title(metrics))
+    else:
+        print(markdown_table(metrics))
     for line in verdict_lines(metrics):
         print(line)
     for warning in metrics["warnings"]:
-        print(f"warning: {warning}")
+        experiment.progress.warn(warning)
     print(f"results: {out_dir}/report.md" if chief else "results: in the chief's run directory")
     return EXIT_OK
 
@@ -264,9 +235,13 @@ def _tf_config_workers() -> int:
 
 def cmd_report(args) -> int:
     from kpretrain.report.combine import combined_rows, render_rows
+    from kpretrain.report.terminal import is_terminal, print_tables
 
     rows = combined_rows(args.run_dirs)
-    sys.stdout.write(render_rows(rows, args.format))
+    if args.format is None and is_terminal():  # no --format, at a terminal: rich tables at its width
+        print_tables(rows)
+    else:
+        sys.stdout.write(render_rows(rows, args.format or "md"))
     if args.plot:
         from kpretrain.report.plots import plot_runs
 

@@ -15,24 +15,41 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"kpretrain: error: {message}\n")
 
 
-EXIT_CODES = """exit codes:
-  0    success (run: also a --out holding a finished run: nothing to do)
-  1    failure while training (partial results stay in the run directory)
-  2    bad input: recipe, arguments, data, a directory of another recipe or in use; one line naming the fix
-  130  stopped by Ctrl-C, 143 by SIGTERM (run and tune resume when started again)"""
-ENVIRONMENT = """environment:
-  KPRETRAIN_DATA_DIR   where local data sets are looked for first (default ~/.kpretrain/datasets)
-  KPRETRAIN_OFFLINE    1: never download with TFDS; a missing data set is exit 2 at once
-  TF_CONFIG            the cluster of runtime.distribute: multi_worker (one process per worker)"""
-TUNER_ENVIRONMENT = """  KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT
-                       a distributed search: the chief (KERASTUNER_TUNER_ID=chief) and its workers"""
+EXIT_CODES = {
+    "ok": "  0    success",
+    "finished": "  0    success, also a --out holding a finished run: nothing to do",
+    "failed": "  1    failure while training (partial results stay in the run directory)",
+    "bad": "  2    bad input: recipe, arguments, data, a directory of another recipe or in use; one line naming the fix",
+    "bad_files": "  2    bad input: arguments or a run directory that is missing or not a run's; one line naming the fix",
+    "signal": "  130  stopped by Ctrl-C, 143 by SIGTERM (started again, it resumes)",
+    "signal_no_resume": "  130  stopped by Ctrl-C, 143 by SIGTERM",
+}
+ENVIRONMENT = {
+    "data": "  KPRETRAIN_DATA_DIR   where local data sets are looked for first (default ~/.kpretrain/datasets)\n"
+            "  KPRETRAIN_OFFLINE    1: never download with TFDS; a missing data set is exit 2 at once",
+    "cluster": "  TF_CONFIG            the cluster of runtime.distribute: multi_worker (one process per worker)",
+    "tuner": "  KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT\n"
+             "                       a distributed search: the chief (KERASTUNER_TUNER_ID=chief) and its workers",
+}
+# What each command's help lists: only the exit codes it can return and the variables it reads.
+HELP_FACTS = {
+    "run": (("finished", "failed", "bad", "signal"), ("data", "cluster")),
+    "tune": (("ok", "failed", "bad", "signal"), ("data", "tuner")),
+    "lr-find": (("ok", "failed", "bad", "signal_no_resume"), ("data",)),
+    "show-task": (("ok", "bad", "signal_no_resume"), ("data",)),
+    "export": (("ok", "bad_files"), ()),
+    "report": (("ok", "bad_files"), ()),
+}
 
 
-def _command(sub, name: str, summary: str, description: str, examples: str, tuner_env: bool = False):
-    """A sub-command whose help says what it does, shows its defaults, examples, exit codes and environment."""
-    epilog = "\n\n".join(["examples:\n" + examples, EXIT_CODES,
-                           ENVIRONMENT + ("\n" + TUNER_ENVIRONMENT if tuner_env else "")])
-    return sub.add_parser(name, help=summary, description=description, epilog=epilog,
+def _command(sub, name: str, summary: str, description: str, examples: str):
+    """A sub-command whose help says what it does, shows its defaults and examples, and lists the exit codes it
+    can return and the environment variables it reads (`HELP_FACTS`)."""
+    codes, variables = HELP_FACTS[name]
+    parts = ["examples:\n" + examples, "\n".join(["exit codes:"] + [EXIT_CODES[code] for code in codes])]
+    if variables:
+        parts.append("\n".join(["environment:"] + [ENVIRONMENT[name] for name in variables]))
+    return sub.add_parser(name, help=summary, description=description, epilog="\n\n".join(parts),
                           formatter_class=_HelpFormatter)
 
 
@@ -79,10 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Does pre-training help my model, and under which settings?  One YAML recipe, one "
                                  "command: pre-train a backbone on a pretext task, transfer it, train the same model "
                                  "from scratch, and compare them honestly (intervals, paired tests).",
-                     epilog="quick start:\n  kpretrain run recipes/fashion_overlay.yaml\n"
+                     epilog="quick start:\n  kpretrain run recipes/fashion_overlay.yaml --smoke   (minutes: every step on tiny data)\n"
+                            "  kpretrain run recipes/fashion_overlay.yaml\n"
                             "  kpretrain <command> --help   (defaults, examples, exit codes, environment)")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="<command>")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="<command>")
     for add in (_add_run, _add_show_task, _add_tune, _add_lr_find, _add_export, _add_report):
         add(sub)
     return parser
@@ -128,11 +146,11 @@ def _add_tune(sub) -> None:
                     "with the same budget and runs every seed of the best recipe against it.",
                     "  kpretrain tune recipes/fashion_tune.yaml --smoke\n"
                     "  kpretrain tune recipes/fashion_tune.yaml --max-trials 40\n"
-                    "  kpretrain tune recipes/fashion_overlay.yaml --tuner grid --final", tuner_env=True)
+                    "  kpretrain tune recipes/fashion_overlay.yaml --tuner grid --final")
     tune.add_argument("recipe", help="YAML recipe")
     tune.add_argument("--tuner", choices=("random", "bayesian", "hyperband", "grid"), help="default: tune.tuner")
     tune.add_argument("--max-trials", type=int, help="default: tune.max_trials; raising it resumes with more trials")
-    tune.add_argument("--dir", default="tuner_runs", help="tuner directory; results in DIR/<name>/")
+    tune.add_argument("--dir", default="tuner_runs", help="tuner directory; results in DIR/<name>/ (DIR/<name>-smoke/ with --smoke)")
     tune.add_argument("--overwrite", action="store_true", help="start the search over instead of resuming it")
     tune.add_argument("--final", action="store_true",
                       help="then tune scratch with the same budget and run every seed of the best recipe against it")
@@ -184,7 +202,8 @@ def _add_report(sub) -> None:
                       "  kpretrain report runs/a runs/b --format csv > runs.csv\n"
                       "  kpretrain report runs/a runs/b --plot runs.png")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or sweep points)")
-    report.add_argument("--format", choices=("md", "csv", "json"), default="md", help="output format")
+    report.add_argument("--format", choices=("md", "csv", "json"),
+                        help="output format (default: a table fitted to the terminal, or md when piped)")
     report.add_argument("--plot", metavar="FILE.png", help="also draw every run's arms with their 95 %% intervals")
     _output_options(report)
 

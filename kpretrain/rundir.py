@@ -100,7 +100,7 @@ def default_out_dir(name: str) -> str:
 
 
 RUN_FILE = "run.json"  # how the run was started (--smoke), beside recipe.yaml
-IGNORED_KEYS = ("runtime.verbose", "runtime.tensorboard")  # keys that change how a run looks, not what it computes
+IGNORED_KEYS = ("runtime.verbose", "runtime.tensorboard", "runtime.loggers")  # keys that change how a run looks, not what it computes
 
 
 class RecipeMismatch(InputError):

@@ -96,7 +96,7 @@ def test_tune_from_python_returns_the_best_trial_and_its_recipe(tmp_path):
     recipe = tiny_recipe_dict(tiny_npz(tmp_path / "tiny.npz"))
     recipe["tune"] = {"tuner": "grid", "max_trials": 5, "space": {"transfer.frozen_depth": {"int": [0, 1]}}}
     result = kpretrain.tune(recipe, smoke=True, directory=str(tmp_path / "tuner"))
-    assert result.directory == str(tmp_path / "tuner" / "tiny") and len(result.trials) == 2  # the grid is 2 points
+    assert result.directory == str(tmp_path / "tuner" / "tiny-smoke") and len(result.trials) == 2  # a 2-point grid
     assert result.best_score == max(t["score"] for t in result.trials)
     assert result.best_recipe["transfer"]["frozen_depth"] == result.best_values["transfer.frozen_depth"]
     assert result.final is None

@@ -223,12 +223,22 @@ def test_every_command_explains_itself(command, capsys):
         main([command, "--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    for needle in ("examples:\n  kpretrain " + command, "exit codes:", "  2    bad input", "KPRETRAIN_DATA_DIR",
-                   "KPRETRAIN_OFFLINE", "TF_CONFIG"):
+    for needle in ("examples:\n  kpretrain " + command, "exit codes:", "  0    success", "  2    bad input"):
         assert needle in text, (command, needle)
+    trains = command in ("run", "tune", "lr-find")
+    assert ("  1    failure while training" in text) == trains  # only what applies to this command
+    assert ("KPRETRAIN_DATA_DIR" in text) == (command not in ("export", "report"))
+    assert ("TF_CONFIG" in text) == (command == "run")
     assert ("KERASTUNER_TUNER_ID" in text) == (command == "tune")
+    assert ("resumes" in text) == (command in ("run", "tune"))
     options = [line for line in text.splitlines() if line.startswith("  -")]
     assert options and all(len(line.split(None, 1)) == 2 or line.strip().startswith("--") for line in options)
+
+
+def test_bare_kpretrain_prints_its_help(capsys):
+    assert main([]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: kpretrain") and "kpretrain <command> --help" in text and "--smoke" in text
 
 
 def test_top_level_help_lists_every_command_with_a_sentence(capsys):
@@ -262,10 +272,10 @@ def test_progress_is_a_live_line_on_a_terminal_and_plain_lines_otherwise():
         progress.close()
         text = stream.getvalue()
         assert "seed 0 | pretrain overlay: done\n" in text
-        if live:  # one status line rewritten in place: unit i/N, elapsed, ETA once a unit is done, stage position
-            assert "\runit 1/3 [0:00:00 elapsed] seed 0 | overlay | pretrain" in text
-            assert "pretrain epoch 2/4 batch 10/20" in text and "about 0:00:00 left" in text
-            assert text.endswith("\r")  # closed: the status line is wiped
+        if live:  # a display redrawn in place (tests/test_progress.py renders it as a terminal would): unit i/N,
+            # elapsed, ETA once a unit is done, the unit, the stage's position
+            assert "unit 1/3" in text and "seed 0 | overlay | pretrain" in text and "about 0:00:00 left" in text
+            assert "pretrain epoch 2/4" in text and "batch 10/20" in text
         else:
             assert text.splitlines() == ["[unit 1/3] seed 0 | overlay | pretrain: started",
                                          "seed 0 | pretrain overlay: done",

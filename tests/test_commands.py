@@ -107,6 +107,27 @@ def test_compare_rows_are_what_kpretrain_report_prints(tmp_path, capsys):
         table.render("html")
 
 
+def test_report_rows_carry_knn_and_show_accuracy_intervals_within_0_and_100(tmp_path, capsys):
+    import csv
+
+    run = _write_run(tmp_path / "a", "ra", {"scratch": [0.02, 0.30, 0.03], "overlay": [0.72, 0.74, 0.73]})
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    metrics["arms"]["overlay"]["knn_accuracy"] = [0.61, 0.63, 0.62]
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["report", run, "--format", "csv"]) == 0
+    rows = {r["arm"]: r for r in csv.DictReader(capsys.readouterr().out.splitlines())}
+    assert float(rows["overlay"]["knn_accuracy_mean"]) == pytest.approx(0.62) and rows["scratch"]["knn_accuracy_mean"] == ""
+    # scratch's t interval is [-0.28, 0.51]: shown from 0, the mean and std as computed
+    assert float(rows["scratch"]["test_accuracy_ci_low"]) == 0.0
+    assert float(rows["scratch"]["test_accuracy_ci_high"]) == pytest.approx(0.5113, abs=1e-4)
+    assert main(["report", run]) == 0
+    assert "11.67 ± 15.89 [0.00, 51.13]" in capsys.readouterr().out
+    # metrics.json's statistics are not clipped (kpretrain.compare reads the rows as shown)
+    from kpretrain.report.statistics import t_interval
+
+    assert t_interval([0.02, 0.30, 0.03])["ci"][0] < 0
+
+
 def test_one_failure_line_for_run_lr_find_and_tune(tiny_recipe, tmp_path, capsys, monkeypatch):
     from kpretrain import cli
     from kpretrain.errors import failure_line
@@ -142,3 +163,30 @@ def test_one_failure_line_for_run_lr_find_and_tune(tiny_recipe, tmp_path, capsys
     assert main(["run", tiny_recipe, "-q", "--out", str(out)]) == 1
     assert capsys.readouterr().err == (f"kpretrain: training failed: RuntimeError: boom (rerun with --debug for the "
                                        f"traceback; partial results in {out})\n")
+
+
+def test_label_efficiency_plot_shows_accuracy_and_the_paired_difference_titled(tmp_path, monkeypatch):
+    from kpretrain import io
+    from kpretrain.report.plots import plot_label_efficiency, plot_runs
+
+    entry = {"trainable_params": 10, "protocol": {"task": "overlay", "frozen_depth": 1}, "seeds": [0, 1, 2]}
+    scratch = {10: [0.02, 0.30, 0.03], 100: [0.60, 0.62, 0.61]}
+    points = [{"dir": f"labels={n}", "data": {"labelled": 10 * n, "num_classes": 10}, "values": {},
+               "arms": {"scratch": {**entry, "test_accuracy": acc, "test_accuracy_raw": acc},
+                        "overlay": {**entry, "baseline": "scratch", "test_accuracy": [a + d for a, d in zip(acc, (0.05, 0.06, 0.04))],
+                                    "test_accuracy_raw": acc}}} for n, acc in scratch.items()]
+    figures = []
+    monkeypatch.setattr(io, "save_figure", lambda fig, path, dpi=None: figures.append(fig))
+    plot_label_efficiency({"recipe": "demo", "smoke": True, "points": points, "sweep": {}}, str(tmp_path / "le.png"))
+    left, right = figures[0].axes
+    assert figures[0]._suptitle.get_text() == "demo: label efficiency (smoke run: numbers mean nothing)"
+    assert (left.get_title(), right.get_title()) == ("test accuracy per arm",
+                                                     "difference to the matched baseline (paired by seed)")
+    band = left.collections[0].get_paths()[0].vertices[:, 1]  # scratch: its t interval at 10 labels reaches below 0
+    assert band.min() == 0.0 and band.max() <= 100
+    assert [t.get_text() for t in right.get_legend().get_texts()] == ["overlay - scratch"]
+    ys = right.lines[0].get_ydata()  # the paired differences, in points, at 10 and 100 labels per class
+    assert list(ys) == pytest.approx([5.0, 5.0])
+    plot_runs([{"run": "a", "arm": "scratch", "test_accuracy_mean": 0.5, "test_accuracy_ci": [0.4, 0.6], "smoke": True}],
+              str(tmp_path / "runs.png"))
+    assert "smoke" in figures[1].axes[0].get_title()

@@ -436,3 +436,18 @@ def test_save_task_grid_writes_a_png(tmp_path, name, options):
     assert len(examples) == 8 and all(isinstance(title, str) and title for _, title in examples)
     path = save_task_grid(task, images, str(tmp_path / "grid.png"), n=8, title=name)
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_shortcut_line_says_in_words_what_the_number_means():
+    from kpretrain.pretext.shortcut import ShortcutResult
+
+    def line(accuracy, network=None):
+        return ShortcutResult("overlay", accuracy, 0.5, 2000, 5).line(network)
+
+    assert "accuracy 0.950 (chance 0.500" in line(0.95) and ": a shortcut: image statistics alone get 90 % of the way" \
+        in line(0.95)
+    assert ": a partial shortcut: image statistics alone get 20 % of the way" in line(0.6)
+    assert line(0.52).endswith(": no shortcut found: image statistics alone do little better than chance")
+    # with the pretext network's accuracy, the comparison is with the network, not with a perfect score
+    assert "get 93 % of its margin over chance" in line(0.92, 0.95) and "perfect" not in line(0.92, 0.95)
+    assert line(0.6, 0.95).endswith("the pretext network reaches 0.950")

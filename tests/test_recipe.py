@@ -265,9 +265,36 @@ def test_the_encoder_writes_set_text():
 
 
 def test_api_overrides_and_arms_dotted_keys_use_the_encoder():
-    from kpretrain.api import _raw
+    from kpretrain.recipe.files import raw_recipe as _raw
 
     raw = _raw(BASE, {"finetune.optimizer.learning_rate": 1e-05, "arms": {"a": {"finetune.optimizer.weight_decay": 1e-06}},
                       "name": "1e-3"})
     assert raw["finetune"]["optimizer"]["learning_rate"] == 1e-05 and raw["name"] == "1e-3"
     assert recipe_from_dict(raw).arm_recipes()["a"].finetune.optimizer.weight_decay == 1e-06
+
+
+def test_set_arms_on_a_recipe_without_arms_keeps_its_own_arm():
+    recipe = load_recipe("recipes/fashion_overlay.yaml", ["arms.rotation.pretrain.task=rotation"])
+    arms = recipe.arm_recipes()
+    assert list(arms) == ["scratch", "overlay", "rotation"]  # the recipe's own arm stays, named as when alone
+    assert arms["overlay"].pretrain.options == {"mode": "mean", "weight_range": [0.4, 0.6]}
+    # the top level's overlay options belong to overlay: the rotation arm starts from rotation's defaults
+    assert arms["rotation"].pretrain.task == "rotation" and arms["rotation"].pretrain.options == {}
+    assert recipe.baseline_pairs() == {"overlay": "scratch", "rotation": "scratch"}
+    # an arm that gives its task's options keeps them; one that keeps the task keeps the top level's
+    given = load_recipe("recipes/fashion_overlay.yaml", ["arms.rotation.pretrain.task=rotation",
+                                                         "arms.rotation.pretrain.options={angles: [0, 180]}",
+                                                         "arms.longer.pretrain.epochs=2"]).arm_recipes()
+    assert given["rotation"].pretrain.options == {"angles": [0, 180]}
+    assert given["longer"].pretrain.options == {"mode": "mean", "weight_range": [0.4, 0.6]}
+    # a recipe with arms: --set arms.X adds X and keeps the declared arms, no implicit arm appears
+    declared = load_recipe("recipes/fashion_rotation.yaml", ["arms.more.transfer.frozen_depth=2"]).arm_recipes()
+    assert list(declared) == ["scratch", "rotation_probe", "rotation_finetune", "more"]
+    from kpretrain.recipe.files import arms_added_by_overrides
+
+    assert arms_added_by_overrides("recipes/fashion_overlay.yaml", ["arms.rotation.pretrain.task=rotation"]) == \
+        "--set added arm rotation; the recipe's own arm runs beside it as overlay"
+    assert arms_added_by_overrides("recipes/fashion_rotation.yaml", ["arms.more.transfer.frozen_depth=2"]) == \
+        "--set added arm more"
+    assert arms_added_by_overrides("recipes/fashion_rotation.yaml", ["arms.rotation_probe.finetune.epochs=2"]) is None
+    assert arms_added_by_overrides("recipes/fashion_overlay.yaml", ["seeds=1"]) is None

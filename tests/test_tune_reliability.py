@@ -4,6 +4,7 @@ are never left half-written."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def wait_for(condition, proc: subprocess.Popen, log: Path, what: str, timeout: f
 def test_search_killed_mid_trial_reruns_that_trial_and_keeps_the_finished_ones(tmp_path):
     recipe = write_recipe(tmp_path, space=SPACE, seeds=[0])
     command = [sys.executable, "-m", "kpretrain.cli", "tune", recipe, "--smoke", "--max-trials", "3", "--dir", "runs"]
-    project = tmp_path / "runs" / "tiny"
+    project = tmp_path / "runs" / "tiny-smoke"  # --smoke's project
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         first = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=out, stderr=subprocess.STDOUT)
@@ -67,7 +68,9 @@ def test_search_killed_mid_trial_reruns_that_trial_and_keeps_the_finished_ones(t
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Reloading Tuner" in again.stdout
     assert "took over the stale lock of tuner directory" in again.stderr  # the killed process's pid was left
-    assert again.stdout.count("Running Trial #") == 2  # trial 1 again, then trial 2; trial 0 is not re-run
+    started = re.findall(r"^(trial_\d+): \{", again.stdout, re.M)
+    assert started == ["trial_1", "trial_2"], again.stdout  # trial_1 again, then trial_2; trial_0 is not re-run
+    assert "[unit 1/2] seed 0 | overlay | trial_1: started" in again.stdout  # the trials left to this process
 
     after = trials(project)
     assert sorted(after) == ["0", "1", "2"] and all(t["status"] == "COMPLETED" for t in after.values())
@@ -92,7 +95,7 @@ def test_search_killed_mid_trial_reruns_that_trial_and_keeps_the_finished_ones(t
 
 def test_second_search_on_a_locked_tuner_directory_is_exit_2_naming_the_holder(tmp_path, capsys):
     recipe = write_recipe(tmp_path, space=SPACE, seeds=[0])
-    project = tmp_path / "runs" / "tiny"
+    project = tmp_path / "runs" / "tiny-smoke"  # --smoke's project
     hold = ("import sys; from kpretrain.rundir import DirectoryLock; lock = DirectoryLock(sys.argv[1]); "
             "lock.acquire(); print('held', flush=True); sys.stdin.read()")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(project)], env=ENV, stdin=subprocess.PIPE,
@@ -112,7 +115,7 @@ def test_second_search_on_a_locked_tuner_directory_is_exit_2_naming_the_holder(t
 def test_unreadable_state_file_is_exit_2_with_the_way_out(tmp_path, capsys):
     """A state file cut short by a crash of a version whose writes were not atomic: one line, no traceback."""
     recipe = write_recipe(tmp_path, space=SPACE, seeds=[0])
-    project = tmp_path / "runs" / "tiny"
+    project = tmp_path / "runs" / "tiny-smoke"  # --smoke's project
     project.mkdir(parents=True)
     (project / "tuner0.json").write_text("{}")
     (project / "oracle.json").write_text("")

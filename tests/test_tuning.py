@@ -59,21 +59,30 @@ def lookup(tree, key):
 
 def test_search_writes_outputs_resumes_extends_and_starts_over(tmp_path, capsys):
     recipe = write_recipe(tmp_path)
-    project = tmp_path / "runs" / "tiny"
+    project = tmp_path / "runs" / "tiny-smoke"  # a smoke search's own project
     args = ["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]
     assert main(args) == 0
     first = trials(project)
     assert sorted(first) == ["0", "1"] and all(t["status"] == "COMPLETED" for t in first.values())
     out = capsys.readouterr().out
-    assert "Running Trial #2" in out and "| trial | pretrain.epochs | pretrain.task | transfer.frozen_depth |" in out
+    assert "| trial | pretrain.epochs | pretrain.task | transfer.frozen_depth |" in out
     assert "device: CPU" in out
-    assert "trial 1/2: {" in out and "no trial completed yet" in out  # one line per trial: n/max, values, best
-    assert re.search(r"trial 2/2: \{.*\}; best val_accuracy so far 0\.\d{4}", out)
+    # one display, kpretrain's; each trial named as KerasTuner names its directory (trial_<id>) in every line
+    assert "Running Trial" not in out and "Best val_accuracy So Far" not in out
+    assert "tune tiny-smoke: random, 2 trials over pretrain.epochs, pretrain.task (when pretrain.epochs > 0), " \
+           "transfer.frozen_depth" in out
+    assert re.search(r"^\[unit 1/2\] seed 0 \| \w+ \| trial_0: started\ntrial_0: \{.*\}$", out, re.M)
+    assert re.search(r"^trial_0: val_accuracy 0\.\d{4} in \d+ s; best so far trial_0 \(0\.\d{4}\)$", out, re.M)
+    assert re.search(r"^trial_1: val_accuracy 0\.\d{4} in \d+ s; best so far trial_[01] \(0\.\d{4}\)$", out, re.M)
 
     best = json.loads((project / "best.json").read_text())
     assert len(best["trials"]) == 2 and best["arm"] == "overlay"
     assert best["best"]["score"] == max(t["score"] for t in best["trials"])
-    assert set(best["best"]["values"]) == set(SPACE)
+    assert f"best: trial_{best['best']['trial_id']}, val_accuracy {best['best']['score']:.4f}" in out
+    assert f"| trial_{best['best']['trial_id']} | " in out.split("| trial |")[1].splitlines()[2]  # first row
+    for row in best["trials"]:  # pretrain.task is searched only in the trials that pre-train
+        assert set(row["values"]) == set(SPACE) - ({"pretrain.task"} if row["values"]["pretrain.epochs"] == 0
+                                                   else set()), row
     assert (project / "tune.png").stat().st_size > 0
     assert not list(project.glob("*.tmp"))
     loaded = load_recipe(str(project / "best_recipe.yaml"))
@@ -84,7 +93,7 @@ def test_search_writes_outputs_resumes_extends_and_starts_over(tmp_path, capsys)
     capsys.readouterr()
 
     assert main(args) == 0  # resumes a finished search: nothing runs
-    assert "Running Trial" not in capsys.readouterr().out
+    assert "trial_" not in capsys.readouterr().out.split("| trial |")[0]
     assert trials(project) == first
 
     assert main(args + ["--max-trials", "3"]) == 0  # exactly one more
@@ -194,10 +203,21 @@ def test_smoke_search_runs_three_trials_unless_told_and_loads_the_data_once(tmp_
                         lambda *a, **kw: loaded.append(a[0]) or load(*a, **kw))
     recipe = write_recipe(tmp_path, tune={"max_trials": 30, "space": {"transfer.frozen_depth": {"int": [0, 3]}}},
                           pretrain={"task": "overlay", "epochs": 0}, finetune={"epochs": 1})  # cheap trials
-    assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]) == 0
+    runs = tmp_path / "runs"
+    assert main(["tune", recipe, "--smoke", "--dir", str(runs)]) == 0
     assert "random, 3 trials over transfer.frozen_depth" in capsys.readouterr().out
-    assert len(trials(tmp_path / "runs" / "tiny")) == 3
+    assert len(trials(runs / "tiny-smoke")) == 3
     assert len(loaded) == 1  # for the plan, the checks of the space's corners and every trial: loaded once
+    # smoke and real searches of a recipe have their own projects: neither blocks, nor resumes, the other
+    assert main(["tune", recipe, "--max-trials", "1", "--dir", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "tune tiny: random, 1 trials" in out and f"results: {runs / 'tiny'}/best.json" in out
+    assert len(trials(runs / "tiny")) == 1 and len(trials(runs / "tiny-smoke")) == 3
+    assert json.loads((runs / "tiny" / "search.json").read_text())["smoke"] is False
+    assert main(["tune", recipe, "--smoke", "--dir", str(runs)]) == 0  # the smoke search again: resumed, finished
+    out = capsys.readouterr().out
+    assert f"Reloading Tuner from {runs / 'tiny-smoke'}" in out and "trial_0: {" not in out
+    assert len(trials(runs / "tiny-smoke")) == 3
 
 
 def test_grid_search_tries_every_combination_and_pretrains_once_per_setting(tmp_path, capsys, monkeypatch):
@@ -208,16 +228,16 @@ def test_grid_search_tries_every_combination_and_pretrains_once_per_setting(tmp_
     pretrain = kpretrain.protocol.unit.pretrain
     monkeypatch.setattr(kpretrain.protocol.unit, "pretrain", lambda *a, **kw: calls.append(1) or pretrain(*a, **kw))
     assert main(["tune", recipe, "--smoke", "--max-trials", "10", "--dir", str(tmp_path / "grid")]) == 0
-    found = [t["hyperparameters"]["values"] for t in trials(tmp_path / "grid" / "tiny").values()]
+    found = [t["hyperparameters"]["values"] for t in trials(tmp_path / "grid" / "tiny-smoke").values()]
     assert sorted((v["pretrain.task"], v["transfer.frozen_depth"]) for v in found) == [
         ("overlay", 0), ("overlay", 1), ("rotation", 0), ("rotation", 1)]
     assert len(calls) == 2
-    reused = [t for t in trials(tmp_path / "grid" / "tiny").values()  # in trial order: the later one reused
+    reused = [t for t in trials(tmp_path / "grid" / "tiny-smoke").values()  # in trial order: the later one reused
               if t["hyperparameters"]["values"]["pretrain.task"] == "rotation"][-1]
     depth = reused["hyperparameters"]["values"]["transfer.frozen_depth"]
     alone = {"pretrain.task": {"choice": ["rotation"]}, "transfer.frozen_depth": {"choice": [depth]}}
     assert main(["tune", write_recipe(tmp_path, space=alone), "--smoke", "--dir", str(tmp_path / "alone")]) == 0
-    (trial,) = trials(tmp_path / "alone" / "tiny").values()
+    (trial,) = trials(tmp_path / "alone" / "tiny-smoke").values()
     assert trial["score"] == pytest.approx(reused["score"], abs=1e-6)
     capsys.readouterr()
     bad = write_recipe(tmp_path, tune={"tuner": "grid", "space": {
@@ -226,17 +246,63 @@ def test_grid_search_tries_every_combination_and_pretrains_once_per_setting(tmp_
     assert "tune.space.pretrain.optimizer.learning_rate': the grid tuner needs a step" in capsys.readouterr().err
 
 
+def test_a_pretraining_key_is_searched_only_in_trials_that_pretrain(tmp_path, capsys):
+    """A user space: the grid has 3 points, not 4 (no learning rate for the trial without pre-training), and that
+    trial runs, with no learning rate in its values, trial.json, best.json or the table."""
+    space = {"arms.overlay.pretrain.epochs": {"choice": [0, 1]},
+             "arms.overlay.pretrain.optimizer.learning_rate": {"choice": [0.001, 0.01]}}
+    recipe = write_recipe(tmp_path, tune={"tuner": "grid", "max_trials": 10, "space": space},
+                          arms={"overlay": {"pretrain": {"task": "overlay"}}}, finetune={"epochs": 1})
+    assert main(["tune", recipe, "--smoke", "--max-trials", "10", "--dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    project = tmp_path / "runs" / "tiny-smoke"
+    epochs, lr = space
+    found = {i: t["hyperparameters"]["values"] for i, t in trials(project).items()}
+    assert found == {"00": {epochs: 0}, "01": {epochs: 1, lr: 0.001}, "02": {epochs: 1, lr: 0.01}}
+    assert all(t["status"] == "COMPLETED" for t in trials(project).values())
+    rows = {row["trial_id"]: row for row in json.loads((project / "best.json").read_text())["trials"]}
+    assert rows["00"]["values"] == {epochs: 0} and 0.0 <= rows["00"]["score"] <= 1.0
+    assert '\ntrial_00: {"arms.overlay.pretrain.epochs": 0}\n' in out  # KerasTuner pads ids to max_trials' digits
+    assert re.search(r"^\| trial_00 \| 0 \| — \| 0\.\d{4} \| COMPLETED \|$", out, re.M)
+    assert re.search(r"^\| trial_02 \| 1 \| 0\.01 \| 0\.\d{4} \| COMPLETED \|$", out, re.M)
+
+
 def test_a_recipe_without_a_space_searches_pretraining_epochs_learning_rate_and_frozen_depth(tmp_path, capsys):
     recipe = write_recipe(tmp_path, tune={"max_trials": 1})
     assert main(["tune", recipe, "--smoke", "--dir", str(tmp_path / "runs")]) == 0
     default = {"pretrain.epochs": {"int": [0, 2]},
                "pretrain.optimizer.learning_rate": {"float": [0.0001, 0.01], "sampling": "log"},
                "transfer.frozen_depth": {"int": [0, 3]}}  # the tiny small_cnn has 3 blocks
-    assert f"the default space: {json.dumps(default)}" in capsys.readouterr().out
-    project = tmp_path / "runs" / "tiny"
+    out = capsys.readouterr().out
+    assert f"the default space: {json.dumps(default)}" in out
+    assert "pretrain.optimizer.learning_rate (when pretrain.epochs > 0)" in out
+    project = tmp_path / "runs" / "tiny-smoke"
     assert json.loads((project / "search.json").read_text())["tune"]["space"] == default
-    assert json.loads((project / "best.json").read_text())["space"] == default
+    best = json.loads((project / "best.json").read_text())
+    assert best["space"] == default
+    ((trial_id, trial),) = trials(project).items()
+    values = best["best"]["values"]
+    assert trial["status"] == "COMPLETED" and best["best"]["trial_id"] == trial_id
+    assert ("pretrain.optimizer.learning_rate" in values) == (values["pretrain.epochs"] > 0)
     assert load_recipe(str(project / "best_recipe.yaml")).tune.space == default
+
+    # the learning rate is a KerasTuner conditional hyperparameter: absent when the trial does not pre-train,
+    # whose trial still runs; present when it does
+    import keras_tuner
+
+    from kpretrain.tuning import ProtocolHyperModel
+
+    hypermodel = ProtocolHyperModel({**yaml.safe_load(Path(recipe).read_text()), "tune": {"space": default}},
+                                    smoke=True)
+    hp = keras_tuner.HyperParameters()
+    assert hypermodel.declare(hp) == {"pretrain.epochs": 0, "transfer.frozen_depth": 0}  # KerasTuner's defaults
+    assert set(hp.values) == {"pretrain.epochs", "transfer.frozen_depth"}
+    assert 0.0 <= hypermodel.fit(hp, hypermodel.build(hp))["val_accuracy"] <= 1.0
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare(hp)
+    hp.values["pretrain.epochs"] = 2
+    hp.ensure_active_values()  # as KerasTuner's oracle fills a trial
+    assert set(hypermodel.declare(hp)) == set(default)
     no_pretraining = write_recipe(tmp_path, tune={"max_trials": 1}, pretrain={"task": "none"})
     assert main(["tune", no_pretraining, "--smoke", "--dir", str(tmp_path / "other")]) == 2
     assert "'tune.space': empty, and the searched arm 'model' does not pre-train" in capsys.readouterr().err
@@ -330,7 +396,7 @@ def test_chief_and_two_workers_run_every_trial_once(tmp_path):
     outputs = {tuner_id: proc.communicate(timeout=400)[0] for tuner_id, proc in procs.items()}
     for tuner_id, proc in procs.items():
         assert proc.returncode == 0, f"{tuner_id}:\n{outputs[tuner_id][-3000:]}"
-    project = tmp_path / "runs" / "tiny"
+    project = tmp_path / "runs" / "tiny-smoke"
     found = trials(project)
     assert sorted(found) == ["0", "1", "2", "3"] and all(t["status"] == "COMPLETED" for t in found.values())
     run_times = json.loads((project / "oracle.json").read_text())["run_times"]
@@ -389,7 +455,7 @@ def test_trial_under_mixed_precision_and_xla(tmp_path, capsys):
         assert keras.mixed_precision.global_policy().name == "mixed_float16"
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    (trial,) = trials(tmp_path / "runs" / "tiny").values()
+    (trial,) = trials(tmp_path / "runs" / "tiny-smoke").values()
     assert trial["status"] == "COMPLETED" and 0.0 <= trial["score"] <= 1.0
 
 

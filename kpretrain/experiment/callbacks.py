@@ -1,9 +1,13 @@
-"""The user's own Keras callbacks of a run, per stage (`kpretrain.run(..., callbacks=...)`)."""
+"""The callbacks of a run: the user's own, per stage (`kpretrain.run(..., callbacks=...)`), and those of
+`runtime.loggers`, each told its context (stage, arm, seed) before every stage it watches."""
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
+from kpretrain.callback_context import CallbackContext
 from kpretrain.errors import InputError
 
 STAGES = ("pretrain", "finetune")
@@ -41,3 +45,38 @@ def _callback_list(callbacks) -> list:
         if not isinstance(cb, keras.callbacks.Callback):
             raise InputError(f"callbacks: {cb!r} is not a keras.callbacks.Callback")
     return found
+
+
+@contextlib.contextmanager
+def stage_in_context(context: CallbackContext, callbacks, *, loggers=(), settings: dict | None = None):
+    """The callbacks of one unit and stage: `callbacks` and those of the `loggers` opened for it, each told
+    `context`; the loggers are closed when the block ends (as failed if it raised).
+
+    Args:
+        context: the stage's `CallbackContext`.
+        callbacks: the user's callbacks of the stage (and the progress display's).
+        loggers: `runtime.loggers` names (`RuntimeConfig.active_loggers`).
+        settings: the unit's settings as the loggers record them (the arm's recipe as a plain dict).
+
+    Yields:
+        (every callback of the stage, `finish(metrics)`: the stage's final numbers to the loggers).
+
+    Example:
+        >>> with stage_in_context(context, user_callbacks, loggers=("csv",)) as (callbacks, finish):
+        ...     result = pretrain(backbone, arm, inputs, callbacks=callbacks)
+        ...     finish({"pretext_val_accuracy": result.final_val_accuracy})
+    """
+    from kpretrain.training.loggers import StageLoggers, flat_settings
+
+    opened = StageLoggers(loggers, context, flat_settings(settings or {}))
+    every = [*callbacks, *opened.callbacks]
+    failed = True
+    try:
+        for callback in every:
+            callback.kpretrain_context = context
+            if callable(getattr(callback, "set_context", None)):
+                callback.set_context(context)
+        yield every, opened.finish
+        failed = False
+    finally:
+        opened.close(failed)

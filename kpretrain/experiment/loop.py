@@ -17,7 +17,7 @@ from typing import Callable
 import tensorflow as tf
 
 from kpretrain import io
-from kpretrain.experiment.callbacks import STAGES, stage_callbacks
+from kpretrain.experiment.callbacks import STAGES, CallbackContext, stage_callbacks, stage_in_context
 from kpretrain.experiment.metrics import run_metrics
 from kpretrain.experiment.plan import plan_lines
 from kpretrain.experiment.preparation import Prepared, prepare
@@ -32,6 +32,7 @@ from kpretrain.recipe import Recipe, pretrains
 from kpretrain.recipe.values import dump_yaml
 from kpretrain.rundir import RUN_FILE
 from kpretrain.training import interruption
+from kpretrain.training.loggers import check_loggers
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 from kpretrain.training.timing import Clock
 
@@ -74,6 +75,7 @@ class Experiment:
     # ---- preparation ----------------------------------------------------------------------------------
     def prepare(self) -> list[str]:
         """Validate the arms against data and models, load data, make splits; return the plan as lines."""
+        check_loggers(self.recipe.runtime.active_loggers)
         self.prepared = prepare(self.recipe, smoke=self.smoke, datasets=self.shared_with["datasets"])
         return plan_lines(self.prepared)
 
@@ -173,17 +175,19 @@ class Experiment:
             return unit
         interruption.check()
         self.progress.phase("transfer, kNN of the transferred features")
-        unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope,
-                        callbacks=self.callbacks["finetune"], pretrain_callbacks=self.callbacks["pretrain"],
-                        backup=store.backup(seed, name), tensorboard=self._tensorboard(out_dir, seed, name))
+        context = CallbackContext("finetune", name, seed, out_dir, finetune_unit(seed, name), (name,))
+        with self._stage(context, arm) as (callbacks, finish):
+            unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope, callbacks=callbacks,
+                            backup=store.backup(seed, name))
+            finish({k: v for k, v in unit.test.record().items() if k.startswith("test_accuracy")})
         unit = store.save_unit(unit)
         test = unit.test
-        warn = ""
+        raw = ""  # a stale-BN gap is marked here and warned of once, with the run's warnings, when it ends
         if test.test_accuracy_refreshed is not None:
             gap = abs(test.test_accuracy_refreshed - test.test_accuracy_raw) * 100
-            warn = f", raw {test.test_accuracy_raw:.4f}" + (
+            raw = f", raw {test.test_accuracy_raw:.4f}" + (
                 " (stale BN!)" if gap > self.recipe.evaluation.bn_warn_points else "")
-        self.log(f"seed {unit.seed} | {unit.arm}: test acc {test.test_accuracy:.4f}{warn} ({_seconds(unit.seconds)})"
+        self.log(f"seed {unit.seed} | {unit.arm}: test acc {test.test_accuracy:.4f}{raw} ({_seconds(unit.seconds)})"
                  + _resumed("fine-tuning", unit.finetune.resumed_from))
         return unit
 
@@ -208,10 +212,11 @@ class Experiment:
                 self.shared_with["pretrained"].setdefault(source, (store.record(unit), store.weights(unit)))
                 return result
             interruption.check()
-            board = self._tensorboard(store.run_dir, inputs.seed, name)
-            result = shared(pretrain(backbone, arm, inputs, clock=Clock(), callbacks=self.callbacks["pretrain"],
-                                     backup=store.pretrain_backup(unit),
-                                     tensorboard=os.path.join(board, "pretrain") if board else None), unit, users)
+            context = CallbackContext("pretrain", name, inputs.seed, store.run_dir, unit, tuple(users))
+            with self._stage(context, arm) as (callbacks, finish):
+                result = shared(pretrain(backbone, arm, inputs, clock=Clock(), callbacks=callbacks,
+                                         backup=store.pretrain_backup(unit)), unit, users)
+                finish({"pretext_val_accuracy": result.final_val_accuracy})
             store.save_pretraining_weights(unit, backbone)
         store.save_pretraining_record(result)
         self.shared_with["pretrained"][source] = (store.record(unit), store.weights(unit))
@@ -220,9 +225,12 @@ class Experiment:
                  + _resumed("pre-training", result.resumed_from))
         return result
 
-    def _tensorboard(self, out_dir: str, seed: int, name: str) -> str | None:
-        """`tb/<seed>/<arm>/` when `runtime.tensorboard` (each stage logs in a sub-directory named after it)."""
-        return os.path.join(out_dir, "tb", str(seed), name) if self.recipe.runtime.tensorboard else None
+    def _stage(self, context: CallbackContext, arm: Recipe):
+        """The callbacks of one unit and stage, told their context: the user's, the progress display's and those of
+        `runtime.loggers` (closed when the block ends); see `stage_in_context`."""
+        settings = {k: v for k, v in arm.to_dict().items() if k not in ("arms", "sweep", "tune")}
+        return stage_in_context(context, self.callbacks[context.stage], loggers=self.recipe.runtime.active_loggers,
+                                settings=settings)
 
     # ---- artifacts ------------------------------------------------------------------------------------
     def metrics(self, results: dict[str, list[UnitResult]], pretrainings: list[PretrainResult], wall: float,

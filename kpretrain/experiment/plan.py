@@ -55,8 +55,8 @@ def _arm_line(prepared: Prepared, name: str, arm: Recipe) -> str:
                      if t.unfreeze else "")
                   + (f", head init {t.head_init}" if t.head_init != "none" else ""))
     augment = f", {arm.finetune.augment} augmentation" if arm.finetune.augment != "none" else ""
-    stages.append(f"fine-tune {arm.finetune.head} head for "
-                  f"{prepared.budget.cap(arm.finetune.epochs, prepared.budget.epochs)} epochs on "
+    epochs = prepared.budget.cap(arm.finetune.epochs, prepared.budget.epochs)
+    stages.append(f"fine-tune {arm.finetune.head} head for {epochs} epoch{'' if epochs == 1 else 's'} on "
                   f"{len(prepared.first.split.labelled)} labelled{augment}")
     if arm.selftrain is not None:
         stages.append(_selftrain_stage(arm))
@@ -80,7 +80,7 @@ def _pretrain_stage(prepared: Prepared, name: str, arm: Recipe) -> str:
         per_epoch = arm.pretrain.options.get("images_per_epoch") or n
         images = f"generated images ({per_epoch} per epoch, no data read)"
     first = prepared.sharing_pretraining(arm)[0]
-    return (f"pretrain {arm.pretrain.task} on {images} for {epochs:g} epochs"
+    return (f"pretrain {arm.pretrain.task} on {images} for {epochs:g} epoch{'' if epochs == 1 else 's'}"
             if first == name else f"pre-trained weights shared with {first}")
 
 

@@ -39,7 +39,7 @@ def kind(name: str) -> str:
 
 
 def build(name: str, input_shape, seed: int, options: dict, *, weights: str | None = None,
-          init: str = "fresh") -> keras.Model:
+          init: str = "random") -> keras.Model:
     """The backbone `name` (an application, a factory or a `.keras` file) for images of `input_shape`.
 
     Args:

@@ -61,7 +61,7 @@ def register_backbone(name: str):
     return wrap
 
 
-def create_backbone(name: str, input_shape, seed: int = 0, *, weights: str | None = None, init: str = "fresh",
+def create_backbone(name: str, input_shape, seed: int = 0, *, weights: str | None = None, init: str = "random",
                     blocks=None, **options) -> keras.Model:
     """Build backbone `name` for `input_shape` (H, W, C); weights are a deterministic function of `seed`.
 

@@ -11,7 +11,9 @@ from kpretrain.pretext.registry import (DEFAULT_MIXED_TASKS, LABELLED_TASKS, SYN
 _CLASSES = {path.split(":")[1]: path for path in TASK_CLASSES.values()}
 _CLASSES.update({"PretextTask": "kpretrain.pretext.base:PretextTask", "OptionError": "kpretrain.pretext.base:OptionError",
                  "SyntheticTask": "kpretrain.pretext.synthetic:SyntheticTask",
-                 "ContrastiveModel": "kpretrain.pretext.contrastive:ContrastiveModel"})
+                 "ContrastiveModel": "kpretrain.pretext.contrastive:ContrastiveModel",
+                 "TwoViewTask": "kpretrain.pretext.views:TwoViewTask",
+                 "JointEmbeddingModel": "kpretrain.pretext.joint:JointEmbeddingModel"})
 
 __all__ = [*_CLASSES, "TASKS", "TASK_NAMES", "TASK_CLASSES", "LABELLED_TASKS", "SYNTHETIC_TASKS", "DEFAULT_MIXED_TASKS",
            "create_task", "task_class", "task_options"]

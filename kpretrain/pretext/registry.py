@@ -18,6 +18,9 @@ TASK_CLASSES = {
     "supervised": "kpretrain.pretext.supervised:SupervisedTask",
     "shapes": "kpretrain.pretext.shapes:ShapeSetTask",
     "fractal": "kpretrain.pretext.fractal:FractalTask",
+    "simsiam": "kpretrain.pretext.simsiam:SimSiamTask",
+    "barlow_twins": "kpretrain.pretext.barlow_twins:BarlowTwinsTask",
+    "vicreg": "kpretrain.pretext.vicreg:VICRegTask",
 }
 TASK_NAMES = tuple(TASK_CLASSES)
 LABELLED_TASKS = ("supervised",)  # tasks trained on a data set's own labels, not on labels they make

@@ -17,6 +17,7 @@ from kpretrain.training.head_init import fit_logistic_regression
 BINS = 16
 INK = 0.1  # a pixel brighter than this is ink
 WARN_SHARE = 0.8  # warn when the shortcut gets this share of the network's margin over chance
+SHORTCUT_WAY, WEAK_WAY = 0.5, 0.1  # without a network: a shortcut / a partial one, as a share of chance -> perfect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +51,22 @@ class ShortcutResult:
         if share is not None and share >= WARN_SHARE:
             text += (f": the statistics alone get {100 * share:.0f} % of its margin over chance, so the task can be "
                      f"solved without learning shape")
+        elif network_accuracy is None:
+            text += ": " + self.meaning()
         return text
+
+    def meaning(self) -> str:
+        """In words, what the accuracy says without a pretext network to compare with: how far the statistics
+        alone get from chance towards a perfect pretext score."""
+        way = (self.accuracy - self.chance) / max(1e-9, 1.0 - self.chance)
+        if way >= SHORTCUT_WAY:
+            return (f"a shortcut: image statistics alone get {100 * way:.0f} % of the way from chance to a perfect "
+                    f"score, so a network can solve this task without learning shape (pre-training may then teach "
+                    f"little that transfers)")
+        if way >= WEAK_WAY:
+            return (f"a partial shortcut: image statistics alone get {100 * way:.0f} % of the way from chance to a "
+                    f"perfect score; the rest needs more than intensity")
+        return "no shortcut found: image statistics alone do little better than chance"
 
 
 def image_statistics(images) -> np.ndarray:
@@ -65,11 +81,12 @@ def image_statistics(images) -> np.ndarray:
 
 
 def checkable_tasks(task) -> list:
-    """The class-labelling tasks inside `task`: itself, or a mixed task's tasks; none for contrastive (its labels
-    pair views), supervised pre-training (the data set's own labels) or a multi-label task (no single class)."""
+    """The class-labelling tasks inside `task`: itself, or a mixed task's tasks; none for a two-view task (contrastive,
+    SimSiam, Barlow Twins, VICReg: no classes, its labels pair views), supervised pre-training (the data set's own
+    labels) or a multi-label task (no single class)."""
     if hasattr(task, "tasks"):
         return [t for sub in task.tasks for t in checkable_tasks(sub)]
-    if (task.task_name in ("contrastive", "supervised") or getattr(task, "needs_labels", False)
+    if (task.num_classes is None or task.task_name == "supervised" or getattr(task, "needs_labels", False)
             or getattr(task, "multi_label", False)):
         return []
     return [task]

@@ -12,13 +12,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kpretrain.pretext.base import PretextTask  # noqa: E402
-from kpretrain.pretext.contrastive import ContrastiveTask  # noqa: E402
 from kpretrain.pretext.mixed import MixedTask  # noqa: E402
+from kpretrain.pretext.views import TwoViewTask  # noqa: E402
 
 
 def task_examples(task: PretextTask, images: np.ndarray, n: int) -> list[tuple[np.ndarray, str]]:
     """Up to `n` (image, title) pairs from one pass of `task` over `images` (a mixed task shows each sub-task)."""
-    if isinstance(task, ContrastiveTask):  # n // 2 images, each shown as its two views side by side
+    if isinstance(task, TwoViewTask):  # n // 2 images, each shown as its two views side by side
         views, _ = task(tf.constant(images[:max(n // 2, 1)], tf.float32))
         half = len(views) // 2
         return [(views[i + half * v].numpy(), f"#{i} view {v + 1}") for i in range(half) for v in (0, 1)]
@@ -40,7 +40,7 @@ def save_task_grid(task: PretextTask, images: np.ndarray, path: str, n: int = 16
     """Write a PNG grid of `n` pretext examples made from float32 `images` [N,H,W,C] in [0, 1]; returns `path`."""
     examples = task_examples(task, np.asarray(images, np.float32), n)
     cols = math.ceil(math.sqrt(len(examples)))
-    if isinstance(task, ContrastiveTask):
+    if isinstance(task, TwoViewTask):
         cols += cols % 2  # both views of an image on the same row
     rows = math.ceil(len(examples) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows + (0.4 if title else 0)), squeeze=False)

@@ -133,12 +133,11 @@ def backbone_probe(backbone: keras.Model, arm: Recipe, inputs: SeedData):
 
 
 def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: float | None = None,
-             clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None,
-             callbacks=()) -> PretrainResult:
+             clock: Clock | None = None, backup: str | None = None, callbacks=()) -> PretrainResult:
     """Train the whole `backbone` (in place) with the arm's pretext task; returns its curve and the trained weights.
 
     `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes;
-    `tensorboard`: a directory for its TensorBoard logs; `callbacks`: the user's own Keras callbacks."""
+    `callbacks`: the user's own Keras callbacks (and the loggers')."""
     r = inputs.recipe
     stage = pretext_stage(backbone, arm, inputs)
     task, model, train, validation, source = stage.task, stage.model, stage.train, stage.validation, stage.source
@@ -157,7 +156,7 @@ def pretrain(backbone: keras.Model, arm: Recipe, inputs: SeedData, *, epochs: fl
                        optimizer=arm.pretrain.optimizer, compile_kwargs=task.compile_kwargs(),
                        callbacks=[*stage_callbacks, *callbacks],
                        jit_compile=r.runtime.jit_compile, verbose=r.runtime.verbose, min_points=PRETEXT_CURVE_POINTS,
-                       clock=clock, backup=backup, tensorboard=tensorboard, averaging=arm.pretrain.averaging,
+                       clock=clock, backup=backup, averaging=arm.pretrain.averaging,
                        select=select, monitor=f"val_{task.monitor}")
     monitor = task.monitor
     history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **evaluation.records,

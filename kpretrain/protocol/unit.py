@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from typing import Callable
 
 import keras
@@ -51,29 +50,27 @@ def build_model(arm: Recipe, inputs: SeedData) -> HeadedModel:
 
 def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedModel | None = None,
              pretrained: PretrainResult | None = None, callbacks=(), test: bool = True,
-             scope: Callable = contextlib.nullcontext, backup: str | None = None, tensorboard: str | None = None,
-             pretrain_callbacks=()) -> UnitResult:
+             scope: Callable = contextlib.nullcontext, backup: str | None = None, pretrain_callbacks=()) -> UnitResult:
     """Pre-train (or take `pretrained` weights), transfer, fine-tune, evaluate one arm for one seed.
 
     `model` (from `build_model`, nothing trained yet) is trained in place.
     `test=False` (tuner trials) touches neither the test split nor kNN.  `callbacks` go to fine-tuning,
     `pretrain_callbacks` to pre-training.
     `backup`: path prefix of the stages' backup directories (`<backup>.pretrain.backup`, `<backup>.finetune.backup`),
-    from which stages interrupted earlier resume.  `tensorboard`: a directory, each stage logs to `<dir>/<stage>`.
+    from which stages interrupted earlier resume.
     """
     clock = Clock()
     with scope():
         model = model if model is not None else build_model(arm, inputs)
         backbone = model.backbone
         pretrained, transferred = pretrain_and_transfer(model, arm, inputs, pretrained=pretrained, clock=clock,
-                                                        backup=backup, tensorboard=tensorboard,
-                                                        callbacks=pretrain_callbacks)
+                                                        backup=backup, callbacks=pretrain_callbacks)
         knn = knn_test_accuracy(backbone, inputs, clock=clock) if test and inputs.recipe.evaluation.knn else None
         interruption.check()
         selftrained = None
         if arm.selftrain is None:
             finetuned = finetune(model, arm, inputs, callbacks=callbacks, clock=clock,
-                                 backup=_stage(backup, "finetune"), tensorboard=_board(tensorboard, "finetune"))
+                                 backup=_stage(backup, "finetune"))
         else:
             def make_model(init: str) -> HeadedModel:
                 return starting_model(arm, inputs, init, pretrained, clock=clock)
@@ -108,13 +105,13 @@ def starting_model(arm: Recipe, inputs: SeedData, init: str, pretrained: Pretrai
 
 def pretrain_and_transfer(model: HeadedModel, arm: Recipe, inputs: SeedData, *,
                           pretrained: PretrainResult | None = None, clock: Clock | None = None,
-                          backup: str | None = None, tensorboard: str | None = None, callbacks=()):
+                          backup: str | None = None, callbacks=()):
     """What comes before fine-tuning: the arm's pre-training (or the `pretrained` weights given), then transfer.
     Returns (PretrainResult or None, TransferResult)."""
     if pretrains(arm):
         if pretrained is None:
             pretrained = pretrain(model.backbone, arm, inputs, clock=clock, backup=_stage(backup, "pretrain"),
-                                  tensorboard=_board(tensorboard, "pretrain"), callbacks=callbacks)
+                                  callbacks=callbacks)
         else:
             model.backbone.set_weights(list(pretrained.weights))
     return pretrained, transfer(model, arm, inputs, clock=clock)
@@ -122,7 +119,3 @@ def pretrain_and_transfer(model: HeadedModel, arm: Recipe, inputs: SeedData, *,
 
 def _stage(backup: str | None, stage: str) -> str | None:
     return None if backup is None else f"{backup}.{stage}.backup"
-
-
-def _board(tensorboard: str | None, stage: str) -> str | None:
-    return None if tensorboard is None else os.path.join(tensorboard, stage)

@@ -81,6 +81,8 @@ def declared_arms(recipe: Recipe) -> dict[str, Recipe]:
     if recipe.arms:
         for name, overrides in recipe.arms.items():
             merged = _deep_merge(copy.deepcopy(base), overrides or {}, prefix=f"arms.{name}")
+            if _other_task_options(base, merged, overrides or {}):
+                merged["pretrain"]["options"] = {}
             try:
                 arm = _build(Recipe, merged, "")
             except RecipeError as exc:
@@ -91,6 +93,17 @@ def declared_arms(recipe: Recipe) -> dict[str, Recipe]:
         arm = _build(Recipe, copy.deepcopy(base), "")
         arms[_default_arm_name(arm)] = arm
     return arms
+
+
+def _other_task_options(base: dict, merged: dict, overrides: dict) -> bool:
+    """Whether an arm changed `pretrain.task` without giving `pretrain.options`: the top level's options belong
+    to the top level's task, so the arm's task starts from its own defaults."""
+    task = (base.get("pretrain") or {}).get("task"), (merged.get("pretrain") or {}).get("task")
+    if task[0] == task[1] or not (base.get("pretrain") or {}).get("options"):
+        return False
+    given = overrides.get("pretrain") if isinstance(overrides.get("pretrain"), dict) else {}
+    return "options" not in given and not any(k == "pretrain.options" or k.startswith("pretrain.options.")
+                                              for k in overrides)
 
 
 def _baseline(name: str, base: dict) -> Recipe:
@@ -104,11 +117,21 @@ def _baseline(name: str, base: dict) -> Recipe:
             raw["finetune"] = {**raw.get("finetune", {}), "augment": student}
         raw["selftrain"] = None
         # the same architecture, re-initialised: no loaded weights, no weights file, no file's own weights
-        raw["backbone"] = {**raw["backbone"], "from": None, "weights": None, "init": "fresh"}
+        raw["backbone"] = {**raw["backbone"], "from": None, "weights": None, "init": "random"}
         raw["transfer"] = {}
     arm = _build(Recipe, raw, "")
     arm.arms = None
     return arm
+
+
+def default_arm_name(raw: dict) -> str:
+    """The name the one arm of a raw recipe without `arms` runs under (`transfer`, its pretext task, or `model`).
+
+    Raises:
+        RecipeError: the raw recipe does not validate.
+    """
+    base = {k: v for k, v in copy.deepcopy(raw).items() if k not in ("arms", "sweep")}
+    return _default_arm_name(_build(Recipe, base, ""))
 
 
 def _default_arm_name(arm: Recipe) -> str:

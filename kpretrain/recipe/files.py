@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import yaml
 
-from kpretrain.errors import RecipeError
+from kpretrain.errors import InputError, RecipeError
 from kpretrain.recipe.overrides import apply_overrides
 from kpretrain.recipe.rules import recipe_from_dict
 from kpretrain.recipe.schema import RECIPE_KEYS, Recipe
-from kpretrain.recipe.values import load_yaml
+from kpretrain.recipe.values import format_value, load_yaml
 
 
 def load_recipe(path: str, overrides: list[str] | tuple = ()) -> Recipe:
@@ -126,3 +127,39 @@ def with_defaults(plain: dict) -> dict:
         return {**recipe_from_dict({k: v for k, v in plain.items() if k not in extra}).to_dict(), **extra}
     except RecipeError:
         return plain
+
+
+def arms_added_by_overrides(path: str, overrides) -> str | None:
+    """The plan's sentence for arms that `--set arms.<name>...` adds to a recipe file, or None when it adds none.
+
+    Example: `--set arms.rotation.pretrain.task=rotation` on a recipe without `arms:` gives "--set added arm
+    rotation; the recipe's own arm runs beside it as overlay".
+    """
+    declared = read_yaml(path).get("arms") or {}
+    raw = load_raw(path, overrides)
+    added = [name for name in raw.get("arms") or {} if name not in declared and (raw["arms"][name] or declared)]
+    if not added:
+        return None
+    own = [name for name in raw["arms"] if name not in declared and name not in added]
+    return (f"--set added arm{'s' * (len(added) > 1)} {', '.join(added)}"
+            + (f"; the recipe's own arm runs beside {'them' if len(added) > 1 else 'it'} as {own[0]}" if own else ""))
+
+
+def override_strings(overrides) -> list[str]:
+    """`--set` strings from a list of them or a {key: value} mapping (values as `format_value` writes them)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return [f"{k}={format_value(v)}" for k, v in overrides.items()]
+    return list(overrides)
+
+
+def raw_recipe(recipe, overrides=None) -> dict:
+    """The raw recipe (plain dict) of a path, a dict or a `Recipe`, with `overrides` applied."""
+    if isinstance(recipe, Recipe):
+        recipe = recipe.to_dict()
+    if isinstance(recipe, dict):
+        return apply_overrides(json.loads(json.dumps(recipe)), override_strings(overrides))
+    if isinstance(recipe, (str, os.PathLike)):
+        return load_raw(os.fspath(recipe), override_strings(overrides))
+    raise InputError(f"recipe: expected a path, a dict or a kpretrain Recipe, got {type(recipe).__name__}")

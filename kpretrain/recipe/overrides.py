@@ -16,7 +16,9 @@ def apply_overrides(raw: dict, overrides) -> dict:
     """Apply `--set` overrides, `key.path=value` strings, to a raw recipe dict.
 
     Each value is read by `parse_value` (YAML, with `1e-3` a number; empty text is null).  Sections on the way to
-    a key are created when missing or null.  Nothing is validated: `recipe_from_dict` does that.
+    a key are created when missing or null.  Nothing is validated: `recipe_from_dict` does that.  On a recipe
+    without `arms:`, an `arms.<name>...` key adds that arm beside the recipe's own one (named as `kpretrain run`
+    names it alone: its pretext task, `transfer` or `model`), which stays.
 
     Args:
         raw: a raw recipe dict (as `read_yaml` gives it); it is not modified.
@@ -40,6 +42,7 @@ def apply_overrides(raw: dict, overrides) -> dict:
     kpretrain.errors.RecipeError: --set 'pretrain.epochs': expected KEY=VALUE, e.g. --set pretrain.epochs=2
     """
     raw = copy.deepcopy(raw)
+    _keep_implicit_arm(raw, overrides)
     for item in overrides or ():
         if "=" not in item:
             raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set pretrain.epochs=2")
@@ -62,6 +65,20 @@ def apply_overrides(raw: dict, overrides) -> dict:
             node = child
         node[parts[-1]] = value
     return raw
+
+
+def _keep_implicit_arm(raw: dict, overrides) -> None:
+    """A `--set arms.<name>...` on a recipe without `arms:` adds that arm beside the recipe's own one (which is
+    named as when it runs alone: its pretext task, `transfer` or `model`) instead of replacing it."""
+    if raw.get("arms") or not any(str(item).split("=", 1)[0].strip().startswith("arms.") for item in overrides or ()):
+        return
+    from kpretrain.recipe.arms import default_arm_name  # arms imports this module
+
+    try:
+        name = default_arm_name(raw)
+    except RecipeError:
+        return  # the recipe itself is invalid: validating it later says why
+    raw["arms"] = {name: {}}
 
 
 def _deep_merge(base: dict, overrides: dict, prefix: str) -> dict:

@@ -15,6 +15,7 @@ from kpretrain.recipe.coerce import _seeds, _to_plain, _yaml_key
 
 PRETEXT_TASKS = ("none", *TASK_NAMES)
 BASELINES = ("scratch",)
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # runtime.loggers (kpretrain/training/loggers.py)
 
 
 def _spec(*, choices=None, minimum=None, maximum=None, doc: str = "", finish=None, **kw):
@@ -55,8 +56,9 @@ class BackboneConfig:
     options: dict = _spec(default_factory=dict, doc="keyword arguments of the backbone builder")
     weights: Optional[str] = _spec(default=None, doc="a local weights file of a keras.applications backbone "
                                                      "(nothing is downloaded); null = fresh seeded weights")
-    init: str = _spec(default="fresh", choices=("fresh", "file"),
-                      doc="a .keras backbone.name: fresh seeded weights, or the file's own weights")
+    init: str = _spec(default="random", choices=("random", "file", "fresh"), finish=lambda v: "random" if v == "fresh" else v,
+                      doc="a .keras backbone.name: random (fresh seeded weights) or file (the file's own weights); "
+                          "fresh: 0.6.0's name for random, deprecated")
     blocks: Optional[list] = _spec(default=None, doc="the backbone's blocks (frozen depth, unfreezing): layer-name "
                                                      "prefixes or regular expressions, one per block; null = found "
                                                      "from the model")
@@ -224,13 +226,24 @@ class RuntimeConfig:
     jit_compile: bool = _spec(default=False)
     distribute: str = _spec(default="none", choices=("none", "mirrored", "multi_worker"))
     verbose: int = _spec(default=0, minimum=0, maximum=2, doc="Keras fit verbosity")
-    tensorboard: bool = _spec(default=False, doc="Keras TensorBoard logs per unit and stage under tb/<seed>/<arm>/<stage>")
+    tensorboard: bool = _spec(default=False, doc="deprecated: true means runtime.loggers includes tensorboard")
+    loggers: list = _spec(default_factory=list, choices=LOGGERS,
+                          doc="per unit and stage: csv (logs/<seed>/<arm>/<stage>.csv), tensorboard "
+                              "(tb/<seed>/<arm>/<stage>/, with HParams and test metrics), mlflow (one MLflow run), "
+                              "wandb (one W&B run, grouped by arm)")
 
     @property
     def op_determinism(self) -> bool:
         """Whether reruns are made identical: `deterministic`, by default on unless `jit_compile` (XLA is off
         under op determinism)."""
         return (not self.jit_compile) if self.deterministic is None else self.deterministic
+
+    @property
+    def active_loggers(self) -> tuple[str, ...]:
+        """The loggers every unit and stage gets: `loggers` in order without repeats, and tensorboard when the
+        deprecated `tensorboard: true` asks for it."""
+        names = [*self.loggers, *(["tensorboard"] if self.tensorboard else [])]
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass

@@ -9,7 +9,7 @@ import io as _io
 from kpretrain.report.summary import BASELINE
 
 CSV_FIELDS = ["run", "recipe", "smoke", "point", "arm", "task", "frozen_depth", "n", "test_accuracy_mean", "test_accuracy_std",
-              "test_accuracy_ci_low", "test_accuracy_ci_high", "test_accuracy_raw_mean", "baseline", "diff_mean",
+              "test_accuracy_ci_low", "test_accuracy_ci_high", "test_accuracy_raw_mean", "knn_accuracy_mean", "baseline", "diff_mean",
               "diff_std", "diff_ci_low", "diff_ci_high", "p", "p_holm", "seeds_needed", "benefit_reference", "benefit",
               "benefit_ci_low", "benefit_ci_high", "benefit_undefined", "trainable_params"]
 

@@ -74,33 +74,43 @@ def plot_curves(metrics: dict, path: str) -> None:
 
 
 def plot_label_efficiency(metrics: dict, path: str) -> None:
-    """Test accuracy against labels per class (log axis) for every arm of a sweep, with 95 % t-interval bands."""
-    from kpretrain.report.statistics import t_interval
+    """A sweep over labels per class (log axis): left, every arm's test accuracy with its 95 % t-interval band
+    (within [0, 100]); right, every compared arm's paired difference to its matched baseline with its 95 % interval,
+    the comparison the verdicts make (the bands on the left are not paired and overlap more)."""
+    from kpretrain.report.summary import summary_rows
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    names = list(dict.fromkeys(name for point in metrics["points"] for name in point["arms"]))
-    for i, name in enumerate(names):
-        xs, means, lows, highs = [], [], [], []
-        for point in metrics["points"]:
-            entry = point["arms"].get(name)
-            if not entry or not entry["test_accuracy"]:
-                continue
-            stats = t_interval(entry["test_accuracy"])
-            xs.append(point["data"]["labelled"] / metrics["points"][0]["data"]["num_classes"])
-            means.append(100 * stats["mean"])
-            low, high = stats["ci"] or (stats["mean"], stats["mean"])
-            lows.append(100 * low)
-            highs.append(100 * high)
-        order = np.argsort(xs)
-        xs, means, lows, highs = (np.asarray(v)[order] for v in (xs, means, lows, highs))
-        ax.plot(xs, means, marker="o", color=f"C{i}", label=name)
-        ax.fill_between(xs, lows, highs, color=f"C{i}", alpha=0.15)
-    ax.set_xscale("log")
-    ax.set_xlabel("labels per class")
-    ax.set_ylabel("test accuracy % (mean, 95 % CI band)")
-    ax.set_title(f"{metrics['recipe']}: label efficiency" + (SMOKE_TITLE if metrics.get("smoke") else ""))
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    labels = {point["dir"]: point["data"]["labelled"] / point["data"]["num_classes"] for point in metrics["points"]}
+    rows = [row for row in summary_rows(metrics) if row["point"] in labels]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for i, name in enumerate(dict.fromkeys(row["arm"] for row in rows)):
+        mine = sorted((labels[row["point"]], row) for row in rows if row["arm"] == name)
+        xs = np.array([x for x, _ in mine])
+        means = np.array([100 * row["test_accuracy_mean"] for _, row in mine])
+        ci = np.array([[100 * v for v in (row["test_accuracy_ci"] or [row["test_accuracy_mean"]] * 2)] for _, row in mine])
+        left.plot(xs, means, marker="o", color=f"C{i}", label=name)
+        left.fill_between(xs, ci[:, 0], ci[:, 1], color=f"C{i}", alpha=0.15)
+        compared = [(x, row) for x, row in mine if "diff_mean" in row]
+        if compared:
+            dx = np.array([x for x, _ in compared]) * (1 + 0.03 * (i - 1))  # arms side by side on the log axis
+            diff = np.array([100 * row["diff_mean"] for _, row in compared])
+            dci = np.array([[100 * v for v in (row["diff_ci"] or [row["diff_mean"]] * 2)] for _, row in compared])
+            right.errorbar(dx, diff, yerr=[diff - dci[:, 0], dci[:, 1] - diff], marker="o", capsize=3,
+                           color=f"C{i}", label=f"{name} - {compared[0][1]['baseline']}")
+    left.set_ylabel("test accuracy % (mean, 95 % CI band)")
+    left.set_title("test accuracy per arm")
+    right.axhline(0, color="black", lw=1)
+    right.set_ylabel("paired difference, points (mean, 95 % CI)")
+    right.set_title("difference to the matched baseline (paired by seed)")
+    ticks = sorted(set(labels.values()))
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], minor=False)
+        ax.set_xticks([], minor=True)
+        ax.set_xlabel("labels per class")
+        ax.grid(alpha=0.3, which="both")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"{metrics['recipe']}: label efficiency" + (SMOKE_TITLE if metrics.get("smoke") else ""))
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)
 
@@ -119,6 +129,9 @@ def plot_runs(rows: list[dict], path: str) -> None:
                     color=f"C{runs.index(row.get('run')) % 10}")
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("test accuracy % (mean, 95 % CI)")
+    smoke = any(row.get("smoke") for row in rows)
+    ax.set_title(f"test accuracy of {len(runs)} run(s)" + (" (smoke runs among them: their numbers mean nothing)"
+                                                            if smoke else ""), fontsize=10)
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)

@@ -41,5 +41,9 @@ def plot_probes(metrics: dict, path: str) -> None:
         ax.set_ylabel("validation")
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=8)
+    from kpretrain.report.plots import SMOKE_TITLE
+
+    fig.suptitle(f"{metrics['recipe']}: pretext validation and probes along pre-training"
+                 + (SMOKE_TITLE if metrics.get("smoke") else ""), fontsize=10)
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)

@@ -38,6 +38,17 @@ def t_interval(values, level: float = LEVEL) -> dict:
     return {"n": n, "mean": mean, "std": std, "ci": ci}
 
 
+def accuracy_interval(ci):
+    """An accuracy's interval as shown: the t interval clipped to [0, 1] (an accuracy cannot leave it, a t
+    interval of few spread-out seeds can).  metrics.json keeps the interval as computed.
+
+    Example:
+        >>> accuracy_interval([-0.0791, 0.4291])
+        [0.0, 0.4291]
+    """
+    return None if not ci else [min(max(float(ci[0]), 0.0), 1.0), min(max(float(ci[1]), 0.0), 1.0)]
+
+
 def seeds_needed(diff: float, std: float, power: float = POWER, alpha: float = ALPHA, limit: int = 10_000) -> int | None:
     """Smallest number of seeds for which a two-sided paired t-test at `alpha` detects a mean difference `diff`
     with paired standard deviation `std` with probability `power` (noncentral t).

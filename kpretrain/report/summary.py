@@ -4,7 +4,7 @@ metrics.json is written (`arm_statistics`, `store_sweep_holm`) and read back by 
 
 from __future__ import annotations
 
-from kpretrain.report.statistics import benefit_ratio, holm, paired_comparison, t_interval
+from kpretrain.report.statistics import accuracy_interval, benefit_ratio, holm, paired_comparison, t_interval
 
 BASELINE = "scratch"
 
@@ -17,13 +17,14 @@ def mean_std(values) -> tuple[float, float]:
 
 def summary_rows(metrics: dict) -> list[dict]:
     """One row per arm (per point and arm for a sweep, with `point`): test accuracy (mean, std, 95 % t interval; raw
-    mean) and, against its matched scratch, the paired difference with its interval, paired t-test p-value and its
+    mean; the interval shown within [0, 1]) and, against its matched scratch, the paired difference with its interval, paired t-test p-value and its
     Holm adjustment over all the comparisons of the run (every point's of a sweep), as metrics.json stores it
     (`holm_adjusted`); with an arm marked `reference: natural`, each compared arm's `benefit` (its share of the
     natural arm's gain, per point)."""
     rows = _unadjusted_rows(metrics)
     adjusted = holm_adjusted(metrics, rows)
     for row in rows:
+        row["test_accuracy_ci"] = accuracy_interval(row["test_accuracy_ci"])  # shown within [0, 1]
         if "diff_mean" in row:
             row["p_holm"], row["comparisons"] = adjusted[(row.get("point"), row["arm"])]
     return rows

@@ -13,6 +13,7 @@ from kpretrain.experiment.loop import Experiment
 from kpretrain.recipe import recipe_from_dict
 from kpretrain.recipe.values import dump_yaml, load_yaml
 from kpretrain import io
+from kpretrain.tuning.display import trial_name
 from kpretrain.tuning.outputs import best_recipe_text, failed
 from kpretrain.tuning.space import learning_rates, searched_arm, with_values
 
@@ -91,8 +92,8 @@ def run_final(project: str, raw: dict, best: dict, scratch_raw: dict, scratch_be
 
     final = final_recipe(raw, best, scratch_raw, scratch_best)
     io.write_text(os.path.join(project, "final_recipe.yaml"),
-                  f"# kpretrain tune {raw['name']} --final: the best recipe (trial {best['trial_id']}) against "
-                  f"scratch tuned with the same budget (scratch trial {scratch_best['trial_id']})\n"
+                  f"# kpretrain tune {raw['name']} --final: the best recipe ({trial_name(best['trial_id'])}) against "
+                  f"scratch tuned with the same budget (scratch/{trial_name(scratch_best['trial_id'])})\n"
                   + dump_yaml(final))
     recipe = recipe_from_dict(final)
     out = os.path.join(project, "final", dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))

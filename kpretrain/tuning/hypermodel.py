@@ -13,11 +13,14 @@ from keras_tuner.src.engine.tuner_utils import SaveBestEpoch  # the best-epoch c
 
 from kpretrain.errors import InputError, RecipeError
 from kpretrain.experiment.preparation import Prepared, prepare
+from kpretrain.experiment.progress import Progress, ProgressCallback
 from kpretrain.protocol import build_model, run_unit
 from kpretrain.protocol.pretrain import pretraining_key
 from kpretrain.recipe import Recipe, pretrains, recipe_from_dict
 from kpretrain import io
 from kpretrain.training.runtime import configure_runtime
+from kpretrain.tuning.conditions import conditional, declare_space
+from kpretrain.tuning.display import TrialDisplay
 from kpretrain.tuning.space import check_space, parse_space, searched_arm, trial_recipe
 
 PRETRAININGS_KEPT = 8  # pre-trained weights a search keeps in memory for later trials with the same pre-training
@@ -26,18 +29,21 @@ _MISSING = object()
 
 class ProtocolHyperModel(keras_tuner.HyperModel):
     """A trial: the searched arm with the trial's values on the first seed, through `protocol.run_unit` (the
-    sequence `kpretrain run` executes); `fit` returns validation accuracy only and never touches test data."""
+    sequence `kpretrain run` executes); `fit` returns validation accuracy only and never touches test data.
+    `progress`, when set, shows the trial's stages (and the tuner's `TrialDisplay` its start and end)."""
 
     def __init__(self, raw: dict, *, smoke: bool = False, strategy: tf.distribute.Strategy | None = None,
-                 datasets: dict | None = None):
+                 datasets: dict | None = None, progress: Progress | None = None):
         super().__init__(name=raw.get("name"))
         self.raw = raw
         recipe = recipe_from_dict(raw)
-        self.dims = parse_space(recipe.tune.space)
         self.arm_name = searched_arm(recipe)
+        self.seed = recipe.seeds[0]
+        self.dims = conditional(parse_space(recipe.tune.space), self.arm_name)
         check_space(recipe, self.dims)
         self.smoke = smoke
         self.strategy = strategy
+        self.progress = progress
         self.datasets = datasets if datasets is not None else {}  # loaded once for every trial (`prepare`'s cache)
         self._last: tuple | None = None  # (values, prepared, arm) of the latest trial built or fitted
         self._pretrained: dict = {}  # pre-training settings and data -> PretrainResult, for later trials
@@ -65,8 +71,8 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         return self._last[1:]
 
     def declare(self, hp: keras_tuner.HyperParameters) -> dict:
-        """Register every dimension in `hp`; returns the trial's values by recipe key."""
-        return {dim.key: dim.declare(hp) for dim in self.dims}
+        """Register every dimension in `hp`; returns the trial's values by recipe key (the active ones)."""
+        return declare_space(self.dims, hp)
 
     def build(self, hp):
         prepared, arm = self.trial(self.declare(hp))
@@ -83,10 +89,13 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
         if epochs is not None:
             arm = replace(arm, finetune=replace(arm.finetune, epochs=epochs))
         checkpoints = [c for c in callbacks if isinstance(c, SaveBestEpoch)]
+        shown = {stage: [ProgressCallback(self.progress, stage)] if self.progress else []
+                 for stage in ("pretrain", "finetune")}
         key = pretraining_key(arm, prepared.recipe)
         unit = run_unit(arm, prepared.first, model=model,
                         pretrained=self._pretrained.get(key), test=False, scope=self._scope,
-                        callbacks=[c for c in callbacks if not isinstance(c, SaveBestEpoch)])
+                        callbacks=[c for c in callbacks if not isinstance(c, SaveBestEpoch)] + shown["finetune"],
+                        pretrain_callbacks=shown["pretrain"])
         if pretrains(arm) and unit.pretrain is not None:  # trials differing only after pre-training reuse it
             self._pretrained.pop(key, None)
             self._pretrained[key] = unit.pretrain
@@ -122,19 +131,6 @@ class _NoTensorBoard:
     def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
         pass
 
-    def on_trial_begin(self, trial):
-        """One line per trial: its number out of the maximum, its values (recipe keys) and the best score so far."""
-        super().on_trial_begin(trial)
-        if getattr(self, "_kpretrain_quiet", False):
-            return
-        dims = getattr(self.hypermodel, "dims", [])
-        values = {d.key: d.value_of(trial.hyperparameters.values[d.key]) for d in dims
-                  if d.key in trial.hyperparameters.values}
-        best = [t for t in self.oracle.get_best_trials(1) if t.score is not None]  # a worker asks the chief
-        so_far = f"best val_accuracy so far {best[0].score:.4f}" if best else "no trial completed yet"
-        number = int(trial.trial_id) + 1 if str(trial.trial_id).isdigit() else trial.trial_id
-        print(f"trial {number}/{self.oracle.max_trials}: {json.dumps(values)}; {so_far}", flush=True)
-
 
 class _FromTheStart:
     """Hyperband continues a trial of the previous round by loading that trial's checkpoint into the model it
@@ -146,7 +142,8 @@ class _FromTheStart:
         return keras_tuner.Tuner._build_hypermodel(self, hp)  # Hyperband's own loads the checkpoint
 
 
-TUNERS = {kind: type(cls.__name__, (_NoTensorBoard, *([_FromTheStart] if kind == "hyperband" else []), cls), {})
+TUNERS = {kind: type(cls.__name__, (TrialDisplay, _NoTensorBoard, *([_FromTheStart] if kind == "hyperband" else []),
+                                    cls), {})
           for kind, cls in {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
                             "hyperband": keras_tuner.Hyperband, "grid": keras_tuner.GridSearch}.items()}
 

@@ -15,6 +15,8 @@ from kpretrain.errors import print_failure
 from kpretrain.recipe import recipe_from_dict
 from kpretrain.recipe.values import dump_yaml, load_yaml
 from kpretrain import io
+from kpretrain.tuning.conditions import trial_values
+from kpretrain.tuning.display import trial_name
 from kpretrain.tuning.space import Dimension, with_values
 
 SIGNATURE_FILE = "search.json"  # the searched arm's recipe and --smoke: what a trial's score depends on
@@ -60,7 +62,7 @@ def write_search_outputs(oracle: keras_tuner.Oracle, dims: list[Dimension], raw:
     print(summary_table(rows, dims))
     for row in rows:
         if "error" in row:
-            print(f"trial {row['trial_id']} {row['status'].lower()}: {row['error']}", file=sys.stderr)
+            print(f"{trial_name(row['trial_id'])} {row['status'].lower()}: {row['error']}", file=sys.stderr)
             if debug:
                 print(oracle.trials[row["trial_id"]].message, file=sys.stderr)
     best = rows[0] if rows and rows[0]["status"] == "COMPLETED" else None
@@ -71,19 +73,19 @@ def write_search_outputs(oracle: keras_tuner.Oracle, dims: list[Dimension], raw:
         recipe_text = best_recipe_text(raw, best)
         io.write_text(os.path.join(project, "best_recipe.yaml"), recipe_text)
         plot_search(rows, dims, os.path.join(project, "tune.png"), smoke=bool(info.get("smoke")))
-        print(f"best: trial {best['trial_id']}, val_accuracy {best['score']:.4f}: {json.dumps(best['values'])}")
+        print(f"best: {trial_name(best['trial_id'])}, val_accuracy {best['score']:.4f}: {json.dumps(best['values'])}")
         print(f"results: {project}/best.json, {project}/tune.png; run it: kpretrain run {project}/best_recipe.yaml")
     return SearchOutputs(best, json.loads(json.dumps(written)),  # as io.write_json wrote it
                          None if recipe_text is None else load_yaml(recipe_text))
 
 
 def trial_rows(oracle: keras_tuner.Oracle, dims: list[Dimension]) -> list[dict]:
-    """Every trial (id, status, score, recipe values, error), completed ones best first."""
+    """Every trial (KerasTuner's id, status, score, recipe values, error), completed ones best first; `values` holds the
+    keys active in the trial (a pre-training key of a trial that does not pre-train is absent)."""
     rows = []
     for trial in oracle.trials.values():
-        stored = trial.hyperparameters.values
         row = {"trial_id": trial.trial_id, "status": trial.status, "score": trial.score,
-               "values": {d.key: d.value_of(stored[d.key]) for d in dims if d.key in stored}}
+               "values": trial_values(dims, trial.hyperparameters.values)}
         if trial.message:
             row["error"] = trial.message.strip().splitlines()[-1]
         rows.append(row)
@@ -91,13 +93,14 @@ def trial_rows(oracle: keras_tuner.Oracle, dims: list[Dimension]) -> list[dict]:
 
 
 def summary_table(rows: list[dict], dims: list[Dimension]) -> str:
-    """Markdown table: trial, values, score, status; best first."""
+    """Markdown table: trial (`trial_name`), values (— where the trial leaves a key inactive), score, status; best
+    first."""
     lines = ["| trial | " + " | ".join(d.key for d in dims) + " | val_accuracy | status |",
              "|---" * (len(dims) + 3) + "|"]
     for row in rows:
-        cells = [_fmt(row["values"].get(d.key, "")) for d in dims]
+        cells = [_fmt(row["values"][d.key]) if d.key in row["values"] else "—" for d in dims]
         score = "—" if row["score"] is None else f"{row['score']:.4f}"
-        lines.append(f"| {row['trial_id']} | " + " | ".join(cells) + f" | {score} | {row['status']} |")
+        lines.append(f"| {trial_name(row['trial_id'])} | " + " | ".join(cells) + f" | {score} | {row['status']} |")
     return "\n".join(lines)
 
 
@@ -109,12 +112,14 @@ def best_recipe_text(raw: dict, best: dict) -> str:
     """The recipe with the best values set as keys (tune section kept), as YAML with a provenance comment."""
     text = dump_yaml(with_values(raw, best["values"]))
     recipe_from_dict(load_yaml(text))  # runnable as written
-    return (f"# best of kpretrain tune {raw['name']}: trial {best['trial_id']}, val_accuracy {best['score']:.4f}\n"
+    return (f"# best of kpretrain tune {raw['name']}: {trial_name(best['trial_id'])}, "
+            f"val_accuracy {best['score']:.4f}\n"
             + text)
 
 
 def plot_search(rows: list[dict], dims: list[Dimension], path: str, smoke: bool = False) -> None:
-    """Objective against each hyperparameter, one subplot each; the best trial in red (`smoke`: marked so)."""
+    """Objective against each hyperparameter, one subplot each (a trial where the key is inactive is not in its
+    subplot); the best trial in red, named in the title (`smoke`: marked so)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,12 +145,14 @@ def plot_search(rows: list[dict], dims: list[Dimension], path: str, smoke: bool 
             else:
                 ax.set_xlim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
         ax.scatter(xs, [y for _, y in points], color="C0")
-        ax.scatter(xs[:1], [y for _, y in points[:1]], color="red", zorder=3)
-        ax.set_xlabel(dim.key)
+        if done and dim.key in done[0]["values"]:  # the best trial is the first of `done`
+            ax.scatter(xs[:1], [y for _, y in points[:1]], color="red", zorder=3)
+        ax.set_xlabel(dim.key + (f"\n(searched when {dim.parent} > 0)" if dim.parent else ""))
         ax.set_ylabel("val_accuracy")
     for ax in list(axes.flat)[len(dims):]:
         ax.axis("off")
-    fig.suptitle(f"{len(done)} completed trials" + (" (smoke run: numbers mean nothing)" if smoke else ""))
+    best = f", best {trial_name(done[0]['trial_id'])} in red" if done else ""
+    fig.suptitle(f"{len(done)} completed trials{best}" + (" (smoke run: numbers mean nothing)" if smoke else ""))
     fig.tight_layout()
     io.save_figure(fig, path, dpi=110)
 

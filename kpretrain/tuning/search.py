@@ -1,5 +1,6 @@
-"""The `kpretrain tune` command: validate the recipe and its space, lock `DIR/<name>/`, search (resuming a search
-of the same recipe found there), write the outputs, and with `--final` the tuned-scratch search and final run."""
+"""The `kpretrain tune` command: validate the recipe and its space, lock its project (`DIR/<name>/`, or
+`DIR/<name>-smoke/` with `--smoke`), search (resuming a search of the same recipe found there), write the outputs,
+and with `--final` the tuned-scratch search and final run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from kpretrain.errors import InputError
 from kpretrain.experiment import plan_lines, prepare
+from kpretrain.experiment.progress import Progress
 from kpretrain.recipe import Recipe, apply_overrides, load_raw, recipe_from_dict, with_defaults
 from kpretrain.recipe.values import format_value
 from kpretrain.rundir import LOCK_NAME, DirectoryLock, first_difference
@@ -24,11 +26,26 @@ from kpretrain.tuning.outputs import SIGNATURE_FILE, SearchOutputs, failed, writ
 from kpretrain.tuning.space import default_space
 
 SMOKE_TRIALS = 3  # --smoke runs at most this many trials unless --max-trials says otherwise
+SMOKE_SUFFIX = "-smoke"  # a --smoke search's project is DIR/<name>-smoke/: it never resumes, or blocks, a real one
+
+
+def project_name(name: str, smoke: bool) -> str:
+    """The project (directory under `--dir`) of a search of the recipe `name`.
+
+    Args:
+        name: the recipe's name.
+        smoke: whether the search runs with `--smoke`.
+
+    Returns:
+        `name`, or `name` + `SMOKE_SUFFIX` for a smoke search: smoke and real searches of a recipe never share one.
+    """
+    return name + (SMOKE_SUFFIX if smoke else "")
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """A `kpretrain tune` that returned: its exit code and directory (`DIR/<name>/`); `outputs`, what the search
+    """A `kpretrain tune` that returned: its exit code and directory (`DIR/<name>/`, `DIR/<name>-smoke/` with
+    `--smoke`); `outputs`, what the search
     wrote (None when no trial completed, or in a worker); `final`, the final run of `--final` when it ran."""
 
     code: int
@@ -66,9 +83,10 @@ def run_search(path, sets=(), *, tuner: str | None = None, max_trials: int | Non
         sets: `--set` overrides (`key=value` strings).
         tuner: `--tuner`: `tune.tuner`, unless None.
         max_trials: `--max-trials`: `tune.max_trials`, unless None.
-        directory: `--dir`: the search goes to `directory/<name>/`.
+        directory: `--dir`: the search goes to `directory/<name>/` (`project_name`).
         overwrite: `--overwrite`: start over instead of resuming.
-        smoke: `--smoke`: the smoke budget, at most `SMOKE_TRIALS` trials unless `max_trials`.
+        smoke: `--smoke`: the smoke budget, at most `SMOKE_TRIALS` trials unless `max_trials`, in its own project
+            `directory/<name>-smoke/`.
         final: `--final`: search scratch with the same budget, then run the best recipe against it.
         debug: `--debug`: tracebacks of failures.
         quiet: `-q`: no plan and no per-trial lines.
@@ -96,7 +114,8 @@ def run_search(path, sets=(), *, tuner: str | None = None, max_trials: int | Non
         scratch = ProtocolHyperModel(scratch_search_recipe(raw, hypermodel.arm_name), smoke=smoke,
                                      strategy=hypermodel.strategy, datasets=datasets)
         scratch.check()
-    project = os.path.join(directory, recipe.name)
+    name = project_name(recipe.name, smoke)
+    project = os.path.join(directory, name)
     with contextlib.ExitStack() as held:
         if not worker:  # the chief (or a search on its own) owns the directory; its workers share it
             try:
@@ -106,7 +125,7 @@ def run_search(path, sets=(), *, tuner: str | None = None, max_trials: int | Non
         held.enter_context(atomic_state_files())
         if overwrite and not worker:  # here, not by KerasTuner: its overwrite removes the directory, lock included
             _clear(project)
-        code, outputs = _search(hypermodel, directory, recipe.name, smoke, debug, worker, quiet)
+        code, outputs = _search(hypermodel, directory, name, smoke, debug, worker, quiet)
         result = SearchResult(code, project, outputs)
         if outputs is None or scratch is None:
             return result
@@ -144,8 +163,9 @@ def _search(hypermodel: ProtocolHyperModel, directory: str, name: str, smoke: bo
     signature = {**recipe.arm_recipes()[arm_name].to_dict(), "smoke": smoke}  # what a trial's score depends on
     signature["tune"].pop("max_trials")
     _check_resumable(os.path.join(project, SIGNATURE_FILE), signature, False)
-    print(f"tune {name}: {recipe.tune.tuner}, {recipe.tune.max_trials} trials over "
-          f"{', '.join(d.key for d in hypermodel.dims)}; arm {arm_name}, seed {recipe.seeds[0]}, scored on validation")
+    searched = ", ".join(d.key + (f" (when {d.parent} > 0)" if d.parent else "") for d in hypermodel.dims)
+    print(f"tune {name}: {recipe.tune.tuner}, {recipe.tune.max_trials} trials over {searched}; arm {arm_name}, "
+          f"seed {recipe.seeds[0]}, scored on validation")
     try:  # reloads the search found there; trials that were running when it stopped are run again
         search = make_tuner(recipe.tune.tuner, hypermodel, max_trials=recipe.tune.max_trials,
                             max_epochs=recipe.arm_recipes()[arm_name].finetune.epochs, directory=directory,
@@ -158,11 +178,17 @@ def _search(hypermodel: ProtocolHyperModel, directory: str, name: str, smoke: bo
                          f"({exc}); pass --overwrite to start over, or --dir for a new search") from None
     if not worker:
         write_signature(project, signature)
-    try:
-        search._kpretrain_quiet = quiet
-        search.search(verbose=0 if quiet else 1)  # KerasTuner's trial display
+    error = None
+    hypermodel.progress = progress = Progress(quiet=quiet, live=False if recipe.runtime.verbose else None)
+    try:  # one display: kpretrain's lines per trial (`TrialDisplay`), not KerasTuner's
+        search.search(verbose=0)
     except Exception as exc:  # noqa: BLE001 - a failure while training is exit 1
-        return failed("search", exc, debug), None
+        error = exc
+    finally:
+        progress.close()
+        hypermodel.progress = None
+    if error is not None:
+        return failed("search", error, debug), None
     if worker:
         print(f"worker {os.environ['KERASTUNER_TUNER_ID']}: no trials left")
         return 0, None

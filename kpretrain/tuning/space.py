@@ -3,6 +3,7 @@ declares none, the searched arm, and a trial's recipe (the values set as recipe 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,13 +25,17 @@ SPEC_HINT = "{int: [lo, hi]}, {float: [lo, hi], sampling: log} or {choice: [a, b
 
 @dataclass(frozen=True)
 class Dimension:
-    """One searched recipe key: an int or float range (optional `step`, `sampling`) or a list of choices."""
+    """One searched recipe key: an int or float range (optional `step`, `sampling`) or a list of choices; a key
+    that matters only in some trials is active only when the key `parent` takes one of the values `active_when`."""
 
     key: str
     kind: str
     values: tuple  # (lo, hi) for int and float; the candidates for choice
     step: float | None = None
     sampling: str = "linear"
+    parent: str | None = None  # KerasTuner's conditional_scope: active when `parent`'s stored value is in `active_when`
+    active_when: tuple = ()
+    enumerated: bool = False  # a range declared as a choice of its values (a parent of a condition must be a choice)
 
     @classmethod
     def parse(cls, key, spec) -> "Dimension":
@@ -97,14 +102,29 @@ class Dimension:
             hp: the trial's KerasTuner hyperparameters.
 
         Returns:
-            The trial's recipe value of this key.
+            The trial's recipe value of this key; None when the trial leaves it inactive (see `parent`).
         """
+        with (hp.conditional_scope(self.parent, list(self.active_when)) if self.parent
+              else contextlib.nullcontext()):
+            if self.enumerated:
+                return hp.Choice(self.key, self.grid())
+            if self.kind == "int":
+                return hp.Int(self.key, *self.values, step=self.step, sampling=self.sampling)
+            if self.kind == "float":
+                return hp.Float(self.key, *map(float, self.values), step=self.step, sampling=self.sampling)
+            stored = hp.Choice(self.key, self.stored_values())
+            return None if stored is None else self.value_of(stored)
+
+    def stored_values(self) -> list:
+        """A choice's values as KerasTuner stores them: the values, or their labels when `by_label`."""
+        return [str(v) for v in self.values] if self.by_label else list(self.values)
+
+    def grid(self) -> list:
+        """The values of a linear int range, or of a float range with a step: `lo`, `lo + step`, ... up to `hi`."""
+        lo, hi = self.values
         if self.kind == "int":
-            return hp.Int(self.key, *self.values, step=self.step, sampling=self.sampling)
-        if self.kind == "float":
-            return hp.Float(self.key, *map(float, self.values), step=self.step, sampling=self.sampling)
-        labels = [str(v) for v in self.values]
-        return self.value_of(hp.Choice(self.key, labels if self.by_label else list(self.values)))
+            return list(range(lo, hi + 1, self.step or 1))
+        return [round(lo + k * self.step, 12) for k in range(int(math.floor((hi - lo) / self.step + 1e-9)) + 1)]
 
     def value_of(self, stored):
         """The recipe value of a value stored by KerasTuner.
