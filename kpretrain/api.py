@@ -14,7 +14,7 @@ import io as _io
 import os
 
 from kpretrain.api_results import ArmResult, Comparison, RunResult, TuneResult  # noqa: F401 - the API's results
-from kpretrain.api_tools import compare, lr_find, show_task  # noqa: F401 - kpretrain report, lr-find, show-task
+from kpretrain.api_tools import LRFindRun, TaskPreview, compare, lr_find, show_task  # noqa: F401 - report, lr-find, show-task
 from kpretrain.callback_context import CallbackContext  # noqa: F401 - what callbacks are told
 from kpretrain.errors import InputError
 from kpretrain.recipe import recipe_from_dict

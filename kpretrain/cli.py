@@ -135,17 +135,9 @@ def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chie
     except Exception as exc:  # noqa: BLE001 - any failure while training is exit 1
         print_failure("training", exc, debug, f"; partial results in {out_dir}" if chief else "")
         return EXIT_FAILED
-    from kpretrain.report.markdown import markdown_table, verdict_lines
-    from kpretrain.report.terminal import is_terminal, print_tables, run_title
+    from kpretrain.report.terminal import print_results
 
-    if is_terminal():  # a rich table at the terminal's width; Markdown for pipes and files
-        from kpretrain.report.summary import summary_rows
-
-        print_tables(summary_rows(metrics), run_title(metrics))
-    else:
-        print(markdown_table(metrics))
-    for line in verdict_lines(metrics):
-        print(line)
+    print_results(metrics)
     for warning in metrics["warnings"]:
         experiment.progress.warn(warning)
     print(f"results: {out_dir}/report.md" if chief else "results: in the chief's run directory")

@@ -103,3 +103,10 @@ def test_tune_from_python_returns_the_best_trial_and_its_recipe(tmp_path):
     with pytest.raises(kpretrain.RecipeError, match="tune.space.transfer.frozen_depth"):
         kpretrain.tune(recipe, overrides={"tune.space": {"transfer.frozen_depth": {"int": [0, 9]}}}, smoke=True,
                        directory=str(tmp_path / "other"))
+
+
+def test_every_public_name_resolves():
+    import kpretrain
+
+    for name in kpretrain.__all__:
+        assert getattr(kpretrain, name) is not None, name

@@ -32,7 +32,6 @@ from kpretrain.recipe import Recipe, pretrains
 from kpretrain.recipe.values import dump_yaml
 from kpretrain.rundir import RUN_FILE
 from kpretrain.training import interruption
-from kpretrain.training.loggers import check_loggers
 from kpretrain.training.runtime import configure_runtime, describe_device, distribution_strategy
 from kpretrain.training.timing import Clock
 
@@ -75,7 +74,6 @@ class Experiment:
     # ---- preparation ----------------------------------------------------------------------------------
     def prepare(self) -> list[str]:
         """Validate the arms against data and models, load data, make splits; return the plan as lines."""
-        check_loggers(self.recipe.runtime.active_loggers)
         self.prepared = prepare(self.recipe, smoke=self.smoke, datasets=self.shared_with["datasets"])
         return plan_lines(self.prepared)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import json
 
 import keras
@@ -26,6 +25,7 @@ from kpretrain.protocol import FULL, SMOKE, SeedData, initial_backbone, pretrain
 from kpretrain.protocol.inputs import Budget
 from kpretrain.protocol.unit import backbone_source
 from kpretrain.recipe import Recipe, pretrains
+from kpretrain.training.loggers import check_loggers
 
 SMOKE_SHRINK_SEED = 12345  # which train and test examples `--smoke` keeps (the same in every run)
 
@@ -107,9 +107,7 @@ def prepare(recipe: Recipe, *, smoke: bool = False, datasets: dict | None = None
         >>> len(prepared.first.split.labelled)
         100
     """
-    if recipe.runtime.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise RecipeError("recipe key 'runtime.tensorboard': the tensorboard package is not installed; "
-                          "pip install 'kpretrain[tensorboard]' (or tensorboard), or set runtime.tensorboard=false")
+    check_loggers(recipe.runtime.active_loggers)  # a missing package is refused before any data loads
     budget = SMOKE if smoke else FULL
     load = functools.partial(_load, recipe, smoke, budget, datasets if datasets is not None else {})
     data = load(recipe.data.dataset, recipe.data.path)

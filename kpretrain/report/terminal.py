@@ -126,3 +126,21 @@ def print_tables(rows: list[dict], title: str | None = None, console: Console | 
         heading = title if run is None else f"{run}: {group[0].get('recipe')}" + (" (smoke)" if group[0].get("smoke")
                                                                                  else "")
         console.print(result_table(group, heading, console.width))
+
+
+def print_results(metrics: dict) -> None:
+    """A finished run's results on stdout: its table (rich at the terminal's width on a terminal; Markdown, as
+    report.md has it, for pipes and files) and its verdict lines.
+
+    Args:
+        metrics: the run's (or sweep's) metrics.json.
+    """
+    from kpretrain.report.markdown import markdown_table, verdict_lines
+    from kpretrain.report.summary import summary_rows
+
+    if is_terminal():
+        print_tables(summary_rows(metrics), run_title(metrics))
+    else:
+        print(markdown_table(metrics))
+    for line in verdict_lines(metrics):
+        print(line)

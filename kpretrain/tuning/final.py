@@ -88,7 +88,7 @@ def run_final(project: str, raw: dict, best: dict, scratch_raw: dict, scratch_be
     Returns:
         A `FinalRun`; a failure while training is exit code 1, an InputError is raised.
     """
-    from kpretrain.report.markdown import markdown_table, verdict_lines
+    from kpretrain.report.terminal import print_results
 
     final = final_recipe(raw, best, scratch_raw, scratch_best)
     io.write_text(os.path.join(project, "final_recipe.yaml"),
@@ -104,6 +104,5 @@ def run_final(project: str, raw: dict, best: dict, scratch_raw: dict, scratch_be
         raise
     except Exception as exc:  # noqa: BLE001
         return FinalRun(failed("final run", exc, debug), out)
-    print(markdown_table(metrics))
-    print("\n".join(verdict_lines(metrics)))
+    print_results(metrics)
     return FinalRun(0, out, json.loads(json.dumps(metrics)))  # as its metrics.json holds them
