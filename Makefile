@@ -42,7 +42,7 @@ smoke: setup data
 	$(VENV)/bin/kpretrain run $(RECIPE) --smoke
 
 test: setup data mnist
-	$(PY) -m pytest -q -ra -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -n $(JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or reference fails.  No network.
 docs: setup
