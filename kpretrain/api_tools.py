@@ -10,6 +10,7 @@ from kpretrain.errors import InputError
 from kpretrain.lr_range import LRFindRun
 from kpretrain.recipe import recipe_from_dict
 from kpretrain.recipe.files import raw_recipe as _raw
+from kpretrain.runtime_logs import start_tensorflow
 from kpretrain.task_preview import TaskPreview
 
 
@@ -54,6 +55,7 @@ def lr_find(recipe, *, stage: str = "finetune", arm: str | None = None, out: str
         raise InputError("runtime.distribute=multi_worker: start `kpretrain lr-find` on every worker instead")
     plan = plan_lr_find(resolved, stage=stage, arm=arm, out=out, start_lr=start_lr, end_lr=end_lr, steps=steps,
                         suggestion=suggestion, smoke=smoke)
+    start_tensorflow()  # as kpretrain.run: no C++ start-up lines, no retracing warnings
     return run_lr_find(plan, log=print)
 
 
@@ -85,7 +87,9 @@ def show_task(recipe, *, arm: str | None = None, out: str | None = None, n: int 
     """
     from kpretrain.task_preview import preview_task
 
-    return preview_task(recipe_from_dict(_raw(recipe, overrides)), arm=arm, out=out, n=n,
+    resolved = recipe_from_dict(_raw(recipe, overrides))
+    start_tensorflow()  # as kpretrain.run: no C++ start-up lines, no retracing warnings
+    return preview_task(resolved, arm=arm, out=out, n=n,
                         shortcut_check=shortcut_check)
 
 

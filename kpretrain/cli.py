@@ -14,11 +14,10 @@ import tempfile
 import traceback
 
 from kpretrain.cli_parser import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, verbosity, build_parser  # noqa: F401
-from kpretrain.runtime_logs import quiet_native_logs, start_tensorflow as _start_tensorflow
+from kpretrain.runtime_logs import start_tensorflow as _start_tensorflow  # TF's logs quiet: kpretrain/__init__
 
 
 def main(argv=None) -> int:
-    quiet_native_logs()  # before anything imports TensorFlow
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # a bare `kpretrain`: what it does and its commands

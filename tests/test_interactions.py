@@ -11,7 +11,8 @@ options are:
   (f) raw numbers are measured with the statistics training left (not with refreshed ones);
 and with pre-training `select: best`, the kept checkpoint is named in passes over the data.
 The array's rows run in two halves, the first here and the second in test_interactions_b.py (its own file, so that
-`pytest -n 2 --dist loadfile` can run the halves on two workers); the checks are the functions `check_*` below.
+`pytest -n 2 --dist loadfile` can run the halves on two workers); the checks are the four tests taking `runs` below,
+which test_interactions_b.py imports (pytest gives them that file's own `runs`).
 Apart from the array: (d) an oracle that reads the true pretext label off each image scores 1.0 on every task's
 pretext validation set; (e) Polyak averaging starts after the stated number of passes over the data; (h)
 `kpretrain lr-find` tests the batches that `learning_rate: auto` tests.
@@ -215,7 +216,7 @@ def test_the_array_covers_every_pair_of_values():
     assert FIRST_HALF + SECOND_HALF == ROWS
 
 
-def check_recorded_numbers_are_those_of_the_kept_model(runs):
+def test_recorded_numbers_are_those_of_the_kept_model(runs):
     """(a), (b): validation and test accuracy re-measured from the kept weights and BN statistics."""
     from kpretrain.training.stages import accuracy
 
@@ -227,7 +228,7 @@ def check_recorded_numbers_are_those_of_the_kept_model(runs):
         assert test == pytest.approx(unit.test.test_accuracy, abs=1e-6), _label(ran)
 
 
-def check_raw_numbers_are_measured_with_the_statistics_training_left(runs):
+def test_raw_numbers_are_measured_with_the_statistics_training_left(runs):
     """(f): `raw_bn` gives back the recorded raw numbers; a refreshed model does not hold them."""
     from kpretrain.training.bn_refresh import batch_norm_layers, bn_state, set_bn_state
     from kpretrain.training.stages import accuracy
@@ -253,7 +254,7 @@ def check_raw_numbers_are_measured_with_the_statistics_training_left(runs):
     assert swapped >= 2  # rows whose kept statistics were refreshed: the raw ones restored and re-measured
 
 
-def check_a_zero_backbone_learning_rate_leaves_the_backbone_unchanged(runs):
+def test_a_zero_backbone_learning_rate_leaves_the_backbone_unchanged(runs):
     """(c): with `backbone_lr_factor: 0` the backbone ends as its last fine-tuning stage started, any averaging."""
     checked = 0
     for ran in runs:
@@ -268,7 +269,7 @@ def check_a_zero_backbone_learning_rate_leaves_the_backbone_unchanged(runs):
     assert checked >= 3
 
 
-def check_a_kept_pretraining_checkpoint_is_named_in_passes_over_the_data(runs):
+def test_a_kept_pretraining_checkpoint_is_named_in_passes_over_the_data(runs):
     checked = 0
     for ran in runs:
         pretrained = ran.unit.pretrain
@@ -281,22 +282,6 @@ def check_a_kept_pretraining_checkpoint_is_named_in_passes_over_the_data(runs):
         assert monitor[index] == max(v for v in monitor if v is not None), _label(ran)
         checked += 1
     assert checked >= 2
-
-
-def test_recorded_numbers_are_those_of_the_kept_model(runs):
-    check_recorded_numbers_are_those_of_the_kept_model(runs)
-
-
-def test_raw_numbers_are_measured_with_the_statistics_training_left(runs):
-    check_raw_numbers_are_measured_with_the_statistics_training_left(runs)
-
-
-def test_a_zero_backbone_learning_rate_leaves_the_backbone_unchanged(runs):
-    check_a_zero_backbone_learning_rate_leaves_the_backbone_unchanged(runs)
-
-
-def test_a_kept_pretraining_checkpoint_is_named_in_passes_over_the_data(runs):
-    check_a_kept_pretraining_checkpoint_is_named_in_passes_over_the_data(runs)
 
 
 REFUSED = [

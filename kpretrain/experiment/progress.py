@@ -21,6 +21,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from kpretrain.report.terminal import is_terminal
+
 REDRAW_S = 0.2  # the live display is redrawn at most this often while batches run
 
 
@@ -68,7 +70,7 @@ class Progress:
         self.stream = console.file if console is not None else stream if stream is not None else sys.stdout
         self.console = console if console is not None else Console(file=self.stream, highlight=False)
         if live is None:
-            interactive = self.console.is_interactive if console is not None else _isatty(self.stream)
+            interactive = self.console.is_interactive if console is not None else is_terminal(self.stream)
             live = interactive or _notebook_widgets(self.console)
         self.quiet = quiet
         self.live = (not quiet) and live
@@ -222,13 +224,6 @@ class _AboveDisplay:
 
     def __getattr__(self, name: str):
         return getattr(self.file, name)
-
-
-def _isatty(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 class ProgressCallback(keras.callbacks.Callback):
