@@ -10,14 +10,14 @@ import dataclasses
 import os
 
 from kpretrain import api_display as show
+from kpretrain.api_history import STAGES, stage_history  # noqa: F401 - STAGES: the stages `history` reads
 from kpretrain.errors import InputError
-
-STAGES = ("pretrain", "finetune")  # what `RunResult.history` reads: metrics.json's `pretext`, `history`
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class ArmResult:
-    """One arm's test accuracy per seed with its statistics, and its paired difference to its baseline.
+    """One arm's test accuracy per seed with its statistics, and its paired difference to its baseline (and to its
+    compute-matched scratch, with `baselines: [scratch, scratch_compute]`).
 
     Attributes:
         name: the arm's name.
@@ -30,6 +30,10 @@ class ArmResult:
             `p_holm`, `comparisons`, `seeds_for_80_power`, ... (None for a baseline).
         benefit: the share of the natural reference arm's gain: `reference`, `ratio`, `ci95`, `defined`, `reason`
             (None without a reference arm).
+        compute_baseline: the arm's compute-matched scratch, its matched scratch given the optimizer steps of the
+            arm's pre-training (None without `scratch_compute` or pre-training).
+        compute_difference: the paired comparison with it, as `difference` (metrics.json's `vs_compute`), p_holm
+            in the same Holm family (None without a compute-matched scratch).
 
     Example:
 
@@ -47,14 +51,23 @@ class ArmResult:
     baseline: str | None = None
     difference: dict | None = None  # vs the baseline (metrics.json): mean, ci95, p, p_holm, comparisons, ...
     benefit: dict | None = None  # share of the natural reference arm's gain: reference, ratio, ci95, defined, reason
+    compute_baseline: str | None = None  # its compute-matched scratch (baselines: [scratch, scratch_compute])
+    compute_difference: dict | None = None  # vs the compute-matched scratch (metrics.json's vs_compute), as difference
 
     def __repr__(self) -> str:
-        d = self.difference or {}
-        compared = "" if self.baseline is None else (
-            f", vs {self.baseline}: {show.signed(d.get('mean'))} {show.interval(d.get('ci95'), sign=True)}, "
-            f"p_holm={show.p_value(d.get('p_holm'))}")
+        compared = "".join(_compared(baseline, d) for baseline, d in (
+            (self.baseline, self.difference), (self.compute_baseline, self.compute_difference)))
         return (f"ArmResult({self.name!r}, n={len(self.test_accuracy)}, mean={show.rounded(self.mean)}, "
                 f"std={show.rounded(self.std)}, ci95={show.rounded(self.ci95)}{compared})")
+
+
+def _compared(baseline: str | None, difference: dict | None) -> str:
+    """`, vs <baseline>: <difference> [<interval>], p_holm=<p>` as `ArmResult`'s repr shows it ("" for none)."""
+    if baseline is None:
+        return ""
+    d = difference or {}
+    return (f", vs {baseline}: {show.signed(d.get('mean'))} {show.interval(d.get('ci95'), sign=True)}, "
+            f"p_holm={show.p_value(d.get('p_holm'))}")
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -63,7 +76,8 @@ class RunResult:
 
     Its repr is the results table (one line per arm, per point and arm for a sweep): n, mean, sd and 95 % interval
     of the test accuracy, the paired difference to the arm's baseline with its interval, and the Holm-adjusted
-    p-value, rounded as `kpretrain report` shows them; Jupyter shows it as a table.
+    p-value (the same against the compute-matched scratch, when the run has `scratch_compute`), rounded as
+    `kpretrain report` shows them; Jupyter shows it as a table.
 
     Attributes:
         run_dir: the run directory.
@@ -111,9 +125,11 @@ class RunResult:
             per: "seed": one row per arm x seed (per point, arm and seed of a sweep, the swept keys as columns):
                 `arm`, `seed`, `baseline`, `test_accuracy`, `test_accuracy_raw`, `test_accuracy_refreshed`,
                 `val_accuracy`, `knn_accuracy`, `wall_time_s` (those the run has) and `diff_vs_baseline` (test
-                accuracy minus the baseline's on the same seed).  "arm": one row per arm (and point) with its
-                statistics, the rows of `kpretrain report --format json` (`test_accuracy_mean`, `_std`, `_ci`,
-                `diff_mean`, `diff_ci`, `p`, `p_holm`, ...).
+                accuracy minus the baseline's on the same seed); with `scratch_compute`, `compute_baseline` and
+                `diff_vs_compute` (the same against the compute-matched scratch).  "arm": one row per arm (and
+                point) with its statistics, the rows of `kpretrain report --format json` (`test_accuracy_mean`,
+                `_std`, `_ci`, `diff_mean`, `diff_ci`, `p`, `p_holm`, ...; with `scratch_compute`, the same
+                against it as `compute_baseline`, `compute_diff_mean`, `compute_diff_ci`, ..., `compute_p_holm`).
 
         Returns:
             A DataFrame, numbers in full precision.
@@ -148,34 +164,7 @@ class RunResult:
         Raises:
             InputError: an unknown arm, seed, stage or point, or an arm without pre-training for "pretrain".
         """
-        if stage not in STAGES:
-            raise InputError(f"history(stage={stage!r}): expected one of {', '.join(STAGES)}")
-        arms = self._point(point)["arms"]
-        if arm not in arms:
-            raise InputError(f"history: unknown arm {arm!r}; the run has {', '.join(arms)}")
-        key = "history" if stage == "finetune" else "pretext"
-        records = arms[arm].get(key) or []
-        found = next((h for h in records if h.get("seed") == seed), None)
-        if found is None:
-            why = " (it does not pre-train)" if not records and stage == "pretrain" else ""
-            raise InputError(f"history: arm {arm!r} has no {stage} record for seed {seed!r}{why}")
-        out = {k: list(v) for k, v in found.items() if isinstance(v, list)}
-        if stage == "finetune":
-            out = {"epoch": list(range(1, len(next(iter(out.values()), [])) + 1)), **out}
-        return out
-
-    def _point(self, point) -> dict:
-        """The run itself, or one point of a sweep (`point`: index, directory name or values)."""
-        if "points" not in self.metrics:
-            if point is not None:
-                raise InputError("history(point=...): only a sweep has points")
-            return self.metrics
-        points = self.metrics["points"]
-        for i, p in enumerate(points):
-            if point in (i, p["dir"]) or point == p["values"]:
-                return p
-        found = "a sweep needs point=" if point is None else f"point {point!r} not found; point="
-        raise InputError(f"history: {found} one of {', '.join(p['dir'] for p in points)} (or its index)")
+        return stage_history(self.metrics, arm, seed, stage, point)
 
     @property
     def arms(self) -> dict[str, ArmResult]:
@@ -210,18 +199,25 @@ def _holm(metrics: dict) -> dict:
 
 
 def _arms(metrics: dict, adjusted: dict, point: str | None = None) -> dict[str, ArmResult]:
-    """The arms of a run or of one sweep point, their `difference` with the run's or sweep's Holm family."""
+    """The arms of a run or of one sweep point, their `difference` (and `compute_difference`) with the run's or
+    sweep's Holm family."""
     out = {}
     for name, entry in metrics["arms"].items():
         stats = entry["statistics"]["test_accuracy"]
         ci = stats.get("ci95")
-        difference = entry["statistics"].get("vs_baseline")
-        if difference is not None and (point, name) in adjusted:
-            difference = {**difference, **dict(zip(("p_holm", "comparisons"), adjusted[(point, name)]))}
+        difference, compute = (_adjusted(entry["statistics"].get(kind), adjusted.get(key)) for kind, key in (
+            ("vs_baseline", (point, name)), ("vs_compute", (point, name, "compute"))))
         out[name] = ArmResult(name, list(entry["test_accuracy"]), stats["mean"], stats.get("std"),
                               tuple(ci) if ci else None, entry.get("baseline"), difference,
-                              entry["statistics"].get("benefit"))
+                              entry["statistics"].get("benefit"), entry.get("compute_baseline"), compute)
     return out
+
+
+def _adjusted(compared: dict | None, holm: tuple | None) -> dict | None:
+    """A stored comparison with the family's (p_holm, comparisons), when both are there."""
+    if compared is None or holm is None:
+        return compared
+    return {**compared, **dict(zip(("p_holm", "comparisons"), holm))}
 
 
 @dataclasses.dataclass(frozen=True, repr=False)

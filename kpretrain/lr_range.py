@@ -115,7 +115,7 @@ def plan_lr_find(recipe: Recipe, *, stage: str = "finetune", arm: str | None = N
     if suggestion not in (None, *SUGGESTIONS):
         raise InputError(f"suggestion {suggestion!r}: expected one of {', '.join(SUGGESTIONS)}")
     arms = recipe.arm_recipes()
-    baselines = {*recipe.baselines, *recipe.baseline_pairs().values()}
+    baselines = {*recipe.baselines, *recipe.baseline_pairs().values(), *recipe.compute_baselines()}
     name = arm or next((a for a in arms if a not in baselines), next(iter(arms)))
     if name not in arms:
         raise InputError(f"--arm {name!r}: not an arm of recipe {recipe.name}; allowed: {', '.join(arms)}")

@@ -174,6 +174,7 @@ def test_to_pandas_per_seed_and_per_arm(run, monkeypatch):
     assert list(overlay.test_accuracy) == metrics["overlay"]["test_accuracy"]
     assert list(overlay.diff_vs_baseline) == [a - b for a, b in zip(metrics["overlay"]["test_accuracy"],
                                                                     metrics["scratch"]["test_accuracy"])]
+    assert not {"compute_baseline", "diff_vs_compute"} & set(seeds.columns)  # only with scratch_compute
     arms = run.result.to_pandas(per="arm")
     assert list(arms.arm) == ["scratch", "overlay"]
     assert arms.set_index("arm").test_accuracy_mean["overlay"] == run.result.arms["overlay"].mean

@@ -21,6 +21,7 @@ from kpretrain.pretext.vicreg import vicreg_loss, vicreg_terms
 from tests.helpers import tiny_npz, tiny_recipe_dict
 
 METHODS = ("simsiam", "barlow_twins", "vicreg")
+MOMENTUM = ("byol", "moco", "dino")  # their own tests: tests/test_momentum.py; their learning runs here
 RNG = np.random.default_rng(0)
 Z1, Z2, P1, P2 = (RNG.normal(size=(6, 4)).astype(np.float32) for _ in range(4))
 COLLAPSED = np.tile(np.array([[0.3, -1.2, 2.0, 0.5]], np.float32), (6, 1))
@@ -112,7 +113,7 @@ def test_contrastive_views_are_those_recorded_before_the_views_were_shared():
         assert hashlib.sha256(np.concatenate([v.ravel() for v in views]).tobytes()).hexdigest() == digest
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", METHODS + MOMENTUM)
 def test_methods_share_the_views_round_trip_and_name_their_options(name):
     images = fixed_images((16, 16, 1), n=6)
     task = create_task(name, {"crop": 0.2, "noise": 0.1}, seed=5)
@@ -157,7 +158,7 @@ def test_show_task_draws_both_views_of_each_image(tmp_path):
 # -- one tiny run, an arm per method ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ssl_run(tmp_path_factory):
-    """Scratch and the three methods on tiny images, one seed: 3 epochs of 11 pre-training steps each.  SimSiam
+    """Scratch and the six methods on tiny images, one seed: 3 epochs of 11 pre-training steps each.  SimSiam
     keeps its best checkpoint by its monitor (view_accuracy, higher is better), VICReg by val_loss (lower)."""
     d = tmp_path_factory.mktemp("ssl")
     recipe = tiny_recipe_dict(tiny_npz(d / "tiny.npz"), name="ssl")
@@ -166,12 +167,15 @@ def ssl_run(tmp_path_factory):
     recipe["finetune"]["epochs"] = 1
     recipe["arms"] = {"simsiam": {"pretrain.task": "simsiam", "pretrain.select": "best"},
                       "barlow_twins": {"pretrain.task": "barlow_twins"},
-                      "vicreg": {"pretrain.task": "vicreg", "pretrain.select": {"mode": "best", "monitor": "val_loss"}}}
+                      "vicreg": {"pretrain.task": "vicreg", "pretrain.select": {"mode": "best", "monitor": "val_loss"}},
+                      "byol": {"pretrain.task": "byol"},
+                      "moco": {"pretrain.task": "moco", "pretrain.options": {"queue_size": 256}},
+                      "dino": {"pretrain.task": "dino", "pretrain.options": {"prototypes": 64, "local_crops": 2}}}
     kpretrain.run(recipe, out=str(d / "run"), quiet=True)
     return json.loads((d / "run" / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", METHODS + MOMENTUM)
 def test_each_method_learns_without_collapsing(ssl_run, name):
     (p,) = [p for p in ssl_run["pretraining"] if p["arms"] == [name]]
     h = p["history"]

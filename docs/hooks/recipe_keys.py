@@ -18,7 +18,8 @@ NOTES = {
     "name": "the recipe's name (default: the file's name): `runs/<name>/`, `tuner_runs/<name>/`, the report's title",
     "selftrain": "([Self-training](self-training.md))",
     "baselines": "a matched scratch for an arm with its own backbone or fine-tuning settings is named `scratch-<arm>` "
-                 "([Matched baselines](recipes.md#matched-baselines))",
+                 "([Matched baselines](recipes.md#matched-baselines), "
+                 "[Compute-matched scratch](recipes.md#compute-matched-scratch))",
     "arms": "(`backbone`, `pretrain`, `transfer`, `finetune`, `selftrain`, `baseline`, `reference`), nested or "
             "dotted ([Recipes](recipes.md))",
     "reference": "([% of benefit](recipes.md#of-benefit))",

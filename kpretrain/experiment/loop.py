@@ -176,7 +176,7 @@ class Experiment:
         context = CallbackContext("finetune", name, seed, out_dir, finetune_unit(seed, name), (name,))
         with self._stage(context, arm) as (callbacks, finish):
             unit = run_unit(arm, inputs, name=name, pretrained=pretrained, scope=self.scope, callbacks=callbacks,
-                            backup=store.backup(seed, name))
+                            backup=store.backup(seed, name), extra_steps=self.prepared.extra_steps(name, seed))
             finish({k: v for k, v in unit.test.record().items() if k.startswith("test_accuracy")})
         unit = store.save_unit(unit)
         test = unit.test

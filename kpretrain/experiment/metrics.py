@@ -29,7 +29,8 @@ from kpretrain.rundir import recipe_sha256
 
 SCHEMA_VERSION = 2
 EXTRA_UNIT_FIELDS = ("head_init", "unfreeze_schedule", "pretrain_unit", "finetune_learning_rate", "averaging",
-                     "test_accuracy_last", "selected_epoch", "selftrain")  # per seed, in an arm's entry when any has it
+                     "test_accuracy_last", "selected_epoch", "selftrain",
+                     "finetune_extra_steps")  # per seed, in an arm's entry when any has it
 
 
 def protocol(arm: Recipe) -> dict:
@@ -137,7 +138,10 @@ class ArmEntry:
     """`arms.<arm>`: one value per seed (in `seeds` order), the arm's protocol and its statistics.
 
     Optional fields that are None are left out of the record (`baseline` for an arm compared with none, the
-    refreshed and kNN accuracies when not measured, `extras` that no unit has, `pretext` without pre-training).
+    refreshed and kNN accuracies when not measured, `extras` that no unit has, `pretext` without pre-training,
+    the compute-matched fields without `baselines: [scratch, scratch_compute]`): a pre-training arm's
+    `compute_baseline` names its compute-matched scratch, whose entry has `compute_of` (the arms whose pre-training
+    steps it adds, `finetune_extra_steps` per seed) and `extends` (the matched scratch it lengthens).
     """
 
     protocol: dict
@@ -154,16 +158,20 @@ class ArmEntry:
     architecture: dict  # the backbone: name, parameters, blocks ([name, layers]); its baseline's is the same
     baseline: str | None = None
     reference: str | None = None
+    compute_baseline: str | None = None
+    compute_of: list | None = None
+    extends: str | None = None
     test_accuracy_refreshed: list | None = None
     knn_accuracy: list | None = None
     extras: dict = dataclasses.field(default_factory=dict)  # EXTRA_UNIT_FIELDS that some unit has
     pretext: list | None = None
 
-    OPTIONAL = ("baseline", "reference", "test_accuracy_refreshed", "knn_accuracy", "pretext")
+    OPTIONAL = ("baseline", "reference", "compute_baseline", "compute_of", "extends", "test_accuracy_refreshed",
+                "knn_accuracy", "pretext")
 
     @classmethod
     def of(cls, prepared: Prepared, name: str, units: list[UnitResult]) -> "ArmEntry":
-        arm, ev = prepared.arms[name], prepared.recipe.evaluation
+        arm, ev, match = prepared.arms[name], prepared.recipe.evaluation, prepared.compute.get(name)
         records = [u.record() for u in units]
         extras = {k: [u.get(k) for u in records] for k in EXTRA_UNIT_FIELDS if any(k in u for u in records)}
         return cls(
@@ -173,7 +181,8 @@ class ArmEntry:
             [{"seed": u["seed"], **u["history"]} for u in records], [u["confusion"] for u in records],
             [u.finetune.wall_time_s + (u.pretrain.wall_time_s if u.pretrain else 0.0) for u in units],
             [u["seconds"] for u in records], prepared.architectures[name], baseline=prepared.pairs.get(name),
-            reference=arm.reference or None,
+            reference=arm.reference or None, compute_baseline=prepared.compute_pairs.get(name),
+            compute_of=list(match.arms) if match else None, extends=match.extends if match else None,
             test_accuracy_refreshed=[u["test_accuracy_refreshed"] for u in records] if ev.bn_refresh else None,
             knn_accuracy=[u["knn_accuracy"] for u in records] if ev.knn else None, extras=extras,
             pretext=[{"seed": u.seed, "monitor": u.pretrain.monitor, **u.pretrain.history}
@@ -243,6 +252,9 @@ def run_metrics(prepared: Prepared, results: dict[str, list[UnitResult]], pretra
     r = prepared.recipe
     arms = {name: ArmEntry.of(prepared, name, units).record() for name, units in results.items()}
     warnings = _stale_statistics_warnings(arms, r.evaluation.bn_warn_points)
+    if "scratch_compute" in r.baselines and not prepared.compute:
+        warnings.append("baselines: scratch_compute matches a pre-training's optimizer steps, and no arm pre-trains: "
+                        "there is no compute-matched scratch")
     ran = [u.seconds for units in results.values() for u in units if finetune_unit(u.seed, u.arm) not in reused]
     seconds = ran + [p.seconds for p in pretrainings if p.unit not in reused]
     statistics = arm_statistics({"arms": arms})  # the run's Holm family, computed once

@@ -6,6 +6,7 @@ from kpretrain.experiment.preparation import Prepared
 from kpretrain.models.backbones import block_names
 from kpretrain.models.freezing import resolve_depth
 from kpretrain.pretext import LABELLED_TASKS, SYNTHETIC_TASKS
+from kpretrain.protocol.finetune import finetune_steps_per_epoch
 from kpretrain.recipe import Recipe, pretrains, transfers
 
 
@@ -36,7 +37,7 @@ def plan_lines(prepared: Prepared) -> list[str]:
     ]
     for name, arm in prepared.arms.items():
         lines.append(_arm_line(prepared, name, arm))
-    return lines + _runtime_lines(prepared)
+    return lines + _compute_lines(prepared) + _runtime_lines(prepared)
 
 
 def _arm_line(prepared: Prepared, name: str, arm: Recipe) -> str:
@@ -56,11 +57,13 @@ def _arm_line(prepared: Prepared, name: str, arm: Recipe) -> str:
                   + (f", head init {t.head_init}" if t.head_init != "none" else ""))
     augment = f", {arm.finetune.augment} augmentation" if arm.finetune.augment != "none" else ""
     epochs = prepared.budget.cap(arm.finetune.epochs, prepared.budget.epochs)
-    stages.append(f"fine-tune {arm.finetune.head} head for {epochs} epoch{'' if epochs == 1 else 's'} on "
-                  f"{len(prepared.first.split.labelled)} labelled{augment}")
+    extra = prepared.extra_steps(name, prepared.recipe.seeds[0])
+    stages.append(f"fine-tune {arm.finetune.head} head for {epochs} epoch{'' if epochs == 1 else 's'}"
+                  f"{f' + {extra} steps' if extra else ''} on {len(prepared.first.split.labelled)} labelled{augment}")
     if arm.selftrain is not None:
         stages.append(_selftrain_stage(arm))
-    pair = f" (compared with {prepared.pairs[name]})" if name in prepared.pairs else ""
+    compared = [prepared.pairs.get(name), prepared.compute_pairs.get(name)]
+    pair = f" (compared with {' and '.join(c for c in compared if c)})" if any(compared) else ""
     architecture = prepared.architectures[name]
     found = ", ".join(f"{block} ({layers} layers)" for block, layers in architecture["blocks"])
     return (f"  arm {name}: {architecture['name']} ({architecture['parameters']:,} parameters) [{found}] -> "
@@ -82,6 +85,20 @@ def _pretrain_stage(prepared: Prepared, name: str, arm: Recipe) -> str:
     first = prepared.sharing_pretraining(arm)[0]
     return (f"pretrain {arm.pretrain.task} on {images} for {epochs:g} epoch{'' if epochs == 1 else 's'}"
             if first == name else f"pre-trained weights shared with {first}")
+
+
+def _compute_lines(prepared: Prepared) -> list[str]:
+    """`  scratch_compute: scratch + N steps (the pre-training of <arm>)` per compute-matched scratch (first seed)."""
+    if "scratch_compute" in prepared.recipe.baselines and not prepared.compute:
+        return ["  scratch_compute: no arm pre-trains, so there is no compute-matched scratch to run"]
+    lines = []
+    for name, match in prepared.compute.items():
+        extra = prepared.extra_steps(name, prepared.recipe.seeds[0])
+        per_epoch = finetune_steps_per_epoch(prepared.arms[name], prepared.first)
+        lines.append(f"  {name}: {match.extends or f'the matched scratch of {match.arms[0]}'} + {extra} steps (the "
+                     f"pre-training of {', '.join(match.arms)}), {extra / per_epoch:.3g} more fine-tuning epochs of "
+                     f"{per_epoch} steps")
+    return lines
 
 
 def _selftrain_stage(arm: Recipe) -> str:

@@ -23,8 +23,10 @@ from kpretrain.models.freezing import resolve_depth
 from kpretrain.pretext import LABELLED_TASKS, create_task
 from kpretrain.protocol import FULL, SMOKE, SeedData, initial_backbone, pretraining_key
 from kpretrain.protocol.inputs import Budget
+from kpretrain.protocol.pretrain import pretraining_steps
 from kpretrain.protocol.unit import backbone_source
 from kpretrain.recipe import Recipe, pretrains
+from kpretrain.recipe.arms import resolve_arms
 from kpretrain.training.loggers import check_loggers
 
 SMOKE_SHRINK_SEED = 12345  # which train and test examples `--smoke` keeps (the same in every run)
@@ -45,6 +47,7 @@ class Prepared:
         initial: arm -> its backbone before any stage for the first seed (the plan's block names).
         architectures: arm -> its backbone's architecture record (`models.blocks.describe`).
         seeds: seed -> the `SeedData` every arm of that seed reads.
+        compute: compute-matched scratch -> its `ComputeMatch` (`baselines: [scratch, scratch_compute]`).
     """
 
     recipe: Recipe
@@ -57,10 +60,22 @@ class Prepared:
     initial: dict
     seeds: dict
     architectures: dict = dataclasses.field(default_factory=dict)
+    compute: dict = dataclasses.field(default_factory=dict)
 
     def seed_data(self, seed: int) -> SeedData:
         """The data every arm of `seed` reads."""
         return self.seeds[seed]
+
+    @property
+    def compute_pairs(self) -> dict[str, str]:
+        """Pre-training arm -> its compute-matched scratch."""
+        return {arm: name for name, match in self.compute.items() for arm in match.arms}
+
+    def extra_steps(self, name: str, seed: int) -> int:
+        """The optimizer steps arm `name` adds to its fine-tuning for `seed`: for a compute-matched scratch, its
+        arms' pre-training steps (`pretraining_steps`), known before they pre-train; 0 for every other arm."""
+        match = self.compute.get(name)
+        return 0 if match is None else pretraining_steps(self.arms[match.arms[0]], self.seed_data(seed))
 
     @property
     def first(self) -> SeedData:
@@ -115,8 +130,8 @@ def prepare(recipe: Recipe, *, smoke: bool = False, datasets: dict | None = None
     sources: dict[str, dict] = {}  # backbone.from -> what loading it found, shared by every seed
     seeds = {seed: SeedData(recipe, data, _splits(recipe, data, budget, smoke, seed), seed, budget, pretrain_data,
                             sources) for seed in recipe.seeds}
-    prepared = Prepared(recipe, smoke, budget, data, pretrain_data, recipe.arm_recipes(), recipe.baseline_pairs(),
-                        {}, seeds)
+    arms, pairs, compute = resolve_arms(recipe)
+    prepared = Prepared(recipe, smoke, budget, data, pretrain_data, arms, pairs, {}, seeds, compute=compute)
     for name, arm in prepared.arms.items():
         backbone = prepared.initial[name] = initial_backbone(arm, prepared.first)
         _check_transfer(prepared, name, arm, backbone)
@@ -125,7 +140,7 @@ def prepare(recipe: Recipe, *, smoke: bool = False, datasets: dict | None = None
         if arm.selftrain is not None:
             _check_selftrain(prepared, name, arm, load)
         prepared.architectures[name] = describe(backbone, arm.backbone.from_ or arm.backbone.name)
-    for name, baseline in prepared.pairs.items():
+    for name, baseline in [*prepared.pairs.items(), *prepared.compute_pairs.items()]:
         _check_same_architecture(prepared, name, baseline)
     return prepared
 
@@ -193,14 +208,16 @@ def _load_other(prepared: Prepared, dataset: str, key: str, load) -> None:
 
 
 def _check_pretrain(prepared: Prepared, name: str, arm: Recipe, load) -> None:
-    """A labelled pretext task needs another data set; the task's options must build; another set is loaded."""
+    """A labelled pretext task needs another data set; the task's options must build and suit the images (of the
+    downstream shape, which another pre-training set must have too); another set is loaded."""
     downstream = prepared.recipe.data.dataset
     if arm.pretrain.task in LABELLED_TASKS and (arm.pretrain.dataset or downstream) == downstream:
         raise RecipeError(
             f"recipe key 'arms.{name}.pretrain.dataset': {arm.pretrain.task} pre-training needs another "
             f"data set than data.dataset ({downstream}), or it would use labels beyond "
             f"data.labels_per_class; e.g. pretrain.dataset: mnist")
-    create_task(arm.pretrain.task, arm.pretrain.options, seed=0, num_classes=prepared.data.num_classes)
+    task = create_task(arm.pretrain.task, arm.pretrain.options, seed=0, num_classes=prepared.data.num_classes)
+    task.check_images((None, *prepared.data.image_shape))  # e.g. patches or tiles that do not cut the images
     if arm.pretrain.dataset and arm.pretrain.dataset != downstream:
         _load_other(prepared, arm.pretrain.dataset, f"arms.{name}.pretrain.dataset", load)
 

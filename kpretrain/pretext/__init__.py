@@ -13,7 +13,8 @@ _CLASSES.update({"PretextTask": "kpretrain.pretext.base:PretextTask", "OptionErr
                  "SyntheticTask": "kpretrain.pretext.synthetic:SyntheticTask",
                  "ContrastiveModel": "kpretrain.pretext.contrastive:ContrastiveModel",
                  "TwoViewTask": "kpretrain.pretext.views:TwoViewTask",
-                 "JointEmbeddingModel": "kpretrain.pretext.joint:JointEmbeddingModel"})
+                 "JointEmbeddingModel": "kpretrain.pretext.joint:JointEmbeddingModel",
+                 "MomentumModel": "kpretrain.pretext.momentum:MomentumModel"})
 
 __all__ = [*_CLASSES, "TASKS", "TASK_NAMES", "TASK_CLASSES", "LABELLED_TASKS", "SYNTHETIC_TASKS", "DEFAULT_MIXED_TASKS",
            "create_task", "task_class", "task_options"]

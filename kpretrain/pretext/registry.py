@@ -21,6 +21,10 @@ TASK_CLASSES = {
     "simsiam": "kpretrain.pretext.simsiam:SimSiamTask",
     "barlow_twins": "kpretrain.pretext.barlow_twins:BarlowTwinsTask",
     "vicreg": "kpretrain.pretext.vicreg:VICRegTask",
+    "byol": "kpretrain.pretext.byol:BYOLTask",
+    "moco": "kpretrain.pretext.moco:MoCoTask",
+    "dino": "kpretrain.pretext.dino:DINOTask",
+    "masked_image": "kpretrain.pretext.masked_image:MaskedImageTask",
 }
 TASK_NAMES = tuple(TASK_CLASSES)
 LABELLED_TASKS = ("supervised",)  # tasks trained on a data set's own labels, not on labels they make

@@ -82,8 +82,9 @@ def image_statistics(images) -> np.ndarray:
 
 def checkable_tasks(task) -> list:
     """The class-labelling tasks inside `task`: itself, or a mixed task's tasks; none for a two-view task (contrastive,
-    SimSiam, Barlow Twins, VICReg: no classes, its labels pair views), supervised pre-training (the data set's own
-    labels) or a multi-label task (no single class)."""
+    SimSiam, Barlow Twins, VICReg: no classes, its labels pair views), masked-image modelling (no classes, its labels
+    are the images to reconstruct), supervised pre-training (the data set's own labels) or a multi-label task (no
+    single class)."""
     if hasattr(task, "tasks"):
         return [t for sub in task.tasks for t in checkable_tasks(sub)]
     if (task.num_classes is None or task.task_name == "supervised" or getattr(task, "needs_labels", False)

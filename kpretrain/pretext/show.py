@@ -12,16 +12,24 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kpretrain.pretext.base import PretextTask  # noqa: E402
+from kpretrain.pretext.masked_image import MaskedImageTask  # noqa: E402
 from kpretrain.pretext.mixed import MixedTask  # noqa: E402
 from kpretrain.pretext.views import TwoViewTask  # noqa: E402
 
 
 def task_examples(task: PretextTask, images: np.ndarray, n: int) -> list[tuple[np.ndarray, str]]:
     """Up to `n` (image, title) pairs from one pass of `task` over `images` (a mixed task shows each sub-task)."""
-    if isinstance(task, TwoViewTask):  # n // 2 images, each shown as its two views side by side
-        views, _ = task(tf.constant(images[:max(n // 2, 1)], tf.float32))
-        half = len(views) // 2
-        return [(views[i + half * v].numpy(), f"#{i} view {v + 1}") for i in range(half) for v in (0, 1)]
+    if isinstance(task, TwoViewTask):  # n // views images, each shown as its views side by side (local ones last)
+        per = task.batch_multiplier
+        views, _ = task(tf.constant(images[:max(n // per, 1)], tf.float32))
+        count = len(views) // per
+        return [(views[i + count * v].numpy(), f"#{i} {'view' if v < 2 else 'local'} {v + 1 if v < 2 else v - 1}")
+                for i in range(count) for v in range(per)]
+    if isinstance(task, MaskedImageTask):  # n // 2 images, each shown as its masked input beside the original
+        task.check_images(images.shape)  # its one-line error, before Keras' call wraps it
+        masked, labels = (t.numpy() for t in task(tf.constant(images[:max(n // 2, 1)], tf.float32)))
+        return [pair for i in range(len(masked)) for pair in
+                ((masked[i], f"#{i} {task.describe(labels[i])}"), (labels[i, ..., :-1], f"#{i} original"))]
     if isinstance(task, MixedTask):
         per_task = [task_examples(sub, images, math.ceil(n / len(task.tasks))) for sub in task.tasks]
         return [(image, f"{name}: {title}") for name, examples in zip(task.task_names, per_task)
@@ -41,7 +49,9 @@ def save_task_grid(task: PretextTask, images: np.ndarray, path: str, n: int = 16
     examples = task_examples(task, np.asarray(images, np.float32), n)
     cols = math.ceil(math.sqrt(len(examples)))
     if isinstance(task, TwoViewTask):
-        cols += cols % 2  # both views of an image on the same row
+        cols = task.batch_multiplier * math.ceil(cols / task.batch_multiplier)  # an image's views on one row
+    if isinstance(task, MaskedImageTask):
+        cols += cols % 2  # an image's masked input and original on one row
     rows = math.ceil(len(examples) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.8 * cols, 1.9 * rows + (0.4 if title else 0)), squeeze=False)
     for ax in axes.ravel():

@@ -80,10 +80,10 @@ class TwoViewTask(PretextTask):
         config.update({option: getattr(self, option) for option in VIEW_OPTIONS})
         return config
 
-    def augment(self, images, seed):
-        """One random view of each image, a pure function of `seed`."""
+    def augment(self, images, seed, augmentations=None):
+        """One random view of each image, a pure function of `seed` (`augmentations`: other layers than the task's)."""
         seeds = StatelessSeeds(seed)
-        for layer in self.augmentations:
+        for layer in self.augmentations if augmentations is None else augmentations:
             transformation = layer.get_random_transformation(images, training=True, seed=seeds)
             images = layer.transform_images(images, transformation, training=True)
         if self.noise:

@@ -30,9 +30,15 @@ def finetune_batches(arm: Recipe, inputs: SeedData, train=None):
     return lambda start: augment_batches(train(start), arm.finetune.augment, inputs.seed, start)
 
 
+def finetune_steps_per_epoch(arm: Recipe, inputs: SeedData) -> int:
+    """Batches per fine-tuning epoch: the labelled subset, at least `finetune.min_steps_per_epoch` batches (capped by
+    the budget)."""
+    return inputs.steps(max(len(inputs.labelled[1]), arm.finetune.min_steps_per_epoch * inputs.batch_size))
+
+
 def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(), epochs: int | None = None,
              clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None,
-             train=None, compile_kwargs: dict | None = None) -> FinetuneResult:
+             train=None, compile_kwargs: dict | None = None, extra_steps: int = 0) -> FinetuneResult:
     """Fit `model` on the labelled subset (augmented as `finetune.augment` says); refreshed validation every
     `evaluation.validate_every` epochs.
 
@@ -44,6 +50,8 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
     `backup`: a directory where the stage backs up every epoch and from which an interrupted one resumes;
     `tensorboard`: a directory for its TensorBoard logs.  `train` (a function of the first batch number) and
     `compile_kwargs` replace the labelled batches and the loss (a self-training student's mixed batches).
+    `extra_steps`: optimizer steps added after `epochs` (a compute-matched scratch; see `fit_stage`); its history
+    then has `epoch`, each validation's position in passes over the labelled subset.
     """
     ev = inputs.recipe.evaluation
     validation = RefreshedValidation(inputs.validation, inputs.y_validation,
@@ -58,15 +66,16 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
     epochs = inputs.epochs(arm.finetune.epochs if epochs is None else epochs)
     keras.utils.set_random_seed(inputs.seed)
     r = inputs.recipe
-    examples = max(len(inputs.labelled[1]), arm.finetune.min_steps_per_epoch * inputs.batch_size)
     result = fit_stage(model, finetune_batches(arm, inputs, train),
-                       epochs=epochs, steps_per_epoch=inputs.steps(examples), optimizer=arm.finetune.optimizer,
+                       epochs=epochs, steps_per_epoch=finetune_steps_per_epoch(arm, inputs),
+                       optimizer=arm.finetune.optimizer, extra_steps=extra_steps,
                        compile_kwargs=compile_kwargs or classification_compile_kwargs(),
                        callbacks=[*stage_callbacks, *callbacks], jit_compile=r.runtime.jit_compile,
                        verbose=r.runtime.verbose, clock=clock, backup=backup, tensorboard=tensorboard,
                        averaging=arm.finetune.averaging, select=arm.finetune.select, monitor="val_accuracy",
                        keep_with_best=lambda: validation.measured_bn)
-    history = {**{k: v for k, v in result.history.items() if not k.startswith("val_")}, **validation.records}
+    history = {**({"epoch": result.data_epochs} if extra_steps else {}),
+               **{k: v for k, v in result.history.items() if not k.startswith("val_")}, **validation.records}
     last = {k: v[-1] for k, v in validation.records.items()}
     raw_bn = validation.raw_bn or []
     selected = result.selected_epoch
@@ -81,7 +90,7 @@ def finetune(model: HeadedModel, arm: Recipe, inputs: SeedData, *, callbacks=(),
         unfreeze_schedule=[[int(e), list(b)] for e, b in unfreezing.schedule] if unfreezing else None,
         steps_per_epoch=result.steps_per_epoch, lr_find=result.lr_find, averaging=averaging,
         last_weights=result.last_weights, selected_epoch=None if selected is None else selected + 1, raw_bn=raw_bn,
-        resumed_from=result.resumed_from)
+        resumed_from=result.resumed_from, extra_steps=extra_steps or None)
 
 
 def _selected(model: HeadedModel, inputs: SeedData, measured_bn: list | None, clock: Clock | None):

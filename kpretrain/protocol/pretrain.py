@@ -20,7 +20,7 @@ from kpretrain.training.head_init import fit_logistic_regression
 from kpretrain.training.knn import backbone_features, knn_predict
 from kpretrain.training.probes import ProbeCallback, balanced_subset
 from kpretrain.training.callbacks import RefreshedEvaluation
-from kpretrain.training.stages import fit_stage
+from kpretrain.training.stages import epoch_plan, fit_stage
 from kpretrain.training.timing import Clock, measure
 
 PRETEXT_CURVE_POINTS = 4  # a short pre-training stage is validated at least this often
@@ -57,10 +57,45 @@ def pretraining_images(arm: Recipe, inputs: SeedData):
         return d.x_train[pool], d.x_train[split.validation], None, None, source, d.num_classes
     other = inputs.pretrain_data[source]
     held = np.random.default_rng(seed).permutation(len(other.y_train))
-    n_val = min(1000, len(held) // 10)
+    n_val = _held_out(len(held))
     train, val = np.sort(held[n_val:]), np.sort(held[:n_val])
     return (other.x_train[train], other.x_train[val], other.y_train[train], other.y_train[val], source,
             other.num_classes)
+
+
+def _held_out(n: int) -> int:
+    """Validation images held out of another data set's `n` train images for pre-training."""
+    return min(1000, n // 10)
+
+
+def pretraining_steps(arm: Recipe, inputs: SeedData) -> int:
+    """The optimizer steps the arm's pre-training stage takes, known before it runs (what a compute-matched scratch
+    adds to its fine-tuning).
+
+    As `pretrain` plans them: its epochs (capped by the budget) of batches of `data.batch_size` images drawn from
+    `pretraining_images`' pool (or a synthetic task's `images_per_epoch`), cut into Keras epochs by `epoch_plan`.  A
+    step is one batch and one optimizer update, whatever the task makes of the batch (two views of each image, say).
+    An early stop (`pretrain.select.patience`) and the range test of `learning_rate: auto` are not counted.
+
+    Args:
+        arm: an arm's resolved recipe that pre-trains.
+        inputs: the seed's data.
+
+    Returns:
+        The number of steps.
+    """
+    r, split = inputs.recipe, inputs.split
+    source = arm.pretrain.dataset or r.data.dataset
+    if source == r.data.dataset:
+        images = len(split.labelled) + len(split.unlabelled)
+    else:
+        n = len(inputs.pretrain_data[source].y_train)
+        images = n - _held_out(n)
+    task = create_task(arm.pretrain.task, arm.pretrain.options, seed=inputs.seed, num_classes=inputs.data.num_classes)
+    images = getattr(task, "images_per_epoch", None) or images
+    keras_epochs, steps = epoch_plan(inputs.epochs(arm.pretrain.epochs), inputs.steps(images, True),
+                                     PRETEXT_CURVE_POINTS)
+    return keras_epochs * steps
 
 
 @dataclasses.dataclass

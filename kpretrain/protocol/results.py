@@ -71,6 +71,7 @@ class FinetuneResult:
     lr_find: Optional[dict] = None  # the range test that chose the learning rate (`learning_rate: auto`)
     averaging: Optional[dict] = None  # method and validation accuracy of the last, averaged raw, averaged weights
     selected_epoch: Optional[int] = None  # select best: the epoch (1-based) whose weights the stage ended with
+    extra_steps: Optional[int] = None  # a compute-matched scratch: optimizer steps after `epochs`
     last_weights: Optional[list] = dataclasses.field(default=None, repr=False, compare=False)  # before averaging
     raw_bn: list = dataclasses.field(default_factory=list, repr=False, compare=False)
     resumed_from: int = dataclasses.field(default=0, repr=False, compare=False)  # epochs restored from a backup
@@ -91,6 +92,8 @@ class FinetuneResult:
             out["averaging"] = self.averaging
         if self.selected_epoch is not None:
             out["selected_epoch"] = self.selected_epoch
+        if self.extra_steps is not None:
+            out["finetune_extra_steps"] = self.extra_steps
         return out
 
 
@@ -148,7 +151,7 @@ class UnitResult:
         finetune = FinetuneResult(r["history"], r["finetune_epochs"], r["val_accuracy"], r["val_accuracy_raw"],
                                   r.get("val_accuracy_refreshed"), r["finetune_wall_time_s"], r.get("unfreeze_schedule"),
                                   r.get("finetune_steps_per_epoch"), r.get("finetune_lr_find"), r.get("averaging"),
-                                  r.get("selected_epoch"))
+                                  r.get("selected_epoch"), r.get("finetune_extra_steps"))
         return cls(seed=r["seed"], arm=r["arm"], transfer=TransferResult(tuple(r["frozen_blocks"]), r.get("head_init")),
                    finetune=finetune, trainable_params=r["trainable_params"], seconds=r["seconds"], pretrain=pretrain,
                    test=test, knn_accuracy=r.get("knn_accuracy"), selftrain=r.get("selftrain"))

@@ -50,14 +50,16 @@ def build_model(arm: Recipe, inputs: SeedData) -> HeadedModel:
 
 def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedModel | None = None,
              pretrained: PretrainResult | None = None, callbacks=(), test: bool = True,
-             scope: Callable = contextlib.nullcontext, backup: str | None = None, pretrain_callbacks=()) -> UnitResult:
+             scope: Callable = contextlib.nullcontext, backup: str | None = None, pretrain_callbacks=(),
+             extra_steps: int = 0) -> UnitResult:
     """Pre-train (or take `pretrained` weights), transfer, fine-tune, evaluate one arm for one seed.
 
     `model` (from `build_model`, nothing trained yet) is trained in place.
     `test=False` (tuner trials) touches neither the test split nor kNN.  `callbacks` go to fine-tuning,
     `pretrain_callbacks` to pre-training.
     `backup`: path prefix of the stages' backup directories (`<backup>.pretrain.backup`, `<backup>.finetune.backup`),
-    from which stages interrupted earlier resume.
+    from which stages interrupted earlier resume.  `extra_steps`: optimizer steps added to fine-tuning (a
+    compute-matched scratch, which never self-trains).
     """
     clock = Clock()
     with scope():
@@ -70,7 +72,7 @@ def run_unit(arm: Recipe, inputs: SeedData, *, name: str = "", model: HeadedMode
         selftrained = None
         if arm.selftrain is None:
             finetuned = finetune(model, arm, inputs, callbacks=callbacks, clock=clock,
-                                 backup=_stage(backup, "finetune"))
+                                 backup=_stage(backup, "finetune"), extra_steps=extra_steps)
         else:
             def make_model(init: str) -> HeadedModel:
                 return starting_model(arm, inputs, init, pretrained, clock=clock)

@@ -7,9 +7,12 @@ reference arms (`scratch`: the same model trained from random initialisation wit
 Modules, lowest layer first (each imports only those before it):
     values     the recipe YAML loader/dumper (1e-3 is a number) and the one value <-> `--set` text encoding
     coerce     building a dataclass from raw values: coercion, ranges, choices, one-line errors
-    schema     the config dataclasses and `Recipe`
+    fields     `_spec`: a field's default, range, choices and documentation
+    stage_config, run_config   the config dataclasses of a stage (optimizer, averaging, select) and of the run
+               (evaluation, runtime, tune)
+    schema     the sections' config dataclasses and `Recipe`
     overrides  `--set` overrides, and merging an arm's overrides
-    arms       each arm's resolved recipe and its matched baseline; `pretrains`, `transfers`
+    arms       each arm's resolved recipe, its matched and compute-matched baselines; `pretrains`, `transfers`
     sweep      the keys a `sweep:` may vary, its check and its grid points
     rules      `recipe_from_dict`: the rules across keys, in order
     files      reading recipe files; `with_defaults` for stored recipes

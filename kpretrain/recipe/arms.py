@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+from typing import Optional
 
 from kpretrain.errors import RecipeError
 from kpretrain.recipe.coerce import _build
@@ -14,30 +16,51 @@ from kpretrain.recipe.overrides import _deep_merge
 from kpretrain.recipe.schema import Recipe
 
 
-def resolve_arms(recipe: Recipe) -> tuple[dict[str, Recipe], dict[str, str]]:
-    """Every arm's resolved recipe, and the baseline each arm is compared with.
+COMPUTE = "scratch_compute"  # the compute-matched scratch (`baselines: [scratch, scratch_compute]`)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeMatch:
+    """A compute-matched scratch: a matched scratch fine-tuned for as many more optimizer steps as the pre-training
+    of `arms` took (they share one pre-training budget and one matched scratch; the first is the one counted).
+
+    Attributes:
+        arms: the pre-training arms compared with it, in run order.
+        extends: the run's matched scratch it lengthens (`scratch`, `scratch-<arm>`), or None when the run has
+            none of its settings (its arms name another `baseline:`).
+    """
+
+    arms: tuple
+    extends: Optional[str] = None
+
+
+def resolve_arms(recipe: Recipe) -> tuple[dict[str, Recipe], dict[str, str], dict[str, ComputeMatch]]:
+    """Every arm's resolved recipe, the baseline each arm is compared with, and the compute-matched scratches.
 
     Every non-baseline arm gets a matched scratch: `scratch` when its backbone, data and fine-tuning are the top
-    level's, else `scratch-<arm>`; an arm with `baseline:` is compared with that arm instead.
-    `Recipe.arm_recipes()` and `Recipe.baseline_pairs()` return the two parts.
+    level's, else `scratch-<arm>`; an arm with `baseline:` is compared with that arm instead.  With
+    `scratch_compute` in `baselines`, every pre-training arm also gets a compute-matched scratch (see
+    `compute_scratches`).  `Recipe.arm_recipes()`, `Recipe.baseline_pairs()` and `Recipe.compute_baselines()`
+    return the three parts.
 
     Args:
         recipe: a `Recipe` (its arms need not have been validated yet).
 
     Returns:
-        A tuple `(arms, pairs)`: `arms` maps arm name -> resolved recipe, baselines (matched scratches included)
-        first, in run order; `pairs` maps each non-baseline arm's name -> its baseline's name (empty when the
-        recipe has no `scratch` baseline).
+        A tuple `(arms, pairs, compute)`: `arms` maps arm name -> resolved recipe, baselines (matched scratches,
+        then compute-matched scratches) first, in run order; `pairs` maps each non-baseline arm's name -> its
+        baseline's name (empty when the recipe has no `scratch` baseline); `compute` maps each compute-matched
+        scratch's name -> its `ComputeMatch`.
 
     Raises:
         RecipeError: an arm's overrides do not validate, or an arm is named like another arm's matched scratch.
     """
     arms = declared_arms(recipe)
     if "scratch" not in recipe.baselines or "scratch" not in arms:
-        return arms, {}
+        return arms, {}, {}
     named = {arm.baseline for arm in arms.values() if arm.baseline}  # baselines chosen by arms.<name>.baseline
     baselines = {name: arm for name, arm in arms.items() if name in recipe.baselines or name in named}
-    signatures = {json.dumps(arms["scratch"].to_dict(), sort_keys=True): "scratch"}
+    signatures = {_signature(arms["scratch"]): "scratch"}
     pairs = {}
     for name, arm in arms.items():
         if name in baselines:
@@ -45,16 +68,64 @@ def resolve_arms(recipe: Recipe) -> tuple[dict[str, Recipe], dict[str, str]]:
         if arm.baseline:
             pairs[name] = arm.baseline
             continue
-        matched = _baseline("scratch", {k: v for k, v in arm.to_dict().items() if k != "arms"})
-        key = json.dumps(matched.to_dict(), sort_keys=True)
+        matched = matched_scratch(arm)
+        key = _signature(matched)
         if key not in signatures:
-            signatures[key] = f"scratch-{name}"
-            if signatures[key] in arms:
-                raise RecipeError(f"recipe key 'arms.{signatures[key]}': the name is taken by the matched scratch of "
-                                  f"arm {name!r} (its backbone or fine-tuning differ from the top level); rename the arm")
+            signatures[key] = _unused(f"scratch-{name}", arms, f"the matched scratch of arm {name!r} (its backbone "
+                                                              f"or fine-tuning differ from the top level)")
             baselines[signatures[key]] = matched
         pairs[name] = signatures[key]
-    return {**baselines, **{n: a for n, a in arms.items() if n not in baselines}}, pairs
+    computed, compute = (compute_scratches(recipe, {name: arms[name] for name in pairs}, signatures)
+                         if COMPUTE in recipe.baselines else ({}, {}))
+    for name in computed:
+        _unused(name, arms, f"the compute-matched scratch of arm {compute[name].arms[0]!r}")
+    return {**baselines, **computed, **{n: a for n, a in arms.items() if n not in baselines}}, pairs, compute
+
+
+def compute_scratches(recipe: Recipe, compared: dict[str, Recipe], signatures: dict[str, str]):
+    """The compute-matched scratches of the compared arms that pre-train: each is the arm's matched scratch, fine-tuned
+    for as many more optimizer steps as the arm's pre-training takes (counted when the run is prepared).
+
+    Arms with one matched scratch and one pre-training budget (epochs, data set, a synthetic task's images per
+    epoch) share one.  It is named `scratch_compute` when the run needs one, else `scratch_compute-<arm>` after
+    the first arm of each.
+
+    Args:
+        recipe: the recipe.
+        compared: the non-baseline arms, in run order.
+        signatures: matched scratch settings (`_signature`) -> the name of the run's baseline that has them.
+
+    Returns:
+        `(arms, compute)`: name -> the compute-matched scratch's recipe, and name -> its `ComputeMatch`.
+    """
+    groups: dict[tuple, list[str]] = {}
+    scratches = {}
+    for name, arm in compared.items():
+        if pretrains(arm):
+            scratch = matched_scratch(arm)
+            key = (_signature(scratch), json.dumps([arm.pretrain.epochs, arm.pretrain.dataset or recipe.data.dataset,
+                                                    arm.pretrain.options.get("images_per_epoch")]))
+            groups.setdefault(key, []).append(name)
+            scratches.setdefault(key, scratch)
+    names = {key: COMPUTE if len(groups) == 1 else f"{COMPUTE}-{users[0]}" for key, users in groups.items()}
+    return ({names[key]: scratches[key] for key in groups},
+            {names[key]: ComputeMatch(tuple(users), signatures.get(key[0])) for key, users in groups.items()})
+
+
+def matched_scratch(arm: Recipe) -> Recipe:
+    """The arm's matched scratch: its backbone (re-initialised), data and fine-tuning, no pre-training or transfer."""
+    return _baseline("scratch", {k: v for k, v in arm.to_dict().items() if k != "arms"})
+
+
+def _signature(arm: Recipe) -> str:
+    return json.dumps(arm.to_dict(), sort_keys=True)
+
+
+def _unused(name: str, arms: dict, what: str) -> str:
+    """`name`, unless a declared arm has it (a RecipeError naming `what` takes it)."""
+    if name in arms:
+        raise RecipeError(f"recipe key 'arms.{name}': the name is taken by {what}; rename the arm")
+    return name
 
 
 def declared_arms(recipe: Recipe) -> dict[str, Recipe]:
@@ -75,7 +146,7 @@ def declared_arms(recipe: Recipe) -> dict[str, Recipe]:
     base.pop("sweep", None)
     arms: dict[str, Recipe] = {}
     for name in recipe.baselines:
-        if recipe.arms and name in recipe.arms:
+        if (recipe.arms and name in recipe.arms) or name == COMPUTE:  # compute-matched: made by `resolve_arms`
             continue
         arms[name] = _baseline(name, base)
     if recipe.arms:
@@ -110,6 +181,7 @@ def _baseline(name: str, base: dict) -> Recipe:
     """`scratch`: the backbone, data and fine-tuning of `base`; no pre-training, no loaded weights, default transfer."""
     raw = copy.deepcopy(base)
     raw.pop("reference", None)  # a baseline is never the natural reference (nor the matched scratch of one)
+    raw.pop("baseline", None)  # nor compared with another (the matched scratch of an arm with `baseline:`)
     if name == "scratch":
         raw["pretrain"] = {"epochs": 0}
         student = (raw.get("selftrain") or {}).get("student_augment")

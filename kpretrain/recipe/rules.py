@@ -4,6 +4,7 @@ rule is the one-line error)."""
 from __future__ import annotations
 
 from kpretrain.errors import RecipeError
+from kpretrain.recipe.arms import COMPUTE
 from kpretrain.recipe.coerce import _build, _check_choice
 from kpretrain.recipe.schema import Recipe
 from kpretrain.recipe.sweep import _check_sweep
@@ -86,11 +87,25 @@ def _check_baselines(recipe: Recipe) -> None:
         raise RecipeError("recipe key 'baseline': only an arm names its baseline; set arms.<name>.baseline")
     for name, overrides in (recipe.arms or {}).items():
         target = (overrides or {}).get("baseline")
-        others = [*recipe.baselines, *(a for a in recipe.arms if a != name and a not in recipe.baselines
-                                         and not (recipe.arms[a] or {}).get("baseline"))]
+        others = [*(b for b in recipe.baselines if b != COMPUTE),
+                  *(a for a in recipe.arms if a != name and a not in recipe.baselines
+                    and not (recipe.arms[a] or {}).get("baseline"))]
         if target is not None and target not in others:
             raise RecipeError(f"recipe key 'arms.{name}.baseline': {target!r} is not another arm without a baseline "
                               f"of its own; allowed: {', '.join(others) or 'none'}")
+
+
+def _check_compute(recipe: Recipe) -> None:
+    """`scratch_compute` comes with `scratch`, and no arm of `arms` takes its name.  (A recipe where no arm
+    pre-trains is valid: there is nothing to match, and the plan and metrics.json's warnings say so.)"""
+    if COMPUTE not in recipe.baselines:
+        return
+    if "scratch" not in recipe.baselines:
+        raise RecipeError("recipe key 'baselines': scratch_compute is scratch given its arm's pre-training steps, "
+                          "compared beside scratch; add scratch, e.g. baselines: [scratch, scratch_compute]")
+    if recipe.arms and COMPUTE in recipe.arms:
+        raise RecipeError("recipe key 'arms.scratch_compute': the name is taken by the compute-matched scratch "
+                          "(baselines: scratch_compute), made from each arm's matched scratch; rename the arm")
 
 
 def _check_reference(recipe: Recipe) -> None:
@@ -158,5 +173,5 @@ def _check_stage(arm: Recipe, stage: str, where: str) -> None:
                           f"above 0 and below end_lr ({found.end_lr})")
 
 
-RULES = (_check_name, _check_arms, _check_data, _check_baselines, _check_reference, _check_sweep_points,
-         _check_runtime, _check_arm_stages)  # in this order: the first broken rule is the error
+RULES = (_check_name, _check_arms, _check_data, _check_baselines, _check_compute, _check_reference,
+         _check_sweep_points, _check_runtime, _check_arm_stages)  # in this order: the first broken rule is the error

@@ -2,7 +2,8 @@
 
 Each field carries its validation metadata (`_spec`: allowed `choices`, `minimum`, `maximum`, `doc`), which
 `kpretrain.recipe.coerce` reads when it builds a section from raw values.  The sections on how a run is
-evaluated, executed and searched (`evaluation`, `runtime`, `tune`) are in `kpretrain.recipe.run_config`.
+evaluated, executed and searched (`evaluation`, `runtime`, `tune`) are in `kpretrain.recipe.run_config`; the
+settings every training stage has (`optimizer`, `averaging`, `select`) in `kpretrain.recipe.stage_config`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from kpretrain.pretext.registry import TASK_NAMES
 from kpretrain.recipe.coerce import _seeds, _to_plain, _yaml_key
 from kpretrain.recipe.fields import _spec
 from kpretrain.recipe.run_config import LOGGERS, EvaluationConfig, RuntimeConfig, TuneConfig  # noqa: F401 - sections
+from kpretrain.recipe.stage_config import (AveragingConfig, LRFindConfig, OptimizerConfig,  # noqa: F401 - sections
+                                           SelectConfig)
 
 PRETEXT_TASKS = ("none", *TASK_NAMES)
-BASELINES = ("scratch",)
+BASELINES = ("scratch", "scratch_compute")
 
 
 @dataclass
@@ -58,44 +61,6 @@ class BackboneConfig:
 
 
 @dataclass
-class LRFindConfig:
-    """The learning-rate range test (`kpretrain lr-find`, and `learning_rate: auto`)."""
-
-    start_lr: float = _spec(default=1e-7, minimum=0.0, doc="first learning rate")
-    end_lr: float = _spec(default=10.0, minimum=0.0, doc="last learning rate (the test stops earlier once the loss diverges)")
-    steps: int = _spec(default=200, minimum=3, doc="batches, the learning rate growing exponentially")
-    suggestion: str = _spec(default="steepest", choices=("steepest", "valley", "minimum"),
-                            doc="steepest descent of the smoothed loss | fastai's valley | minimum / 10")
-    beta: float = _spec(default=0.98, minimum=0.0, maximum=0.999, doc="smoothing of the loss (bias-corrected EMA)")
-    diverge: float = _spec(default=4.0, minimum=1.0, doc="stop once the smoothed loss exceeds this x its minimum")
-
-
-@dataclass
-class OptimizerConfig:
-    """Optimizer and learning-rate schedule of one stage."""
-
-    name: str = _spec(default="adam", choices=("adam", "adamw", "sgd", "rmsprop"))
-    learning_rate: Union[float, Literal["auto"]] = _spec(default=1e-3, minimum=0.0, maximum=10.0,
-                                                         doc="or auto: a range test just before the stage picks it")
-    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
-    schedule: str = _spec(default="constant", choices=("constant", "cosine"))
-    warmup_epochs: float = _spec(default=0.0, minimum=0.0)
-    weight_decay: float = _spec(default=0.0, minimum=0.0)
-    momentum: float = _spec(default=0.9, minimum=0.0, maximum=1.0, doc="for sgd and rmsprop")
-
-
-@dataclass
-class AveragingConfig:
-    """Weight averaging of a stage, followed by a batch-norm refresh; a bare string is shorthand for `method`."""
-
-    SHORTHAND = "method"
-    method: str = _spec(default="none", choices=("none", "ema", "polyak"),
-                        doc="ema: Keras optimizer EMA | polyak: uniform average from start_epoch on")
-    momentum: float = _spec(default=0.99, minimum=0.0, maximum=1.0, doc="ema only")
-    start_epoch: float = _spec(default=0.0, minimum=0.0, doc="polyak only: average after this many passes over the data")
-
-
-@dataclass
 class ProbeConfig:
     """Probes of the backbone during pre-training: a classifier on its frozen, BN-refreshed features of labelled
     images, scored on validation."""
@@ -105,18 +70,6 @@ class ProbeConfig:
                         doc="linear: logistic regression | knn: k=20 cosine | both")
     labels_per_class: Optional[int] = _spec(default=None, minimum=1,
                                             doc="a class-balanced part of the labelled subset; null = all of it")
-
-
-@dataclass
-class SelectConfig:
-    """Which epoch's weights a stage ends with; a bare string is shorthand for `mode`."""
-
-    SHORTHAND = "mode"
-    mode: str = _spec(default="last", choices=("last", "best", "probe"),
-                      doc="best: the best validated epoch | probe (pre-training): the best probe score; never test")
-    monitor: Optional[str] = _spec(default=None, doc="logged validation metric; null = refreshed validation accuracy "
-                                                     "(fine-tuning), the task's validation metric (pre-training)")
-    patience: Optional[int] = _spec(default=None, minimum=1, doc="stop after this many validations without a new best")
 
 
 @dataclass
@@ -211,7 +164,9 @@ class Recipe:
     selftrain: Optional[SelfTrainConfig] = _spec(default=None, doc="self-training after fine-tuning; null = none")
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-    baselines: list = _spec(default_factory=lambda: ["scratch"], choices=BASELINES)
+    baselines: list = _spec(default_factory=lambda: ["scratch"], choices=BASELINES,
+                            doc="scratch: each arm's matched scratch | scratch_compute (with scratch): that scratch "
+                                "given as many more optimizer steps as the arm's pre-training took")
     arms: Optional[dict] = _spec(default=None, doc="arm name -> overrides of any protocol key")
     baseline: Optional[str] = _spec(default=None, doc="on an arm: the arm it is compared with (a tuned scratch, "
                                                       "say); null = its matched scratch")
@@ -288,6 +243,23 @@ class Recipe:
         from kpretrain.recipe.arms import resolve_arms
 
         return resolve_arms(self)[1]
+
+    def compute_baselines(self) -> dict:
+        """The compute-matched scratches (`baselines: [scratch, scratch_compute]`; see `arms.compute_scratches`).
+
+        Returns:
+            A dict name -> `kpretrain.recipe.arms.ComputeMatch`; empty without `scratch_compute` or pre-training.
+
+        Example:
+
+        >>> from kpretrain.recipe import recipe_from_dict
+        >>> recipe_from_dict({"name": "demo", "baselines": ["scratch", "scratch_compute"],
+        ...                   "pretrain": {"task": "rotation"}}).compute_baselines()
+        {'scratch_compute': ComputeMatch(arms=('rotation',), extends='scratch')}
+        """
+        from kpretrain.recipe.arms import resolve_arms
+
+        return resolve_arms(self)[2]
 
 
 RECIPE_KEYS = tuple(_yaml_key(f) for f in dataclasses.fields(Recipe))  # the top-level keys, in order

@@ -10,7 +10,7 @@ import json
 import os
 
 from kpretrain.errors import InputError
-from kpretrain.report.csv_rows import CSV_FIELDS, flat_row, rows_table
+from kpretrain.report.csv_rows import csv_fields, flat_row, rows_table
 from kpretrain.report.summary import summary_rows
 
 FORMATS = ("md", "csv", "json")
@@ -56,7 +56,7 @@ def render_rows(rows: list[dict], format: str = "md") -> str:  # noqa: A002 - th
 
     Args:
         rows: from `combined_rows`.
-        format: "md" (a Markdown table), "csv" (the flat columns `report.csv_rows.CSV_FIELDS`) or "json".
+        format: "md" (a Markdown table), "csv" (the flat columns `report.csv_rows.csv_fields`) or "json".
 
     Raises:
         InputError: an unknown format.
@@ -65,7 +65,7 @@ def render_rows(rows: list[dict], format: str = "md") -> str:  # noqa: A002 - th
         return json.dumps(rows, indent=2) + "\n"
     if format == "csv":
         text = _io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(text, fieldnames=csv_fields(rows), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(flat_row(row) for row in rows)
         return text.getvalue()

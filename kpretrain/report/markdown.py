@@ -1,14 +1,15 @@
 """report.md: a run's (`run_report`) and a sweep's (`sweep_report`), their table, verdict lines and notes, and the
-run report's diagnostic sections.  Every number comes from `kpretrain.report.summary`."""
+run report's diagnostic sections (their lines in `kpretrain.report.diagnostics`, re-exported here).  Every number
+comes from `kpretrain.report.summary`."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from kpretrain.report.confusion import most_confused, probe_confusion_rows
-from kpretrain.report.csv_rows import pct, rows_table
+from kpretrain.report.confusion import most_confused
+from kpretrain.report.csv_rows import rows_table
+from kpretrain.report.diagnostics import (averaging_lines, convergence_lines, learning_rate_lines,
+                                          probe_confusion_lines, selftrain_lines)
 from kpretrain.report.statistics import verdict
-from kpretrain.report.summary import reference_arm, summary_rows
+from kpretrain.report.summary import COMPUTE, reference_arm, summary_rows
 
 SMOKE = " (smoke run: tiny data, numbers mean nothing)"
 
@@ -21,14 +22,41 @@ def markdown_table(metrics: dict) -> str:
 
 
 def verdict_lines(metrics: dict) -> list[str]:
-    """One plain verdict per compared arm (interval, p-value, Holm-adjusted when several comparisons, evidence)."""
-    rows = [row for row in summary_rows(metrics) if "diff_mean" in row]
-    return [(f"{row['point']}: " if "point" in row else "")
-            + verdict(row["arm"], row["baseline"],
-                      {"mean": row["diff_mean"], "std": row["diff_std"], "n": row["diff_n"], "ci": row["diff_ci"],
-                       "p": row["p"], "seeds_needed": row["seeds_needed"]},
-                      row["p_holm"] if row["comparisons"] > 1 else None, row["comparisons"],
-                      smoke=bool(metrics.get("smoke"))) for row in rows]
+    """One plain verdict per comparison (interval, p-value, Holm-adjusted when several comparisons, evidence): each
+    compared arm against its baseline, then against its compute-matched scratch when it has one."""
+    return [_verdict_line(row, prefix, bool(metrics.get("smoke"))) for row in summary_rows(metrics)
+            for prefix in ("", COMPUTE) if prefix + "diff_mean" in row]
+
+
+def _verdict_line(row: dict, prefix: str, smoke: bool) -> str:
+    """The verdict of a row's comparison with its baseline (`prefix` "compute_": its compute-matched scratch)."""
+    def get(key):
+        return row[prefix + key]
+
+    return (f"{row['point']}: " if "point" in row else "") + verdict(
+        row["arm"], get("baseline"), {"mean": get("diff_mean"), "std": get("diff_std"), "n": get("diff_n"),
+                                      "ci": get("diff_ci"), "p": get("p"), "seeds_needed": get("seeds_needed")},
+        get("p_holm") if row["comparisons"] > 1 else None, row["comparisons"], smoke=smoke)
+
+
+def compute_note(metrics: dict) -> list[str]:
+    """The report's explanation of the compute-matched scratches, when the run (or a sweep's point) has one: each
+    with the matched scratch it lengthens, its extra steps and whose pre-training they match."""
+    points = metrics["points"] if "points" in metrics else [{"arms": metrics["arms"]}]
+    computes = [(name, entry) for point in points for name, entry in point["arms"].items() if entry.get("compute_of")]
+    if not computes:
+        return []
+    lines = ["", "Compute-matched scratch (He et al. 2019, \"Rethinking ImageNet pre-training\"): the arm's matched "
+             "scratch fine-tuned for as many more optimizer steps (batches) as the arm's pre-training took, on the "
+             "same data in the same order; its Δ column asks whether pre-training helped beyond the extra training "
+             "it buys."]
+    if "points" not in metrics:
+        lines.append("")
+        for name, entry in computes:
+            steps = ", ".join(str(n) for n in sorted(set(entry.get("finetune_extra_steps") or [])))
+            lines.append(f"- `{name}`: `{entry.get('extends') or 'the matched scratch'}` + {steps} steps, the "
+                         f"pre-training of " + ", ".join(f"`{arm}`" for arm in entry["compute_of"]))
+    return lines
 
 
 def holm_note(metrics: dict) -> list[str]:
@@ -65,6 +93,7 @@ def run_report(metrics: dict) -> str:
     lines += [f"- {line}" for line in verdict_lines(metrics)]
     lines += holm_note(metrics)
     lines += benefit_note(metrics)
+    lines += compute_note(metrics)
     refreshed = "after refreshing" if metrics["evaluation"]["bn_refresh"] else "without refreshing"
     lines += ["", f"Test accuracy is measured {refreshed} "
               "the batch-norm moving statistics on training batches; the raw column shows the accuracy before.", ""]
@@ -105,7 +134,8 @@ def _architecture_section(metrics: dict) -> list[str]:
              "with the seed); blocks are what `transfer.frozen_depth` counts.", ""]
     for name, entry in arms.items():
         a = entry["architecture"]
-        baseline = f"; compared with `{entry['baseline']}`" if entry.get("baseline") else ""
+        compared = [f"`{entry[key]}`" for key in ("baseline", "compute_baseline") if entry.get(key)]
+        baseline = f"; compared with {' and '.join(compared)}" if compared else ""
         lines.append(f"- `{name}`: {a['name']}, {a['parameters']:,} parameters, blocks "
                      + ", ".join(f"{block} ({layers} layers)" for block, layers in a["blocks"]) + baseline)
     return lines + [""]
@@ -118,6 +148,7 @@ def sweep_report(metrics: dict) -> str:
              "## Result", "", markdown_table(metrics), ""]
     lines += [f"- {line}" for line in verdict_lines(metrics)]
     lines += benefit_note(metrics)
+    lines += compute_note(metrics)
     lines += ["", "p-values are Holm-adjusted over every comparison of the sweep (all points, all arms); each point's "
               "report.md and metrics.json hold the same adjusted p-values.", ""]
     if metrics.get("warnings"):
@@ -176,6 +207,8 @@ def _protocol_table(metrics: dict) -> list[str]:
     lines = ["| arm | protocol |", "|---|---|"]
     for name, entry in metrics["arms"].items():
         p = dict(entry["protocol"])
+        if entry.get("finetune_extra_steps"):  # a compute-matched scratch
+            p["finetune_extra_steps"] = ", ".join(str(n) for n in sorted(set(entry["finetune_extra_steps"])))
         for key in ("pretrain_epochs", "finetune_epochs"):
             if budget.get("epochs") is not None and p.get(key) and p[key] > budget["epochs"]:
                 p[key] = f"{budget['epochs']:g} (smoke; recipe: {p[key]:g})"
@@ -211,81 +244,3 @@ def _probe_section(metrics: dict) -> list[str]:
         chosen = f" (checkpoint kept: epoch {p['selected_epoch']})" if p.get("selected_epoch") else ""
         lines.append(f"- {p['unit']}: {text}{chosen}")
     return lines + [""] + probe_confusion_lines(metrics) + [""]
-
-
-def selftrain_lines(metrics: dict) -> list[str]:
-    """Per self-training arm and round: pseudo labels kept, their hidden-label accuracy, teacher and student
-    validation accuracy (seed means)."""
-    lines = []
-    for name, entry in metrics["arms"].items():
-        records = [r for r in entry.get("selftrain") or [] if r]
-        for i in range(max((len(r["rounds"]) for r in records), default=0)):
-            rounds = [r["rounds"][i] for r in records if i < len(r["rounds"])]
-            kept = np.mean([r["pseudo_labels"] for r in rounds])
-            right = [r["pseudo_label_accuracy"] for r in rounds if r.get("pseudo_label_accuracy") is not None]
-            accuracy = f", {100 * np.mean(right):.1f} % right" if right else ""
-            lines.append(f"{name} round {i + 1}: {kept:,.0f} pseudo labels of {records[0]['pool']:,} pool images"
-                         f"{accuracy}; teacher {pct(np.mean([r['teacher_val_accuracy'] for r in rounds]))} %, "
-                         f"student {pct(np.mean([r['student_val_accuracy'] for r in rounds]))} % validation")
-    return lines
-
-
-def probe_confusion_lines(metrics: dict) -> list[str]:
-    """Per pre-training setting and probe: the most confused class pairs at its best and at its last probe point
-    (validation, summed over the seeds)."""
-    names, lines = metrics["data"]["class_names"], []
-    for setting, probe, points in probe_confusion_rows(metrics):
-        for when in ("best", "last"):
-            epochs = ", ".join(str(e) for e in sorted({p[when]["epoch"] for p in points}))
-            pairs = most_confused([p[when]["matrix"] for p in points], names)
-            lines.append(f"- {setting}: most confused by the {probe} probe at its {when} point (epoch {epochs}): "
-                         + "; ".join(f"{a} / {b} {100 * share:.1f} %" for a, b, share in pairs))
-    if lines:
-        lines += ["", "Validation confusion matrices of the probes at those points: `probe_confusion.png`."]
-    return lines
-
-
-def averaging_lines(metrics: dict) -> list[str]:
-    """Per averaged arm: test accuracy of the last weights, of the averaged ones before and after the BN refresh."""
-    lines = []
-    for name, entry in metrics["arms"].items():
-        if entry.get("averaging") and entry.get("test_accuracy_last"):
-            method = entry["averaging"][0]["method"]
-            mean = lambda xs: 100 * sum(xs) / len(xs)  # noqa: E731
-            lines.append(f"{name} ({method}): last weights {mean(entry['test_accuracy_last']):.2f} % -> averaged, stale "
-                         f"BN {mean(entry['test_accuracy_raw']):.2f} % -> averaged, BN refreshed "
-                         f"{mean(entry['test_accuracy']):.2f} %")
-    for p in metrics.get("pretraining", []):
-        if p.get("averaging"):
-            a = p["averaging"]
-            last, avg = (a.get(f"val_{p['monitor']}_{k}") for k in ("last", "averaged"))
-            lines.append(f"pre-training {p['unit']} ({a['method']}): pretext validation {p['monitor']} "
-                         f"last weights {last:.4f} -> averaged, BN refreshed {avg:.4f}")
-    return lines
-
-
-def learning_rate_lines(metrics: dict) -> list[str]:
-    """Each range test's chosen learning rate (`learning_rate: auto`): per pre-training unit and per arm."""
-    lines = [f"pre-training {p['unit']} ({p['task']}): learning rate found {p['lr_find']['suggested_lr']:.3g} "
-             f"({p['lr_find']['method']})" for p in metrics.get("pretraining", []) if p.get("lr_find")]
-    for name, entry in metrics["arms"].items():
-        if entry.get("finetune_learning_rate"):
-            rates = ", ".join(f"{lr:.3g}" for lr in entry["finetune_learning_rate"])
-            lines.append(f"{name} fine-tuning: learning rate found per seed {rates}")
-    return lines
-
-
-def convergence_lines(metrics: dict, tolerance: float = 0.005) -> list[str]:
-    """Arms whose seed-mean validation accuracy still rose by `tolerance` or more over the last 20 % of epochs."""
-    lines = []
-    for name, entry in metrics["arms"].items():
-        curves = [[v for v in h.get("val_accuracy", []) if v is not None] for h in entry["history"]]
-        n = min((len(c) for c in curves), default=0)
-        if n < 5:
-            continue
-        mean = np.mean([c[:n] for c in curves], axis=0)
-        start = mean[int(np.floor(0.8 * (n - 1)))]
-        if mean[-1] - start >= tolerance:
-            lines.append(f"{name}: validation accuracy still rising (+{100 * (mean[-1] - start):.1f} pts over the last "
-                         f"20 % of validations); raise finetune.epochs")
-    return lines

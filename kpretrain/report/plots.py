@@ -31,7 +31,7 @@ def _plot(ax, ys, xs=None, **kwargs):
 
 
 def plot_curves(metrics: dict, path: str) -> None:
-    """Figure-1 style: downstream validation accuracy per epoch for every arm, and pretext accuracy."""
+    """Figure-1 style: downstream validation accuracy per epoch for every arm, and each pretext task's monitor."""
     has_pretext = any("pretext" in e for e in metrics["arms"].values())
     fig, axes = plt.subplots(1, 2 if has_pretext else 1, figsize=(11 if has_pretext else 6, 4), squeeze=False)
     ax = axes[0, 0]
@@ -40,12 +40,13 @@ def plot_curves(metrics: dict, path: str) -> None:
         mean, series = _mean_curve(entry["history"], "val_accuracy")
         if mean is None:
             continue
+        x = entry["history"][0].get("epoch")  # a compute-matched scratch's last epoch is cut short
         for s in series:
-            _plot(ax, s, color=color, alpha=0.25, lw=1)
-        _plot(ax, mean, color=color, lw=2, marker="o", ms=3, label=f"{name} (n={len(series)})")
+            _plot(ax, s, x, color=color, alpha=0.25, lw=1)
+        _plot(ax, mean, x, color=color, lw=2, marker="o", ms=3, label=f"{name} (n={len(series)})")
         raw, _ = _mean_curve(entry["history"], "val_accuracy_raw")
         if raw is not None and "val_accuracy_refreshed" in entry["history"][0]:
-            _plot(ax, raw, color=color, lw=1, ls=":", marker="x", ms=5, label=f"{name}, stale BN")
+            _plot(ax, raw, x, color=color, lw=1, ls=":", marker="x", ms=5, label=f"{name}, stale BN")
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("validation accuracy")
     ax.set_title("downstream (BN refreshed; dotted: raw)" if metrics["evaluation"]["bn_refresh"] else "downstream")
@@ -53,10 +54,12 @@ def plot_curves(metrics: dict, path: str) -> None:
     ax.legend(fontsize=8)
     if has_pretext:
         ax = axes[0, 1]
+        monitors = []  # accuracy, view_accuracy, masked_r2, ...: each task's own monitor
         for i, (name, entry) in enumerate(metrics["arms"].items()):
             if "pretext" not in entry:
                 continue
             monitor = entry["pretext"][0]["monitor"]
+            monitors += [monitor] if monitor not in monitors else []
             x = entry["pretext"][0].get("epoch")
             for key, style in ((f"val_{monitor}", "-"), (monitor, "--")):
                 mean, _ = _mean_curve(entry["pretext"], key)
@@ -64,7 +67,7 @@ def plot_curves(metrics: dict, path: str) -> None:
                     _plot(ax, mean, x or None, color=f"C{i}", ls=style, marker="o", ms=3,
                           label=f"{name} {'val' if key.startswith('val_') else 'train'}")
         ax.set_xlabel("pre-training epochs (passes over the data)")
-        ax.set_ylabel("pretext accuracy")
+        ax.set_ylabel("pretext " + ", ".join(m.replace("_", " ") for m in monitors))
         ax.set_title("pretext task")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

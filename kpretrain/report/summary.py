@@ -7,6 +7,7 @@ from __future__ import annotations
 from kpretrain.report.statistics import accuracy_interval, benefit_ratio, holm, paired_comparison, t_interval
 
 BASELINE = "scratch"
+COMPUTE = "compute_"  # prefix of a row's comparison with its compute-matched scratch (`compute_diff_mean`, ...)
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -20,13 +21,16 @@ def summary_rows(metrics: dict) -> list[dict]:
     mean; the interval shown within [0, 1]) and, against its matched scratch, the paired difference with its interval, paired t-test p-value and its
     Holm adjustment over all the comparisons of the run (every point's of a sweep), as metrics.json stores it
     (`holm_adjusted`); with an arm marked `reference: natural`, each compared arm's `benefit` (its share of the
-    natural arm's gain, per point)."""
+    natural arm's gain, per point).  An arm with a compute-matched scratch (`baselines: [scratch, scratch_compute]`)
+    has the same comparison with it under `compute_` keys (`compute_baseline`, `compute_diff_mean`, ...,
+    `compute_p_holm`), in the same Holm family."""
     rows = _unadjusted_rows(metrics)
     adjusted = holm_adjusted(metrics, rows)
     for row in rows:
         row["test_accuracy_ci"] = accuracy_interval(row["test_accuracy_ci"])  # shown within [0, 1]
-        if "diff_mean" in row:
-            row["p_holm"], row["comparisons"] = adjusted[(row.get("point"), row["arm"])]
+        for key, _ in _tests([row]):
+            prefix = COMPUTE if len(key) > 2 else ""
+            row[f"{prefix}p_holm"], row["comparisons"] = adjusted[key]
     return rows
 
 
@@ -42,12 +46,19 @@ def _unadjusted_rows(metrics: dict, benefit: bool = True) -> list[dict]:
 
 
 def holm_family(rows: list[dict]) -> dict:
-    """The one Holm adjustment: every compared row of `rows` (a run's, or every point's of a sweep) as one family.
-    Returns (point or None, arm) -> (adjusted p, tested comparisons in the family); None where there is no test."""
-    compared = [row for row in rows if "diff_mean" in row]
-    tested = sum(row["p"] is not None for row in compared)
-    return {(row.get("point"), row["arm"]): (adjusted, tested)
-            for row, adjusted in zip(compared, holm([row["p"] for row in compared]))}
+    """The one Holm adjustment: every comparison of `rows` (a run's, or every point's of a sweep) as one family.
+    Returns (point or None, arm) -> (adjusted p, tested comparisons in the family), and (point, arm, "compute") for
+    a comparison with a compute-matched scratch; None where there is no test."""
+    tests = _tests(rows)
+    tested = sum(p is not None for _, p in tests)
+    return {key: (adjusted, tested) for (key, _), adjusted in zip(tests, holm([p for _, p in tests]))}
+
+
+def _tests(rows: list[dict]) -> list[tuple[tuple, float | None]]:
+    """(key, p) of every comparison of `rows`: (point, arm) with its baseline, (point, arm, "compute") with its
+    compute-matched scratch."""
+    return [((row.get("point"), row["arm"], *(["compute"] if prefix else [])), row[f"{prefix}p"])
+            for row in rows for prefix in ("", COMPUTE) if f"{prefix}diff_mean" in row]
 
 
 def holm_adjusted(metrics: dict, rows: list[dict] | None = None) -> dict:
@@ -56,8 +67,7 @@ def holm_adjusted(metrics: dict, rows: list[dict] | None = None) -> dict:
     for a `metrics.json` without them (written before statistics were stored, or a sweep before it stored its
     family, or unfinished): the family computed here from the raw p-values (`rows`: its unadjusted rows, if made)."""
     stored = _stored_holm(metrics)
-    if stored is not None and (rows is None or all((row.get("point"), row["arm"]) in stored
-                                                   for row in rows if "diff_mean" in row)):
+    if stored is not None and (rows is None or all(key in stored for key, _ in _tests(rows))):
         return stored
     return holm_family(rows if rows is not None else _unadjusted_rows(metrics, benefit=False))
 
@@ -78,11 +88,12 @@ def _stored_holm(metrics: dict) -> dict | None:
                 continue
             if "statistics" not in entry:
                 return None
-            compared = entry["statistics"].get("vs_baseline")
-            if compared is not None:
-                if "p_holm" not in compared or "comparisons" not in compared:
-                    return None
-                out[(point, name)] = (compared["p_holm"], compared["comparisons"])
+            for kind, key in (("vs_baseline", (point, name)), ("vs_compute", (point, name, "compute"))):
+                compared = entry["statistics"].get(kind)
+                if compared is not None:
+                    if "p_holm" not in compared or "comparisons" not in compared:
+                        return None
+                    out[key] = (compared["p_holm"], compared["comparisons"])
     return out
 
 
@@ -93,8 +104,9 @@ def store_sweep_holm(runs: list[dict]) -> dict:
     points = {"points": [{"dir": i, "arms": run["arms"]} for i, run in enumerate(runs)]}
     family = holm_family(_unadjusted_rows(points, benefit=False))
     record = {"family": "sweep", "comparisons": max((tested for _, tested in family.values()), default=0)}
-    for (i, arm), (adjusted, tested) in family.items():
-        runs[i]["arms"][arm]["statistics"]["vs_baseline"].update(p_holm=adjusted, comparisons=tested)
+    for (i, arm, *compute), (adjusted, tested) in family.items():
+        kind = "vs_compute" if compute else "vs_baseline"
+        runs[i]["arms"][arm]["statistics"][kind].update(p_holm=adjusted, comparisons=tested)
     for run in runs:
         run["holm"] = dict(record)
     return record
@@ -110,16 +122,48 @@ def arm_statistics(metrics: dict) -> dict:
     for row in rows:
         entry = {"test_accuracy": {"mean": row["test_accuracy_mean"], "std": row["test_accuracy_std"],
                                    "ci95": row["test_accuracy_ci"], "n": row["n"]}}
-        if "diff_mean" in row:
-            p_holm, comparisons = family[(row.get("point"), row["arm"])]
-            entry["vs_baseline"] = {"baseline": row["baseline"], "mean": row["diff_mean"], "std": row["diff_std"],
-                                    "n": row["diff_n"], "ci95": row["diff_ci"], "p": row["p"], "p_holm": p_holm,
-                                    "comparisons": comparisons,
-                                    "bootstrap_ci95": row["bootstrap_ci"], "seeds_for_80_power": row["seeds_needed"]}
+        for key, _ in _tests([row]):
+            prefix = COMPUTE if len(key) > 2 else ""
+            entry["vs_compute" if prefix else "vs_baseline"] = _stored_comparison(row, prefix, *family[key])
         if "benefit" in row:
             entry["benefit"] = row["benefit"]
         out[row["arm"]] = entry
     return out
+
+
+def _stored_comparison(row: dict, prefix: str, p_holm: float | None, comparisons: int) -> dict:
+    """`statistics.vs_baseline` (or `vs_compute`, `prefix` "compute_") of a row: what metrics.json stores."""
+    def get(key):
+        return row[prefix + key]
+
+    return {"baseline": get("baseline"), "mean": get("diff_mean"), "std": get("diff_std"), "n": get("diff_n"),
+            "ci95": get("diff_ci"), "p": get("p"), "p_holm": p_holm, "comparisons": comparisons,
+            "bootstrap_ci95": get("bootstrap_ci"), "seeds_for_80_power": get("seeds_needed")}
+
+
+def _row_comparison(compared: dict, prefix: str = "") -> dict:
+    """The row fields of a stored comparison (`_stored_comparison`'s inverse, without the Holm columns)."""
+    return {prefix + k: v for k, v in (("baseline", compared["baseline"]), ("diff_mean", compared["mean"]),
+                                       ("diff_std", compared["std"]), ("diff_n", compared["n"]),
+                                       ("diff_ci", compared["ci95"]), ("p", compared["p"]),
+                                       ("bootstrap_ci", compared["bootstrap_ci95"]),
+                                       ("seeds_needed", compared["seeds_for_80_power"]))}
+
+
+def _compared(baseline: str, diffs: dict, prefix: str = "") -> dict:
+    """The row fields of the paired comparison with `baseline` (`diffs`: seed -> difference; none when empty)."""
+    if not diffs:
+        return {}
+    c = paired_comparison(list(diffs.values()))
+    return {prefix + k: v for k, v in (("baseline", baseline), ("diff_mean", c["mean"]), ("diff_std", c["std"]),
+                                       ("diff_n", c["n"]), ("diff_ci", c["ci"]), ("p", c["p"]),
+                                       ("bootstrap_ci", c["bootstrap_ci"]), ("seeds_needed", c["seeds_needed"]))}
+
+
+def _differences(entry: dict, base: dict) -> dict:
+    """Seed -> the arm's test accuracy minus its baseline's, over the seeds both have."""
+    paired = dict(zip(base["seeds"], base["test_accuracy"]))
+    return {s: acc - paired[s] for s, acc in zip(entry["seeds"], entry["test_accuracy"]) if s in paired}
 
 
 def reference_arm(arms: dict, default: str | None = None) -> str | None:
@@ -142,17 +186,14 @@ def _arm_rows(arms: dict, reference: str | None = None) -> list[dict]:
             continue
         row = _accuracy_row(name, entry)
         baseline = entry.get("baseline") or (  # runs before matched baselines paired every arm with scratch
-            BASELINE if name != BASELINE and not name.startswith(BASELINE + "-") else None)
-        base = arms.get(baseline)
-        if base is not None:
-            paired = dict(zip(base["seeds"], base["test_accuracy"]))
-            paired_diffs[name] = {s: acc - paired[s] for s, acc in zip(entry["seeds"], entry["test_accuracy"])
-                                  if s in paired}  # seed -> difference, for the benefit column
-            diffs = list(paired_diffs[name].values())
-            if diffs:
-                c = paired_comparison(diffs)
-                row.update(baseline=baseline, diff_mean=c["mean"], diff_std=c["std"], diff_n=c["n"], diff_ci=c["ci"],
-                           p=c["p"], bootstrap_ci=c["bootstrap_ci"], seeds_needed=c["seeds_needed"])
+            BASELINE if name != BASELINE and not name.startswith(BASELINE + "-") and "compute_of" not in entry
+            else None)
+        if arms.get(baseline) is not None:
+            paired_diffs[name] = _differences(entry, arms[baseline])  # seed -> difference, for the benefit column
+            row.update(_compared(baseline, paired_diffs[name]))
+        compute = entry.get("compute_baseline")
+        if arms.get(compute) is not None:
+            row.update(_compared(compute, _differences(entry, arms[compute]), COMPUTE))
         rows.append(row)
     if reference is not None:
         natural = paired_diffs.get(reference, {})
@@ -173,11 +214,11 @@ def _stored_row(name: str, entry: dict, benefit: bool) -> dict:
     row = _accuracy_row(name, entry, stats["test_accuracy"])
     compared = stats.get("vs_baseline")
     if compared is not None:
-        row.update(baseline=compared["baseline"], diff_mean=compared["mean"], diff_std=compared["std"],
-                   diff_n=compared["n"], diff_ci=compared["ci95"], p=compared["p"],
-                   bootstrap_ci=compared["bootstrap_ci95"], seeds_needed=compared["seeds_for_80_power"])
+        row.update(_row_comparison(compared))
         if benefit and "benefit" in stats:
             row["benefit"] = stats["benefit"]
+    if stats.get("vs_compute") is not None:
+        row.update(_row_comparison(stats["vs_compute"], COMPUTE))
     return row
 
 

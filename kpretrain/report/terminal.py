@@ -14,12 +14,14 @@ from rich.table import Table
 
 from kpretrain.report.csv_rows import benefit_text, interval, pct
 from kpretrain.report.markdown import SMOKE
-from kpretrain.report.summary import BASELINE
+from kpretrain.report.summary import BASELINE, COMPUTE
 
 CAPTION = ("test acc: mean ± sd over the seeds, 95 % interval below.  Δ: paired difference to the arm's baseline "
            "(scratch unless named), 95 % interval below.  p: paired t-test, Holm-adjusted below when the run "
            "compares several arms.")
-NUMBERS = ("n", "test acc %", "Δ pts", "p")
+COMPUTE_CAPTION = ("  Δ compute: the same against the compute-matched scratch (its scratch given the optimizer steps "
+                   "of its pre-training).")
+NUMBERS = ("n", "test acc %", "Δ pts", "p", "Δ compute", "p compute")
 NAME_WIDTH = 8  # names and the benefit get at least this many columns before numbers wrap
 
 
@@ -42,7 +44,8 @@ def result_table(rows: list[dict], title: str | None = None, width: int = 80) ->
 
     Columns: arm, seeds, test accuracy in % (mean ± sd over its 95 % interval), the paired difference to the arm's
     baseline in points (over its 95 % interval), the p-value (over its Holm adjustment when the family has several
-    comparisons), and with a natural reference arm the benefit.
+    comparisons), against the compute-matched scratch the same two (`Δ compute`, `p compute`) when the run has one,
+    and with a natural reference arm the benefit.
 
     Args:
         rows: from `report.summary.summary_rows` (or one run's rows of `report.combine.combined_rows`).
@@ -58,12 +61,13 @@ def result_table(rows: list[dict], title: str | None = None, width: int = 80) ->
     """
     point = any("point" in row for row in rows)
     benefit = any("benefit" in row for row in rows)
-    names = [*(["point"] if point else []), "arm", *NUMBERS, *(["benefit"] if benefit else [])]
-    body = [_cells(row, point, benefit) for row in rows]
+    compute = any(COMPUTE + "diff_mean" in row for row in rows)
+    names = [*(["point"] if point else []), "arm", *NUMBERS[:6 if compute else 4], *(["benefit"] if benefit else [])]
+    body = [_cells(row, point, benefit, compute) for row in rows]
     natural = [max(cell_len(line) for text in [name, *(cells[i] for cells in body)] for line in text.split("\n"))
                for i, name in enumerate(names)]
     widths = _widths(names, natural, width - 3 * (len(names) - 1))
-    table = Table(title=title, caption=CAPTION, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+    table = Table(title=title, caption=CAPTION + (COMPUTE_CAPTION if compute else ""), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                   title_justify="left", caption_justify="left")
     for name, fixed in zip(names, widths):
         table.add_column(name, justify="left" if name in ("point", "arm") else "right", overflow="fold", width=fixed)
@@ -87,24 +91,28 @@ def _widths(names: list[str], natural: list[int], room: int) -> list[int | None]
     return widths
 
 
-def _cells(row: dict, point: bool, benefit: bool) -> list[str]:
-    """A row's cells: [point,] arm, n, test accuracy, difference, p[, benefit]."""
+def _cells(row: dict, point: bool, benefit: bool, compute: bool = False) -> list[str]:
+    """A row's cells: [point,] arm, n, test accuracy, difference, p[, difference and p against the compute-matched
+    scratch][, benefit]."""
     accuracy = (f"{pct(row['test_accuracy_mean'])} ± {pct(row['test_accuracy_std'])}\n"
                 + interval(row["test_accuracy_ci"], 2).strip())
     return [*([row["point"]] if point else []), row["arm"], str(row["n"]), accuracy.strip(), *_comparison_cells(row),
+            *(_comparison_cells(row, COMPUTE) if compute else []),
             *([benefit_text(row.get("benefit"), row["arm"])] if benefit else [])]
 
 
-def _comparison_cells(row: dict) -> list[str]:
+def _comparison_cells(row: dict, prefix: str = "") -> list[str]:
     """The difference cell (`+1.23` over `[-0.50, +2.96]`, naming a baseline other than scratch) and the p cell
-    (`0.043` over `Holm 0.086`)."""
-    if "diff_mean" not in row:
+    (`0.043` over `Holm 0.086`); `prefix` "compute_": those against the compute-matched scratch (named unless it
+    is `scratch_compute`)."""
+    if prefix + "diff_mean" not in row:
         return ["—", "—"]
-    diff = f"{100 * row['diff_mean']:+.2f}" + (f" vs {row['baseline']}" if row["baseline"] != BASELINE else "")
-    diff += "\n" + interval(row["diff_ci"], 2, True).strip()
-    if row["p"] is None:
+    mean, ci, p, baseline = (row[prefix + key] for key in ("diff_mean", "diff_ci", "p", "baseline"))
+    diff = f"{100 * mean:+.2f}" + (f" vs {baseline}" if baseline != ("scratch_compute" if prefix else BASELINE) else "")
+    diff += "\n" + interval(ci, 2, True).strip()
+    if p is None:
         return [diff.strip(), "—"]
-    return [diff.strip(), f"{row['p']:.2g}" + (f"\nHolm {row['p_holm']:.2g}" if row["comparisons"] > 1 else "")]
+    return [diff.strip(), f"{p:.2g}" + (f"\nHolm {row[prefix + 'p_holm']:.2g}" if row["comparisons"] > 1 else "")]
 
 
 def print_tables(rows: list[dict], title: str | None = None, console: Console | None = None) -> None:

@@ -53,7 +53,7 @@ class _Validation(keras.callbacks.Callback):
         if last or (epoch + 1) % self.every == 0:
             with measure(self.clock, "evaluation"):
                 values = self._validate(last)
-        for key in {*self.records, *values}:
+        for key in dict.fromkeys([*self.records, *values]):  # in a fixed order (a set's varies per process)
             self.records.setdefault(key, [None] * epoch).append(values.get(key))
         logs.update(values)
 

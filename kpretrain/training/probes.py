@@ -43,7 +43,7 @@ class ProbeCallback(keras.callbacks.Callback):
                 if score > kept["best"]["score"]:
                     kept["best"] = point
                 kept["last"] = point
-        for key in {*self.records, *values}:
+        for key in dict.fromkeys([*self.records, *values]):  # in a fixed order (a set's varies per process)
             self.records.setdefault(key, [None] * epoch).append(values.get(key))
         logs.update(values)
 

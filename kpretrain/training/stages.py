@@ -52,12 +52,29 @@ def epoch_plan(epochs: float, steps_per_epoch: int, min_points: int = 1) -> tupl
     return keras_epochs, max(1, total // keras_epochs)
 
 
+class StopAfterSteps(keras.callbacks.Callback):
+    """Stops training after the batch that completes `total` steps, in Keras epochs of `steps` batches (a last
+    epoch cut short, then validated as usual); counts from the epoch Keras starts at, so a resumed stage too."""
+
+    def __init__(self, total: int, steps: int):
+        super().__init__()
+        self.total, self.steps, self.done = total, steps, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.done = epoch * self.steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.done += 1
+        if self.done >= self.total:
+            self.model.stop_training = True
+
+
 def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
               optimizer: OptimizerConfig, compile_kwargs: dict, validation: tf.data.Dataset | None = None,
               callbacks=(), jit_compile: bool = False, verbose: int = 0, min_points: int = 1,
               clock: Clock | None = None, backup: str | None = None, tensorboard: str | None = None,
               averaging: AveragingConfig | None = None, select: SelectConfig | None = None,
-              monitor: str = "val_accuracy", keep_with_best=None) -> StageResult:
+              monitor: str = "val_accuracy", keep_with_best=None, extra_steps: int = 0) -> StageResult:
     """Compile `model` with a fresh optimizer and fit it (timed as training).
 
     `train` is a function of the first batch number returning the stage's endless batches from there (or a
@@ -71,8 +88,12 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     the validation callbacks, stopping early after `select.patience` validations without improvement, and
     `selected_state` holds what `keep_with_best()` (a function of no arguments) returned at that epoch.
     Polyak averaging's `start_epoch` counts passes over the data (`steps_per_epoch` steps), not Keras epochs.
+    `extra_steps` optimizer steps follow `epochs` (a compute-matched scratch): more Keras epochs of the same length,
+    the last cut short so that the stage takes exactly that many steps more; the schedule spans the whole stage.
     """
     keras_epochs, steps = epoch_plan(epochs, steps_per_epoch, min_points)
+    total = keras_epochs * steps + extra_steps
+    keras_epochs += math.ceil(extra_steps / steps)
     if keras_epochs == 0:
         return StageResult()
     found = None
@@ -82,7 +103,7 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
                                   optimizer=optimizer, settings=optimizer.lr_find, jit_compile=jit_compile)
         optimizer = dataclasses.replace(optimizer, learning_rate=found.suggested_lr)
     method = averaging.method if averaging is not None else "none"
-    model.compile(optimizer=create_optimizer(optimizer, steps, keras_epochs,
+    model.compile(optimizer=create_optimizer(optimizer, steps, total / steps,
                                              ema_momentum=averaging.momentum if method == "ema" else None),
                   jit_compile=jit_compile, **compile_kwargs)
     log = EpochLog()
@@ -93,6 +114,8 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
             if select is not None and select.mode == "best" else None)
     stage_callbacks = [StopOnSignal(), *callbacks, *averages, *([last] if last else []), *([best] if best else []),
                        *board, log]
+    if total < keras_epochs * steps:  # the last Keras epoch is cut short
+        stage_callbacks.insert(1, StopAfterSteps(total, steps))
     start_epoch = 0
     if backup is not None:
         saver = StageBackup(backup, stage_callbacks)
@@ -105,7 +128,8 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
                   callbacks=stage_callbacks, verbose=verbose, shuffle=False)
     return StageResult(history=log.history, epochs=keras_epochs, steps_per_epoch=steps,
                        wall_time_s=time.perf_counter() - start,
-                       data_epochs=[round((i + 1) * steps / steps_per_epoch, 4) for i in range(keras_epochs)],
+                       data_epochs=[round(min((i + 1) * steps, total) / steps_per_epoch, 4)
+                                    for i in range(keras_epochs)],
                        resumed_from=start_epoch, lr_find=found.record() if found else None,
                        last_weights=last.weights if last else None,
                        selected_epoch=best.best_epoch if best and best.best_weights is not None else None,

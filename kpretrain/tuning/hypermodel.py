@@ -55,7 +55,7 @@ class ProtocolHyperModel(keras_tuner.HyperModel):
                 try:
                     _, arm = self.trial({dim.key: value})
                     local = dim.key.removeprefix(f"arms.{self.arm_name}.")
-                    if _lookup(arm.to_dict(), local) != value:
+                    if not _received(_lookup(arm.to_dict(), local), value):
                         raise RecipeError(f"the searched arm {self.arm_name!r} does not receive it"
                                           + ("" if local != dim.key else f" (it sets {local} itself: search "
                                                                          f"'arms.{self.arm_name}.{local}')"))
@@ -116,6 +116,14 @@ def save_scored(checkpoints: list, model, scores: dict) -> None:
     for checkpoint in checkpoints:
         checkpoint.set_model(model)
         checkpoint.on_epoch_end(0, dict(scores))  # has the objective and beats -inf: saved
+
+
+def _received(got, value) -> bool:
+    """Whether the arm holds `value`: equal, or for a mapping (a whole section searched, e.g. `selftrain`), each of
+    its keys with its value (the section's other keys keep their defaults)."""
+    if isinstance(value, dict) and isinstance(got, dict):
+        return all(k in got and _received(got[k], v) for k, v in value.items())
+    return got == value
 
 
 def _lookup(tree: dict, key: str):

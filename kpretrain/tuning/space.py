@@ -236,11 +236,14 @@ def searched_arm(recipe: Recipe) -> str:
     arm = recipe.tune.arm or next(iter(_protocol_arms(recipe)), None)
     if arm not in names:
         raise RecipeError(f"recipe key 'tune.arm': {arm!r} is not an arm of this recipe; allowed: {', '.join(names)}")
+    if arm in recipe.compute_baselines():  # its extra steps come from a pre-training that a trial does not run
+        raise RecipeError(f"recipe key 'tune.arm': {arm!r} is a compute-matched scratch (baselines: scratch_compute), "
+                          f"which a trial cannot run; search scratch or a pre-training arm")
     return arm
 
 
 def _protocol_arms(recipe: Recipe) -> list[str]:
-    baselines = {*recipe.baselines, *recipe.baseline_pairs().values()}
+    baselines = {*recipe.baselines, *recipe.baseline_pairs().values(), *recipe.compute_baselines()}
     return [name for name in recipe.arm_recipes() if name not in baselines]
 
 
