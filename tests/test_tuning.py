@@ -516,3 +516,18 @@ def test_a_trial_scores_the_validation_accuracy_the_run_records(protocol_run, ar
     assert scores["val_accuracy"] == pytest.approx(recorded["val_accuracy"], abs=1e-6)
     # the stale-BN number is the more sensitive one: it changes whenever a block trains differently
     assert scores["val_accuracy_raw"] == pytest.approx(recorded["val_accuracy_raw"], abs=1e-6)
+
+
+def test_the_trial_table_writes_searched_values_as_the_recipe_does():
+    from kpretrain.tuning.outputs import summary_table
+    from kpretrain.tuning.space import parse_space
+
+    dims = parse_space({"selftrain": {"choice": [None, {"threshold": 0.5, "balance": True}]},
+                        "finetune.optimizer.learning_rate": {"float": [1e-4, 1e-2], "sampling": "log"}})
+    rows = [{"trial_id": "0", "values": {"selftrain": None, "finetune.optimizer.learning_rate": 0.00123456},
+             "score": 0.5, "status": "COMPLETED"},
+            {"trial_id": "1", "values": {"selftrain": {"threshold": 0.5, "balance": True},
+                                         "finetune.optimizer.learning_rate": 0.01}, "score": 0.25, "status": "COMPLETED"}]
+    lines = summary_table(rows, dims).splitlines()
+    assert lines[2] == "| trial_0 | null | 0.001235 | 0.5000 | COMPLETED |"
+    assert lines[3] == '| trial_1 | {"balance": true, "threshold": 0.5} | 0.01 | 0.2500 | COMPLETED |'

@@ -105,7 +105,12 @@ def summary_table(rows: list[dict], dims: list[Dimension]) -> str:
 
 
 def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    """A searched value as the recipe writes it: a number, a name, null, or a section in flow style."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None or isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
 
 
 def best_recipe_text(raw: dict, best: dict) -> str:
