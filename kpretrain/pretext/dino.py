@@ -134,9 +134,6 @@ class DINOTask(MomentumTask):
                  for seed in tf.unstack(tf.random.experimental.stateless_split(base, self.local_crops))]
         return tf.concat([views, *local], axis=0), partner
 
-    def describe(self, label: int) -> str:
-        return f"pair of view {label}"
-
     def joint_model(self, backbone, projector, dim, seed):
         head = keras.Sequential([keras.Input(shape=(backbone.output_shape[-1],)), *projector.layers,
                                  keras.layers.UnitNormalization(name="projector_l2"),

@@ -84,18 +84,23 @@ def pretraining_steps(arm: Recipe, inputs: SeedData) -> int:
     Returns:
         The number of steps.
     """
+    task = create_task(arm.pretrain.task, arm.pretrain.options, seed=inputs.seed, num_classes=inputs.data.num_classes)
+    keras_epochs, steps = epoch_plan(inputs.epochs(arm.pretrain.epochs),
+                                     inputs.steps(epoch_images(arm, inputs, task), True), PRETEXT_CURVE_POINTS)
+    return keras_epochs * steps
+
+
+def epoch_images(arm: Recipe, inputs: SeedData, task) -> int:
+    """Images in one pass of pre-training: a synthetic task's `images_per_epoch`, else the size of the pool that
+    `pretraining_images` draws (counted without loading it)."""
     r, split = inputs.recipe, inputs.split
     source = arm.pretrain.dataset or r.data.dataset
     if source == r.data.dataset:
-        images = len(split.labelled) + len(split.unlabelled)
+        pool = len(split.labelled) + len(split.unlabelled)
     else:
         n = len(inputs.pretrain_data[source].y_train)
-        images = n - _held_out(n)
-    task = create_task(arm.pretrain.task, arm.pretrain.options, seed=inputs.seed, num_classes=inputs.data.num_classes)
-    images = getattr(task, "images_per_epoch", None) or images
-    keras_epochs, steps = epoch_plan(inputs.epochs(arm.pretrain.epochs), inputs.steps(images, True),
-                                     PRETEXT_CURVE_POINTS)
-    return keras_epochs * steps
+        pool = n - _held_out(n)
+    return getattr(task, "images_per_epoch", None) or pool
 
 
 @dataclasses.dataclass
@@ -137,7 +142,7 @@ def pretext_stage(backbone: keras.Model, arm: Recipe, inputs: SeedData) -> Prete
         val_task = create_task(arm.pretrain.task, arm.pretrain.options, seed=seed + 10_000).match_labels(task)
         validation = val_task.make_dataset(image_batches(x_val, batch, shuffle=False, seed=seed,
                                                          drop_remainder=len(x_val) >= batch)).cache()
-    images = getattr(task, "images_per_epoch", None) or int(len(x_pre))
+    images = epoch_images(arm, inputs, task)
     return PretextStage(task, model, train, validation, source, images, inputs.steps(images, True))
 
 
