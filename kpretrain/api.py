@@ -31,7 +31,8 @@ def _progress(quiet: bool, verbose: bool):
 
 
 def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, callbacks=None,
-        backbone=None, quiet: bool = False, verbose: bool = False) -> RunResult:
+        backbone=None, quiet: bool = False, verbose: bool = False, workers: int | None = None,
+        address: str | None = None) -> RunResult:
     """Run every seed x arm of a recipe, as `kpretrain run` does.
 
     A directory holding an unfinished run of the same recipe is resumed; a finished one is read back.
@@ -53,6 +54,9 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
             the same architecture.
         quiet: print nothing to stdout (errors are raised; warnings still go to stderr).
         verbose: plain lines, one per unit, instead of the live display.
+        workers: train the units on a local Dask cluster of this many worker processes (`--workers`), with the
+            same numbers; `runtime.executor: dask` without it starts one worker per GPU or per two CPU cores.
+        address: train the units on the running Dask cluster whose scheduler is there (`--address`).
 
     Returns:
         A `RunResult`: its repr is the results table; `to_pandas()`, `history(arm, seed)`.
@@ -85,6 +89,12 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
         resolved = recipe_from_dict(raw)
     if resolved.runtime.distribute == "multi_worker":
         raise InputError("runtime.distribute=multi_worker: start `kpretrain run` on every worker instead")
+    from kpretrain.experiment.executor import execute, executor_for
+
+    executor = executor_for(resolved, workers=workers, address=address)
+    if executor is not None and callbacks:
+        raise InputError("callbacks= run in this process, but workers= / address= train the units in other "
+                         "processes; drop one of them")
     with run_directory(out_dir, resolved.to_dict(), smoke) as state:
         if state == "finished":
             return RunResult(out_dir, io.read_json(os.path.join(out_dir, "metrics.json")))
@@ -96,7 +106,7 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
         plan = experiment.prepare()
         progress.log("\n".join(plan))
         try:
-            metrics = experiment.run(out_dir)
+            metrics = execute(experiment, out_dir, executor)
         finally:
             progress.close()
     return RunResult(out_dir, metrics)

@@ -49,8 +49,7 @@ def cmd_run(args) -> int:
             raise InputError("--resume DIR takes the recipe and run directory from DIR; drop the recipe and --out")
         recipe_path = os.path.join(args.resume, "recipe.yaml")
         if not os.path.exists(recipe_path):
-            raise InputError(f"--resume {args.resume!r}: no recipe.yaml there; pass a run directory written by "
-                             f"kpretrain run")
+            raise InputError(_no_recipe_there(args.resume))
         from kpretrain.rundir import started_with_smoke
 
         smoke = smoke or started_with_smoke(args.resume)
@@ -61,6 +60,9 @@ def cmd_run(args) -> int:
     if args.dry_run:
         _start_tensorflow(args.debug)
         print("\n".join(_plan(_experiment(recipe, smoke, args), args)))
+        executor = _executor(recipe, args)
+        if executor is not None:
+            print(f"executor: dask, units on {executor.describe()}")
         print("dry run: recipe and data are valid; nothing was trained")
         return EXIT_OK
     if recipe.runtime.distribute == "multi_worker":  # which process is the chief is known once the strategy exists
@@ -85,11 +87,29 @@ def cmd_run(args) -> int:
                   f"nothing to train: see {out_dir}/report.md")
             return EXIT_OK
         _start_tensorflow(args.debug, recipe.runtime.distribute)
+        executor = _executor(recipe, args)
         experiment = _experiment(recipe, smoke, args)
         plan = _plan(experiment, args)
         if state == "resume" and not args.quiet:
             print(f"resuming the unfinished run in {out_dir}: recorded units are reused")
-        return _run_and_report(experiment, plan, out_dir, args.debug, quiet=args.quiet)
+        return _run_and_report(experiment, plan, out_dir, args.debug, quiet=args.quiet, executor=executor)
+
+
+def _executor(recipe, args):
+    """The executor `--workers` / `--address` / `runtime.executor` ask for (None: the local loop); imported once
+    TensorFlow started quietly."""
+    from kpretrain.experiment.executor import executor_for
+
+    return executor_for(recipe, workers=args.workers, address=args.address)
+
+
+def _no_recipe_there(run_dir: str) -> str:
+    """The refusal of `--resume` for a directory without `recipe.yaml`: what to run instead."""
+    names = set(os.listdir(run_dir)) if os.path.isdir(run_dir) else set()
+    if ".lock" in names and names <= {".lock", "run.json"}:  # a run stopped as it took the directory
+        return (f"--resume {run_dir!r}: the run there stopped before it wrote recipe.yaml (nothing was trained); "
+                f"start it again with `kpretrain run RECIPE --out {run_dir}`")
+    return f"--resume {run_dir!r}: no recipe.yaml there; pass a run directory written by kpretrain run"
 
 
 def _plan(experiment, args) -> list[str]:
@@ -110,9 +130,11 @@ def _experiment(recipe, smoke: bool, args):
 
 
 def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chief: bool = True,
-                    quiet: bool = False) -> int:
-    """Print the plan, run every unit into `out_dir`, print the summary; exit code."""
+                    quiet: bool = False, executor=None) -> int:
+    """Print the plan, run every unit into `out_dir` (on `executor`'s workers, if any), print the summary; exit
+    code."""
     from kpretrain.errors import InputError, print_failure
+    from kpretrain.experiment.executor import execute
     from kpretrain.training.interruption import Interrupted, stop_on_signals
 
     if not quiet:
@@ -122,7 +144,7 @@ def _run_and_report(experiment, plan: list[str], out_dir: str, debug: bool, chie
     try:
         with stop_on_signals():
             try:
-                metrics = experiment.run(out_dir)
+                metrics = execute(experiment, out_dir, executor)
             finally:
                 experiment.progress.close()
     except (Interrupted, KeyboardInterrupt) as exc:

@@ -113,12 +113,17 @@ def _add_run(sub) -> None:
                    "exported backbone into the run directory.  A run stopped in any way continues when started again.",
                    "  kpretrain run recipes/fashion_overlay.yaml\n"
                    "  kpretrain run recipes/fashion_overlay.yaml --smoke --set 'seeds=[0]'\n"
-                   "  kpretrain run --resume runs/fashion_overlay/20261127T201500Z")
+                   "  kpretrain run --resume runs/fashion_overlay/20261127T201500Z\n"
+                   "  kpretrain run recipes/fashion_label_efficiency.yaml --workers 2   (units on 2 processes, same numbers)")
     run.add_argument("recipe", nargs="?", help="YAML recipe, e.g. recipes/fashion_overlay.yaml")
     run.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR with its own recipe.yaml")
     run.add_argument("--out", help="run directory (default: runs/<name>/<UTC timestamp>/); an unfinished run there "
                      "of the same recipe is resumed")
     run.add_argument("--dry-run", action="store_true", help="validate recipe and data, print the plan, train nothing")
+    run.add_argument("--workers", type=int, metavar="N", help="train the units on a local Dask cluster of N worker "
+                     "processes (one GPU each when there are GPUs; runtime.executor=dask); same numbers as one process")
+    run.add_argument("--address", metavar="ADDRESS", help="train the units on the running Dask cluster whose "
+                     "scheduler is at ADDRESS (e.g. tcp://10.0.0.5:8786); its workers must see the run directory")
     _recipe_options(run, "every arm and seed on tiny data and a few batches: checks a recipe end to end")
 
 

@@ -100,7 +100,8 @@ def default_out_dir(name: str) -> str:
 
 
 RUN_FILE = "run.json"  # how the run was started (--smoke), beside recipe.yaml
-IGNORED_KEYS = ("runtime.verbose", "runtime.tensorboard", "runtime.loggers")  # keys that change how a run looks, not what it computes
+# keys that change how a run looks or where its units run, not what it computes
+IGNORED_KEYS = ("runtime.verbose", "runtime.tensorboard", "runtime.loggers", "runtime.executor")
 
 
 class RecipeMismatch(InputError):
@@ -226,6 +227,16 @@ def run_state(out_dir: str, recipe_dict: dict, smoke: bool) -> str:
     return "finished" if finished else "resume"
 
 
+def start_files(out_dir: str, recipe_dict: dict, smoke: bool) -> None:
+    """Write how the run starts into `out_dir`: `run.json` (`--smoke`), then `recipe.yaml`, each atomically
+    (`recipe.yaml` last: it marks the directory as a run that `--resume` continues)."""
+    from kpretrain import io
+    from kpretrain.recipe.values import dump_yaml
+
+    io.write_json(os.path.join(out_dir, RUN_FILE), {"smoke": smoke})
+    io.write_text(os.path.join(out_dir, "recipe.yaml"), dump_yaml(recipe_dict))
+
+
 @contextlib.contextmanager
 def run_directory(out_dir: str, recipe_dict: dict, smoke: bool):
     """Create `out_dir` if needed (checking it is writable), hold its lock and yield its `run_state`.
@@ -238,7 +249,8 @@ def run_directory(out_dir: str, recipe_dict: dict, smoke: bool):
         smoke: whether this invocation runs with `--smoke`.
 
     Yields:
-        The run state: "new", "resume" or "finished" (see `run_state`).
+        The run state: "new", "resume" or "finished" (see `run_state`).  A new run's `run.json` and
+        `recipe.yaml` are written before it is yielded (`start_files`).
 
     Raises:
         InputError: `out_dir` cannot be written.
@@ -256,7 +268,10 @@ def run_directory(out_dir: str, recipe_dict: dict, smoke: bool):
         raise InputError(f"--out {out_dir!r}: cannot write there ({exc.strerror}); choose a writable directory") from None
     try:
         with DirectoryLock(out_dir):
-            yield run_state(out_dir, recipe_dict, smoke)
+            state = run_state(out_dir, recipe_dict, smoke)
+            if state == "new":  # before anything else: a run killed from here on resumes with --resume DIR
+                start_files(out_dir, recipe_dict, smoke)
+            yield state
     except InputError:
         if created:
             shutil.rmtree(out_dir, ignore_errors=True)

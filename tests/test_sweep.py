@@ -177,3 +177,139 @@ def test_a_sweep_over_exponent_floats_expands_names_its_points_and_validates(tmp
         assert [point_dir(at) for at, _ in points] == [f"{key}=1.0e-05", f"{key}=0.001"]
     assert main(["run", str(path), "--dry-run"]) == 0
     assert "finetune.optimizer.learning_rate=1.0e-05" in capsys.readouterr().out
+
+
+# ---- the same sweep on two Dask worker processes ------------------------------------------------------------------
+def _without_timings(tree):
+    from benchmarks.invariant import stable  # what varies between identical runs: timings, wall times, paths
+
+    return stable(tree)
+
+
+def _log_lines(run_dir, word):
+    """`(unit, pid)` of every `unit <key> <word> (pid <pid>...` line of the workers' logs."""
+    import re
+
+    found = []
+    for log in (run_dir / "logs" / "workers").glob("*.log"):
+        for m in re.finditer(rf"unit (\S+) {word} \(pid (\d+)", log.read_text(errors="replace")):
+            found.append((m.group(1), int(m.group(2))))
+    return found
+
+
+@pytest.fixture(scope="module")
+def distributed_run(tmp_path_factory):
+    """The sweep of `sweep_run` on a local cluster of 2 worker processes, one worker SIGKILLed as soon as it
+    starts a pre-training; returns (run directory, killed unit, killed pid)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = tmp_path_factory.mktemp("distributed")
+    recipe = tiny_recipe_dict(tiny_npz(d / "tiny.npz"))
+    recipe["finetune"] = {"epochs": 1}
+    recipe["sweep"] = {"data.labels_per_class": [5, 20]}
+    (d / "sweep.yaml").write_text(yaml.safe_dump(recipe))
+    out = d / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "kpretrain.cli", "run", str(d / "sweep.yaml"), "--out", str(out),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        running = [(unit, pid) for unit, pid in _log_lines(out, "started") if unit.endswith(".pretrain")]
+        if running:
+            killed = running[0]
+            os.kill(killed[1], signal.SIGKILL)
+        time.sleep(0.05)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+    assert killed is not None, "no pre-training was seen starting"
+    return out, output, killed
+
+
+def test_a_sweep_on_two_dask_workers_gives_the_local_numbers_even_when_a_worker_is_killed(sweep_run, distributed_run):
+    out, output, (killed_unit, killed_pid) = distributed_run
+    local, distributed = (json.loads((d / "metrics.json").read_text()) for d in (sweep_run, out))
+    assert distributed["complete"] and len(distributed["points"]) == 2
+    for here, there in zip(local["points"], distributed["points"]):
+        assert _without_timings(there["arms"]) == _without_timings(here["arms"])
+        assert _without_timings(there["pretraining"]) == _without_timings(here["pretraining"])
+    assert distributed["pretraining_reused"] == local["pretraining_reused"] == 2
+    # the killed unit ran again on a live worker, from the start of its stage; every unit finished exactly once
+    done = _log_lines(out, "done")
+    assert sorted(unit for unit, _ in done) == sorted(set(unit for unit, _ in done)) and len(done) == 12
+    assert [pid for unit, pid in done if unit == killed_unit] != [killed_pid]
+    assert [unit for unit, _ in _log_lines(out, "started")].count(killed_unit) == 2
+    records = sorted(p.name for p in out.glob("*/units/*.json"))
+    assert len(records) == 12 and records == sorted(
+        p.name for p in sweep_run.glob("*/units/*.json"))
+    assert "executor: dask, 12 units on a local Dask cluster of 2 worker processes" in output
+    assert "[12/12]" in output and "oneDNN" not in output  # the workers' own lines went to their logs
+    # the driver wrote the report and the plot, as a local run does
+    assert (out / "report.md").read_text().count("| data.labels_per_class=") == 4
+    assert (out / "label_efficiency.png").stat().st_size > 0
+
+
+def test_the_unit_graph_waits_for_pretraining_and_trains_a_shared_one_once(sweep_run, tmp_path):
+    from kpretrain.experiment import make_run
+    from kpretrain.experiment.executor import run_points, unit_tasks
+    from kpretrain.recipe import load_recipe
+
+    run = make_run(load_recipe(str(sweep_run / "recipe.yaml")))
+    run.prepare()
+    tasks = unit_tasks(run_points(run, str(tmp_path)), str(tmp_path / "logs"))
+    by_key = {os.path.relpath(t.key, tmp_path): t for t in tasks}
+    first, second = "data.labels_per_class=5", "data.labels_per_class=20"
+    assert len(tasks) == 12
+    for seed in (0, 1):
+        copy = by_key[f"{second}/seed{seed}.overlay.pretrain"]
+        assert [os.path.relpath(k, tmp_path) for k in copy.after] == [f"{first}/seed{seed}.overlay.pretrain"]
+        assert copy.origin[0].endswith(f"{first}/units/seed{seed}.overlay.pretrain.json")
+        for point in (first, second):
+            assert [os.path.relpath(k, tmp_path) for k in by_key[f"{point}/seed{seed}.overlay.finetune"].after] == [
+                f"{point}/seed{seed}.overlay.pretrain"]
+            assert by_key[f"{point}/seed{seed}.scratch.finetune"].after == ()
+    position = {t.key: i for i, t in enumerate(tasks)}
+    assert all(position[k] < position[t.key] for t in tasks for k in t.after)  # submitted after what they wait for
+    # what a run directory holds already is not run again
+    assert unit_tasks(run_points(run, str(sweep_run)), str(tmp_path / "logs")) == []
+
+
+def test_workers_and_address_are_checked_with_one_line(tmp_path, capsys):
+    from kpretrain.cli import main
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe_dict(tiny_npz(tmp_path / "tiny.npz"))))
+    for extra, expected in ((["--workers", "0"], "--workers 0: give at least 1 worker process"),
+                            (["--workers", "2", "--address", "tcp://127.0.0.1:9"], "give one of them"),
+                            (["--address", "tcp://127.0.0.1:9"], "--address 'tcp://127.0.0.1:9': no Dask scheduler "
+                                                                 "answers there")):
+        assert main(["run", str(path), "--out", str(tmp_path / "out"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "out").exists()  # nothing half-written
+    import keras
+
+    import kpretrain
+    from kpretrain.errors import InputError
+
+    with pytest.raises(InputError, match="callbacks= run in this process, but workers="):
+        kpretrain.run(str(path), out=str(tmp_path / "api"), workers=2, callbacks=[keras.callbacks.Callback()])
+    assert not (tmp_path / "api").exists()
+    with pytest.raises(RecipeError, match="runtime.executor"):
+        recipe_from_dict({**tiny_recipe_dict("x.npz"), "runtime": {"executor": "dask", "distribute": "multi_worker"}})
+
+
+def test_local_workers_get_a_gpu_each_and_a_share_of_the_inter_op_threads():
+    from kpretrain.experiment.dask_executor import worker_environments
+
+    envs = worker_environments(3, ["0", "1"], 12, "/runs/x/logs/workers")
+    assert [e.get("CUDA_VISIBLE_DEVICES") for e in envs] == ["0", "1", "0"]
+    assert all(e["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for e in envs)  # 3 workers share 2 GPUs
+    assert [e["KPRETRAIN_WORKER_THREADS"] for e in envs] == ["4"] * 3
+    assert envs[2]["KPRETRAIN_WORKER_LOG"] == "/runs/x/logs/workers/worker-2.log"
+    two = worker_environments(None, ["3", "5"], 8)  # one worker per GPU by default, each its own
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in two] == ["3", "5"] and "TF_FORCE_GPU_ALLOW_GROWTH" not in two[0]
+    cpu = worker_environments(None, [], 2)  # no GPU: one worker per two cores
+    assert len(cpu) == 1 and "CUDA_VISIBLE_DEVICES" not in cpu[0] and cpu[0]["KPRETRAIN_WORKER_THREADS"] == "2"

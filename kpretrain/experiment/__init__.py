@@ -10,6 +10,8 @@ The package, from the bottom layer up:
     callbacks  the user's Keras callbacks per stage
     loop       `Experiment`: the seed x arm loop over `protocol.run_unit`
     sweep      `Sweep`: one `Experiment` per grid point of `sweep:`
+    executor   the units of a run or sweep as one graph of tasks, on workers (`execute`); `dask_executor` runs
+               them on a Dask cluster, `worker` is what a worker process does with one
 
 (Not `kpretrain/run/`: a submodule `run` would shadow the API function `kpretrain.run` once imported.)
 """

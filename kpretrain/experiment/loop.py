@@ -70,6 +70,8 @@ class Experiment:
         self.prepared: Prepared | None = None
         self.shortcuts: list = []  # (arms, ShortcutResult) of each pre-training task, made when the run starts
         self._reused: set[str] = set()  # units recorded by an earlier, interrupted run of the directory
+        self.ran_elsewhere: set[str] = set()  # units the workers of a distributed run recorded (`executor`)
+        self.started: float | None = None  # when a distributed run started (`executor.execute`), for the wall time
 
     # ---- preparation ----------------------------------------------------------------------------------
     def prepare(self) -> list[str]:
@@ -100,7 +102,42 @@ class Experiment:
     def unit_count(self) -> int:
         """Units this run trains or reuses: each seed x arm, and each seed's shared pre-trainings."""
         shared_ = len({pretraining_key(arm, self.recipe) for arm in self.arms.values() if pretrains(arm)})
-        return len(self.recipe.seeds) * (len(self.arms) + shared_)
+        return len(self.recipe.seeds) * (len(self.arms) + shared_) - len(self.ran_elsewhere)
+
+    def pretraining_source(self, arm: Recipe, seed: int) -> str:
+        """What makes a pre-training the same across the points of a sweep: its settings, the seed, `--smoke`."""
+        return json.dumps([pretraining_key(arm, self.recipe), seed, self.smoke])
+
+    def run_one(self, out_dir: str, stage: str, seed: int, name: str, origin: tuple[str, str] | None = None) -> str:
+        """One unit into `out_dir/units/`, as `run` would train it (a worker's task in a distributed run).
+
+        Args:
+            out_dir: the run directory (its `units/` are read and written).
+            stage: "pretrain": the pre-training arm `name` shares for `seed`; "finetune": the unit seed x `name`,
+                whose pre-training must be recorded already.
+            seed: the seed.
+            name: the arm.
+            origin: (record, weights) of the same pre-training recorded by an earlier point of a sweep, copied
+                instead of trained again.
+
+        Returns:
+            The unit's name (`units.pretrain_unit` or `units.finetune_unit`).
+        """
+        if self.prepared is None:
+            self.prepare()
+        store, arm, inputs = UnitStore(out_dir), self.arms[name], self.seed_data(seed)
+        store.create()
+        configure_runtime(self.recipe.runtime)
+        if origin is not None:
+            self.shared_with["pretrained"][self.pretraining_source(arm, seed)] = origin
+        pretrained = None
+        if pretrains(arm):
+            first = self.prepared.sharing_pretraining(arm)[0]
+            pretrained = self._pretrain_unit(store, inputs, first, self.arms[first])
+            if stage == "pretrain":
+                return pretrain_unit(seed, first)
+        self._finetune_unit(store, inputs, name, arm, pretrained)
+        return finetune_unit(seed, name)
 
     # ---- the run --------------------------------------------------------------------------------------
     def run(self, out_dir: str) -> dict:
@@ -117,7 +154,7 @@ class Experiment:
         io.write_json(os.path.join(out_dir, RUN_FILE), {"smoke": self.smoke})
         configure_runtime(r.runtime)
         self.log(describe_device(self.strategy, r.runtime.distribute))
-        started = time.perf_counter()
+        started = self.started or time.perf_counter()
         self.shortcuts = shortcut_checks(self.prepared, self.log)
         results: dict[str, list[UnitResult]] = {name: [] for name in self.arms}
         pretrainings: list[PretrainResult] = []
@@ -131,18 +168,27 @@ class Experiment:
                 if pretrains(arm):
                     key = pretraining_key(arm, r)
                     if key not in shared_weights:
-                        self.progress.unit(seed, ", ".join(self.prepared.sharing_pretraining(arm)), "pretrain")
-                        shared_weights[key] = self._pretrain_unit(store, self.seed_data(seed), name, arm)
+                        with self._counted(pretrain_unit(seed, name), seed, ", ".join(
+                                self.prepared.sharing_pretraining(arm)), "pretrain"):
+                            shared_weights[key] = self._pretrain_unit(store, self.seed_data(seed), name, arm)
                         pretrainings.append(shared_weights[key])
-                        self.progress.unit_done()
                     pretrained = shared_weights[key]
-                self.progress.unit(seed, name, "finetune")
-                results[name].append(self._finetune_unit(store, self.seed_data(seed), name, arm, pretrained))
-                self.progress.unit_done()
+                with self._counted(finetune_unit(seed, name), seed, name, "finetune"):
+                    results[name].append(self._finetune_unit(store, self.seed_data(seed), name, arm, pretrained))
                 io.write_json(os.path.join(out_dir, "metrics.json"),
                               self.metrics(results, pretrainings, time.perf_counter() - started, complete=False))
         metrics = self.metrics(results, pretrainings, time.perf_counter() - started, complete=True)
         return self._finish(out_dir, metrics, pretrainings)
+
+    @contextlib.contextmanager
+    def _counted(self, unit: str, seed: int, arms: str, stage: str):
+        """A unit of the loop on the progress display, unless a worker ran it (the executor counted it)."""
+        if unit in self.ran_elsewhere:
+            yield
+            return
+        self.progress.unit(seed, arms, stage)
+        yield
+        self.progress.unit_done()
 
     def _finish(self, out_dir: str, metrics: dict, pretrainings: list[PretrainResult]) -> dict:
         """Export the first pre-trained backbone, write report.md and the final metrics.json, log the time."""
@@ -167,6 +213,9 @@ class Experiment:
         """One seed x arm: the record of an earlier run of this directory, or trained and recorded now."""
         seed, out_dir = inputs.seed, store.run_dir
         unit = store.finished_unit(seed, name, pretrained)
+        if unit is not None and finetune_unit(seed, name) in self.ran_elsewhere:  # by a worker of this run
+            self._log_unit(unit)
+            return unit
         if unit is not None:
             self.log(f"seed {seed} | {name}: recorded in {store.record(finetune_unit(seed, name))}, reused")
             self._reused.add(finetune_unit(seed, name))
@@ -179,6 +228,11 @@ class Experiment:
                             backup=store.backup(seed, name), extra_steps=self.prepared.extra_steps(name, seed))
             finish({k: v for k, v in unit.test.record().items() if k.startswith("test_accuracy")})
         unit = store.save_unit(unit)
+        self._log_unit(unit)
+        return unit
+
+    def _log_unit(self, unit: UnitResult) -> None:
+        """`seed <k> | <arm>: test acc ...` of a finished unit."""
         test = unit.test
         raw = ""  # a stale-BN gap is marked here and warned of once, with the run's warnings, when it ends
         if test.test_accuracy_refreshed is not None:
@@ -187,14 +241,13 @@ class Experiment:
                 " (stale BN!)" if gap > self.recipe.evaluation.bn_warn_points else "")
         self.log(f"seed {unit.seed} | {unit.arm}: test acc {test.test_accuracy:.4f}{raw} ({_seconds(unit.seconds)})"
                  + _resumed("fine-tuning", unit.finetune.resumed_from))
-        return unit
 
     def _pretrain_unit(self, store: UnitStore, inputs: SeedData, name: str, arm: Recipe) -> PretrainResult:
         """Pre-train once for every arm of this seed with these pre-training settings; record it as its own unit
         (or reuse the record of an earlier run of this directory, or of an earlier point of the sweep)."""
         users = self.prepared.sharing_pretraining(arm)
         unit = pretrain_unit(inputs.seed, name)
-        source = json.dumps([pretraining_key(arm, self.recipe), inputs.seed, self.smoke])  # same across points
+        source = self.pretraining_source(arm, inputs.seed)
         elsewhere = self.shared_with["pretrained"].get(source)
         copied = store.copy_pretraining(*elsewhere, unit, users) if elsewhere else None
         if copied:
@@ -203,11 +256,15 @@ class Experiment:
             backbone = initial_backbone(arm, inputs)
             if store.has_pretraining(unit):
                 result = store.load_pretraining(unit, backbone)
+                self.shared_with["pretrained"].setdefault(source, (store.record(unit), store.weights(unit)))
+                if unit in self.ran_elsewhere and not result.reused_from:  # trained by a worker of this run
+                    self._log_pretraining(arm, users, result)
+                    return result
                 self._reused.add(unit)
                 if not copied:
-                    self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: recorded in "
-                             f"{store.record(unit)}, reused")
-                self.shared_with["pretrained"].setdefault(source, (store.record(unit), store.weights(unit)))
+                    self.log(f"seed {inputs.seed} | pretrain for {', '.join(users)}: "
+                             + (f"the same pre-training as {result.reused_from}, reused" if result.reused_from else
+                                f"recorded in {store.record(unit)}, reused"))
                 return result
             interruption.check()
             context = CallbackContext("pretrain", name, inputs.seed, store.run_dir, unit, tuple(users))
@@ -218,10 +275,13 @@ class Experiment:
             store.save_pretraining_weights(unit, backbone)
         store.save_pretraining_record(result)
         self.shared_with["pretrained"][source] = (store.record(unit), store.weights(unit))
-        self.log(f"seed {inputs.seed} | pretrain {arm.pretrain.task} {arm.pretrain.epochs:g} ep for "
+        self._log_pretraining(arm, users, result)
+        return result
+
+    def _log_pretraining(self, arm: Recipe, users: list[str], result: PretrainResult) -> None:
+        self.log(f"seed {unit_seed(result.unit)} | pretrain {arm.pretrain.task} {arm.pretrain.epochs:g} ep for "
                  f"{', '.join(users)}: pretext val acc {result.final_val_accuracy:.3f} ({_seconds(result.seconds)})"
                  + _resumed("pre-training", result.resumed_from))
-        return result
 
     def _stage(self, context: CallbackContext, arm: Recipe):
         """The callbacks of one unit and stage, told their context: the user's, the progress display's and those of

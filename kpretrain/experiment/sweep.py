@@ -38,6 +38,7 @@ class Sweep:
                        for at, point in swept.sweep_points()]
         for _, _, experiment in self.points:
             experiment.holm_family = "point"
+        self.started: float | None = None  # when a distributed run started (`executor.execute`), for the wall time
 
     @property
     def strategy(self):
@@ -56,7 +57,7 @@ class Sweep:
         os.makedirs(out_dir, exist_ok=True)
         io.write_text(os.path.join(out_dir, "recipe.yaml"), dump_yaml(self.recipe.to_dict()))
         io.write_json(os.path.join(out_dir, RUN_FILE), {"smoke": self.smoke})
-        started = time.perf_counter()
+        started = self.started or time.perf_counter()
         finished = []
         self.progress.add_units(sum(experiment.unit_count() for _, _, experiment in self.points))
         for _, _, experiment in self.points:

@@ -133,10 +133,15 @@ def _check_sweep_points(recipe: Recipe) -> None:
 
 
 def _check_runtime(recipe: Recipe) -> None:
-    """`runtime.deterministic` and `runtime.jit_compile` are not both on."""
+    """`runtime.deterministic` and `runtime.jit_compile` are not both on; `runtime.executor: dask` does not meet
+    `runtime.distribute: multi_worker` (a unit on a Dask worker is one process)."""
     if recipe.runtime.deterministic and recipe.runtime.jit_compile:
         raise RecipeError("recipe key 'runtime.jit_compile': XLA is off under op determinism (Keras falls back "
                           "silently); set runtime.deterministic=false or runtime.jit_compile=false")
+    if recipe.runtime.executor != "local" and recipe.runtime.distribute == "multi_worker":
+        raise RecipeError("recipe key 'runtime.executor': a Dask worker runs each unit in one process, so "
+                          "runtime.distribute=multi_worker cannot run there; set runtime.distribute to none or "
+                          "mirrored, or runtime.executor=local")
 
 
 def _check_arm_stages(recipe: Recipe) -> None:

@@ -8,6 +8,7 @@ from typing import Optional
 from kpretrain.recipe.fields import _spec
 
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # runtime.loggers (kpretrain/training/loggers.py)
+EXECUTORS = ("local", "dask")  # runtime.executor (kpretrain/experiment/executor.py)
 
 
 @dataclass
@@ -31,6 +32,9 @@ class RuntimeConfig:
     mixed_precision: bool = _spec(default=False)
     jit_compile: bool = _spec(default=False)
     distribute: str = _spec(default="none", choices=("none", "mirrored", "multi_worker"))
+    executor: str = _spec(default="local", choices=EXECUTORS,
+                          doc="local: units one after another in this process; dask: units spread over the workers "
+                              "of a Dask cluster (`--workers N` starts one here, `--address` joins one), same numbers")
     verbose: int = _spec(default=0, minimum=0, maximum=2, doc="Keras fit verbosity")
     tensorboard: bool = _spec(default=False, doc="deprecated: true means runtime.loggers includes tensorboard")
     loggers: list = _spec(default_factory=list, choices=LOGGERS,
