@@ -18,6 +18,7 @@ def sweep_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("sweep")
     recipe = tiny_recipe_dict(tiny_npz(d / "tiny.npz"))
     recipe["finetune"] = {"epochs": 1}
+    recipe["pretrain"]["epochs"] = 2  # distributed_run kills a worker after a pre-training's first epoch
     recipe["sweep"] = {"data.labels_per_class": [5, 20]}
     path = d / "sweep.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -199,8 +200,8 @@ def _log_lines(run_dir, word):
 
 @pytest.fixture(scope="module")
 def distributed_run(tmp_path_factory):
-    """The sweep of `sweep_run` on a local cluster of 2 worker processes, one worker SIGKILLed as soon as it
-    starts a pre-training; returns (run directory, killed unit, killed pid)."""
+    """The sweep of `sweep_run` on a local cluster of 2 worker processes, one worker SIGKILLed in a pre-training
+    once its first epoch is backed up; returns (run directory, the driver's output, (killed unit, killed pid))."""
     import signal
     import subprocess
     import sys
@@ -209,6 +210,7 @@ def distributed_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("distributed")
     recipe = tiny_recipe_dict(tiny_npz(d / "tiny.npz"))
     recipe["finetune"] = {"epochs": 1}
+    recipe["pretrain"]["epochs"] = 2
     recipe["sweep"] = {"data.labels_per_class": [5, 20]}
     (d / "sweep.yaml").write_text(yaml.safe_dump(recipe))
     out = d / "run"
@@ -217,14 +219,18 @@ def distributed_run(tmp_path_factory):
     killed = None
     deadline = time.monotonic() + 240
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        running = [(unit, pid) for unit, pid in _log_lines(out, "started") if unit.endswith(".pretrain")]
-        if running:
-            killed = running[0]
+        finished = {unit for unit, _ in _log_lines(out, "done")}
+        backed_up = [(unit, pid) for unit, pid in _log_lines(out, "started") if unit.endswith(".pretrain")
+                     and unit not in finished and os.path.exists(os.path.join(
+                         os.path.dirname(unit), "units", f"{os.path.basename(unit)}.backup", "latest",
+                         "training_metadata.json"))]
+        if backed_up:
+            killed = backed_up[0]
             os.kill(killed[1], signal.SIGKILL)
-        time.sleep(0.05)
+        time.sleep(0.02)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output[-3000:]
-    assert killed is not None, "no pre-training was seen starting"
+    assert killed is not None, "no pre-training was seen backed up after its first epoch"
     return out, output, killed
 
 
@@ -236,7 +242,9 @@ def test_a_sweep_on_two_dask_workers_gives_the_local_numbers_even_when_a_worker_
         assert _without_timings(there["arms"]) == _without_timings(here["arms"])
         assert _without_timings(there["pretraining"]) == _without_timings(here["pretraining"])
     assert distributed["pretraining_reused"] == local["pretraining_reused"] == 2
-    # the killed unit ran again on a live worker, from the start of its stage; every unit finished exactly once
+    # the killed unit ran again on a live worker, from its stage's backup; every unit finished exactly once
+    logs = "".join(log.read_text(errors="replace") for log in (out / "logs" / "workers").glob("*.log"))
+    assert "pre-training resumed from its backup after epoch 1" in logs
     done = _log_lines(out, "done")
     assert sorted(unit for unit, _ in done) == sorted(set(unit for unit, _ in done)) and len(done) == 12
     assert [pid for unit, pid in done if unit == killed_unit] != [killed_pid]
