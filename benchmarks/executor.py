@@ -6,8 +6,10 @@
 
 For each recipe: `kpretrain run` in one process (`runtime.executor: local`), then with `--workers N` for each N,
 each into a fresh directory, timed from start to exit (so start-up, the cluster and the driver's report are in).
-Prints whether every `metrics.json` field but timings and paths (`invariant.stable`) equals the local run's, the wall times, the speed-up of N
-workers over the local run, and the overhead per unit: (1 worker's wall time - local wall time) / units.
+Prints whether every `metrics.json` field but timings and paths (`invariant.stable`) equals the local run's, the
+wall times, the speed-up of N workers over the local run, and the overhead per unit: (1 worker's wall time - local
+wall time) / units.  Then the same recipe with `runtime.threads` = cores / N (the intra-op pool shared as well),
+in one process and on the N workers.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the main recipe in full, not under --smoke")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--recipe", default="recipes/fashion_overlay.yaml", help="the main recipe")
+    parser.add_argument("--no-shared-threads", action="store_true",
+                        help="skip the pair with runtime.threads = cores / workers (local and on the workers)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cases = [(args.recipe, [] if args.full else ["--smoke"]), (small_sweep(tmp), [])]
@@ -84,6 +88,15 @@ def main() -> None:
                       f"equal: {same}")
             if 1 in walls:
                 print(f"  overhead per unit (1 worker - local) / units: {(walls[1] - local) / n_units:+.2f}s")
+            n = max(args.workers)
+            if n > 1 and not args.no_shared_threads:  # the intra-op pool shared too: a recipe of its own
+                threads = ["--set", f"runtime.threads={max(1, (os.cpu_count() or 1) // n)}"]
+                local_t, reference_t = timed_run(recipe, os.path.join(tmp, f"{i}-local-t"), [*extra, *threads])
+                wall_t, metrics_t = timed_run(recipe, os.path.join(tmp, f"{i}-w{n}-t"),
+                                              [*extra, *threads, "--workers", str(n)])
+                print(f"  {threads[1]}: local {local_t:.1f}s, --workers {n}: {wall_t:.1f}s, speed-up "
+                      f"x{local_t / wall_t:.2f} (over the default local run x{local / wall_t:.2f}), "
+                      f"equal: {results(metrics_t) == results(reference_t)}")
 
 
 if __name__ == "__main__":

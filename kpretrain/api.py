@@ -77,7 +77,7 @@ def run(recipe, *, out: str | None = None, overrides=None, smoke: bool = False, 
 
     raw = _raw(recipe, overrides)
     resolved = recipe_from_dict(raw)
-    start_tensorflow()  # before anything imports it: no C++ start-up lines, no retracing warnings
+    start_tensorflow(threads=resolved.runtime.threads)  # before anything imports it: no C++ start-up lines, ...
     from kpretrain import io
     from kpretrain.experiment import make_run
     from kpretrain.rundir import default_out_dir, run_directory
@@ -179,7 +179,7 @@ def tune(recipe, *, overrides=None, tuner: str | None = None, max_trials: int | 
     from kpretrain.runtime_logs import start_tensorflow
 
     raw = _raw(recipe, [*_overrides(overrides), *(["runtime.verbose=2"] if verbose else [])])
-    start_tensorflow()  # before anything imports it: no C++ start-up lines, no retracing warnings
+    start_tensorflow(threads=recipe_from_dict(raw).runtime.threads)  # before anything imports it: no C++ lines
     from kpretrain import tuning
 
     with contextlib.redirect_stdout(_io.StringIO()) if quiet else contextlib.nullcontext():

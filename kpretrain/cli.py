@@ -58,7 +58,7 @@ def cmd_run(args) -> int:
         raise InputError("kpretrain run needs a recipe (e.g. recipes/fashion_overlay.yaml) or --resume DIR")
     recipe = load_recipe(recipe_path, [*args.sets, *verbosity(args)])
     if args.dry_run:
-        _start_tensorflow(args.debug)
+        _start_tensorflow(args.debug, threads=recipe.runtime.threads)
         print("\n".join(_plan(_experiment(recipe, smoke, args), args)))
         executor = _executor(recipe, args)
         if executor is not None:
@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
         print("dry run: recipe and data are valid; nothing was trained")
         return EXIT_OK
     if recipe.runtime.distribute == "multi_worker":  # which process is the chief is known once the strategy exists
-        _start_tensorflow(args.debug, "multi_worker")
+        _start_tensorflow(args.debug, "multi_worker", recipe.runtime.threads)
         from kpretrain.training.runtime import distribution_strategy, is_chief
 
         if not is_chief(distribution_strategy("multi_worker")):  # it trains; the chief alone writes the run directory
@@ -86,7 +86,7 @@ def cmd_run(args) -> int:
             print(f"{out_dir} holds a finished run of recipe {recipe.name} (metrics.json is complete); "
                   f"nothing to train: see {out_dir}/report.md")
             return EXIT_OK
-        _start_tensorflow(args.debug, recipe.runtime.distribute)
+        _start_tensorflow(args.debug, recipe.runtime.distribute, recipe.runtime.threads)
         executor = _executor(recipe, args)
         experiment = _experiment(recipe, smoke, args)
         plan = _plan(experiment, args)
@@ -169,7 +169,7 @@ def cmd_show_task(args) -> int:
     from kpretrain.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.sets)
-    _start_tensorflow(args.debug)
+    _start_tensorflow(args.debug, threads=recipe.runtime.threads)
     from kpretrain.task_preview import preview_task
 
     shown = preview_task(recipe, arm=args.arm, out=args.out, n=args.n, shortcut_check=not args.quiet)
@@ -186,13 +186,14 @@ def cmd_tune(args) -> int:
     from kpretrain.recipe import load_recipe
 
     args.sets = [*args.sets, *verbosity(args)]
-    distribute = load_recipe(args.recipe, args.sets).runtime.distribute
+    runtime = load_recipe(args.recipe, args.sets).runtime
+    distribute = runtime.distribute
     workers = _tf_config_workers()
     if distribute == "multi_worker" and workers > 1:
         raise InputError(f"runtime.distribute=multi_worker: a search cannot span the {workers} workers of TF_CONFIG; "
                          "distribute it with KerasTuner's chief and workers (KERASTUNER_TUNER_ID), trials on "
                          "mirrored or none")
-    _start_tensorflow(args.debug, distribute)
+    _start_tensorflow(args.debug, distribute, runtime.threads)
     from kpretrain.tuning import tune
 
     return tune(args.recipe, args.sets, tuner=args.tuner, max_trials=args.max_trials, directory=args.dir,
@@ -220,7 +221,7 @@ def cmd_lr_find(args) -> int:
     recipe = load_recipe(args.recipe, [*args.sets, *verbosity(args)])
     plan = plan_lr_find(recipe, stage=args.stage, arm=args.arm, out=args.out, start_lr=args.start_lr,
                         end_lr=args.end_lr, steps=args.steps, suggestion=args.suggestion, smoke=args.smoke)
-    _start_tensorflow(args.debug, recipe.runtime.distribute)
+    _start_tensorflow(args.debug, recipe.runtime.distribute, recipe.runtime.threads)
     try:
         found = run_lr_find(plan, log=None if args.quiet else print)
     except InputError:

@@ -40,15 +40,41 @@ def native_stderr_muted():
         os.close(devnull)
 
 
-def start_tensorflow(debug: bool = False, distribute: str = "none") -> None:
+def use_threads(threads: int | None) -> None:
+    """TensorFlow's intra-op pool of this process: `threads` (`runtime.threads`), or its default for None.
+
+    The pool is made when TensorFlow runs its first op; a count asked for later must be the one it has.
+
+    Raises:
+        InputError: TensorFlow already runs in this process with another intra-op thread count.
+    """
+    import tensorflow as tf
+
+    if threads is None:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:  # the runtime is up: its pool is fixed
+        current = tf.config.threading.get_intra_op_parallelism_threads()
+        if current != threads:
+            from kpretrain.errors import InputError
+
+            raise InputError(f"recipe key 'runtime.threads': {threads}, but TensorFlow already runs in this process "
+                             f"with {current or 'its default number of'} intra-op threads; run it in a new process "
+                             f"(the command line does), or leave runtime.threads as it was") from None
+
+
+def start_tensorflow(debug: bool = False, distribute: str = "none", threads: int | None = None) -> None:
     """Import TensorFlow and initialise its devices (and the distribution strategy) with native stderr muted, then
     set TensorFlow's and absl's Python loggers to errors only (retracing warnings included).
 
-    MultiWorkerMirroredStrategy must exist before TensorFlow runs its first op, hence `distribute` here.
+    MultiWorkerMirroredStrategy must exist before TensorFlow runs its first op, hence `distribute` here, and so
+    must the size of the intra-op pool (`threads`).
 
     Args:
         debug: leave native stderr alone and keep Keras' whole tracebacks (`--debug`).
         distribute: `runtime.distribute`; a strategy other than "none" is made now.
+        threads: `runtime.threads` (see `use_threads`).
 
     Example:
         >>> start_tensorflow()  # before kpretrain.run trains: no oneDNN lines, no retracing warnings
@@ -56,6 +82,7 @@ def start_tensorflow(debug: bool = False, distribute: str = "none") -> None:
     with contextlib.nullcontext() if debug else native_stderr_muted():
         import tensorflow as tf
 
+        use_threads(threads)
         if distribute != "none":
             from kpretrain.training.runtime import distribution_strategy
 

@@ -321,3 +321,28 @@ def test_local_workers_get_a_gpu_each_and_a_share_of_the_inter_op_threads():
     assert [e["CUDA_VISIBLE_DEVICES"] for e in two] == ["3", "5"] and "TF_FORCE_GPU_ALLOW_GROWTH" not in two[0]
     cpu = worker_environments(None, [], 2)  # no GPU: one worker per two cores
     assert len(cpu) == 1 and "CUDA_VISIBLE_DEVICES" not in cpu[0] and cpu[0]["KPRETRAIN_WORKER_THREADS"] == "2"
+
+
+def test_runtime_threads_sizes_the_intra_op_pool_of_the_run(tmp_path):
+    """`runtime.threads` is applied before TensorFlow's first op (the command line) and recorded; a process whose
+    TensorFlow already runs with another pool is told so in one line."""
+    import subprocess
+    import sys
+
+    from kpretrain.errors import InputError
+    from kpretrain.runtime_logs import use_threads
+
+    path = tmp_path / "r.yaml"
+    recipe = tiny_recipe_dict(tiny_npz(tmp_path / "tiny.npz"))
+    recipe.update(seeds=[0], runtime={"threads": 1})
+    path.write_text(yaml.safe_dump(recipe))
+    proc = subprocess.run([sys.executable, "-m", "kpretrain.cli", "run", str(path), "--smoke", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 intra-op thread per process (runtime.threads)" in proc.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["environment"]["intra_op_threads"] == 1
+    import tensorflow as tf
+
+    tf.constant(0)  # this test process: TensorFlow runs with its default pool
+    with pytest.raises(InputError, match="recipe key 'runtime.threads': 3, but TensorFlow already runs"):
+        use_threads(3)

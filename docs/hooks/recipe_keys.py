@@ -37,6 +37,8 @@ NOTES = {
     "runtime.mixed_precision": "Keras `mixed_float16` policy",
     "runtime.jit_compile": "XLA; op determinism is then off unless `deterministic: true` (which is exit 2 with it)",
     "runtime.distribute": "`tf.distribute` strategy ([Devices and distributed runs](distributed.md))",
+    "runtime.threads": "TensorFlow's intra-op threads in every process (null: every core); changes the last bits "
+                       "of CPU results ([GPUs and CPU threads](distributed.md#units-on-dask-workers))",
     "runtime.executor": "where units train: here, or on Dask workers (`--workers`, `--address`), same numbers "
                         "([Units on Dask workers](distributed.md#units-on-dask-workers))",
     "tune.max_trials": "trials of the search (`--max-trials`)",

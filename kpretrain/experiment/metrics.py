@@ -5,7 +5,8 @@ once (`report.summary.arm_statistics`), and stored under `arms.<arm>.statistics`
 tables and the Python API read them.
 
 Layout versions: 2 added provenance (recipe and data checksums), `time_split.reused_units` and
-`arms.<arm>.statistics` (intervals, paired tests); 0.5.1 added `holm` (the Holm family of the adjusted p-values).
+`arms.<arm>.statistics` (intervals, paired tests); 0.5.1 added `holm` (the Holm family of the adjusted p-values);
+0.9.0 added `environment.intra_op_threads`.
 """
 
 from __future__ import annotations
@@ -108,11 +109,13 @@ class Environment:
     python: str
     device: str
     cpu_count: int | None
+    intra_op_threads: int  # TensorFlow's intra-op pool (`runtime.threads`; 0: its default, every core)
 
     @classmethod
     def current(cls) -> "Environment":
         return cls(tf.__version__, keras.__version__, platform.python_version(),
-                   "GPU" if tf.config.list_physical_devices("GPU") else "CPU", os.cpu_count())
+                   "GPU" if tf.config.list_physical_devices("GPU") else "CPU", os.cpu_count(),
+                   tf.config.threading.get_intra_op_parallelism_threads())
 
 
 @dataclasses.dataclass(frozen=True)

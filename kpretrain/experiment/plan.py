@@ -119,6 +119,8 @@ def _runtime_lines(prepared: Prepared) -> list[str]:
              "runtime: op determinism off" + (" because runtime.jit_compile is on (XLA is off under op "
                                                "determinism)" if rt.deterministic is None else "")
              + ": reruns may differ slightly"]
+    if rt.threads:
+        lines[0] += f"; {rt.threads} intra-op thread{'s' * (rt.threads > 1)} per process (runtime.threads)"
     ev = r.evaluation
     every = "every epoch" if ev.validate_every == 1 else f"every {ev.validate_every} epochs and the last"
     lines.append(f"evaluation: validation {every}, " + (

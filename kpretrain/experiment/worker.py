@@ -76,6 +76,9 @@ def _experiment(task, log):
     experiment = _prepared.get(key)
     if experiment is None:
         share_cpu()
+        from kpretrain.runtime_logs import use_threads
+
+        use_threads(task.recipe["runtime"]["threads"])  # the intra-op pool a local run of the recipe has
         from kpretrain.experiment.loop import Experiment
         from kpretrain.experiment.progress import Progress
         from kpretrain.recipe import recipe_from_dict

@@ -32,6 +32,9 @@ class RuntimeConfig:
     mixed_precision: bool = _spec(default=False)
     jit_compile: bool = _spec(default=False)
     distribute: str = _spec(default="none", choices=("none", "mirrored", "multi_worker"))
+    threads: Optional[int] = _spec(default=None, minimum=1,
+                                   doc="TensorFlow's intra-op threads in every process of the run (null: its default, "
+                                       "every core); on the CPU the count changes the last bits of results")
     executor: str = _spec(default="local", choices=EXECUTORS,
                           doc="local: units one after another in this process; dask: units spread over the workers "
                               "of a Dask cluster (`--workers N` starts one here, `--address` joins one), same numbers")
