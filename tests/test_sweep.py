@@ -346,3 +346,13 @@ def test_runtime_threads_sizes_the_intra_op_pool_of_the_run(tmp_path):
     tf.constant(0)  # this test process: TensorFlow runs with its default pool
     with pytest.raises(InputError, match="recipe key 'runtime.threads': 3, but TensorFlow already runs"):
         use_threads(3)
+
+
+def test_a_run_directory_the_workers_cannot_write_is_refused_in_one_line(tmp_path):
+    from kpretrain.errors import InputError
+    from kpretrain.experiment.dask_executor import DaskExecutor
+
+    with DaskExecutor(workers=1) as executor:
+        executor.require_shared(str(tmp_path))  # this machine's workers see it
+        with pytest.raises(InputError, match=r"1 of 1 Dask workers cannot write there .*storage every worker sees"):
+            executor.require_shared(str(tmp_path / "elsewhere"))

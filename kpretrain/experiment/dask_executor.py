@@ -125,6 +125,15 @@ class DaskExecutor:
         self.client = self.cluster = None
         return False
 
+    def require_shared(self, run_dir: str) -> None:
+        """Every worker can write `run_dir` (at the same path), or an InputError naming those that cannot."""
+        writable = self.client.run(os.access, run_dir, os.W_OK)
+        blind = sorted(str(worker) for worker, ok in writable.items() if not ok)
+        if blind:
+            raise InputError(f"run directory {run_dir!r}: {len(blind)} of {len(writable)} Dask workers cannot write "
+                             f"there ({', '.join(blind[:3])}{', ...' if len(blind) > 3 else ''}); put it on storage "
+                             f"every worker sees at the same path (--out)")
+
     def run(self, tasks: list, on_done) -> None:
         """Submit `tasks` (each after the tasks it names), call `on_done(report)` as each finishes.
 

@@ -78,6 +78,7 @@ def unit_tasks(points: list[tuple[str, object]], log_dir: str) -> list[UnitTask]
     made: dict[str, tuple[str | None, str, str]] = {}  # pre-training source -> (its task key or None, record, weights)
     made_here: dict[str, bool] = {}  # pre-training unit key -> whether a task trains (or copies) it
     for run_dir, experiment in points:
+        run_dir = os.path.abspath(run_dir)  # a worker's working directory is not the driver's
         store, recipe = UnitStore(run_dir), experiment.recipe.to_dict()
         task = dict(run_dir=run_dir, recipe=recipe, smoke=experiment.smoke, log_dir=log_dir)
         for seed in experiment.recipe.seeds:
@@ -120,7 +121,7 @@ def execute(run, out_dir: str, executor=None, on_done: Callable[[dict], None] | 
     if executor is not None:
         run.started = time.perf_counter()
         points = run_points(run, out_dir)
-        executor.log_dir = os.path.join(out_dir, WORKER_LOGS)
+        executor.log_dir = os.path.abspath(os.path.join(out_dir, WORKER_LOGS))
         tasks = unit_tasks(points, executor.log_dir)
         progress = run.progress
 
@@ -134,9 +135,10 @@ def execute(run, out_dir: str, executor=None, on_done: Callable[[dict], None] | 
                          f"{executor.log_dir}/")
             progress.add_units(len(tasks))
             progress.phase(f"{len(tasks)} units on {executor.describe()}")
+            executor.require_shared(os.path.abspath(out_dir))
             executor.run(tasks, on_done or done)
         for run_dir, experiment in points:
-            experiment.ran_elsewhere = {t.unit for t in tasks if t.run_dir == run_dir}
+            experiment.ran_elsewhere = {t.unit for t in tasks if t.run_dir == os.path.abspath(run_dir)}
             experiment.started = run.started
     return run.run(out_dir)
 
