@@ -323,6 +323,20 @@ def test_local_workers_get_a_gpu_each_and_a_share_of_the_inter_op_threads():
     assert len(cpu) == 1 and "CUDA_VISIBLE_DEVICES" not in cpu[0] and cpu[0]["KPRETRAIN_WORKER_THREADS"] == "2"
 
 
+def test_the_dry_run_line_names_the_gpus_the_workers_will_get(monkeypatch):
+    """`--dry-run` describes the cluster before it starts: with the GPUs this process sees, as the run will."""
+    from kpretrain.experiment import dask_executor
+
+    monkeypatch.setattr(dask_executor, "visible_gpus", lambda: ["0", "1"])
+    assert (dask_executor.DaskExecutor(workers=3).describe()
+            == "a local Dask cluster of 3 worker processes (GPU 0, 1, 0 in turn)")
+    assert dask_executor.DaskExecutor().describe() == "a local Dask cluster of 2 worker processes (GPU 0, 1 in turn)"
+    monkeypatch.setattr(dask_executor, "visible_gpus", lambda: [])
+    monkeypatch.setattr(dask_executor.os, "cpu_count", lambda: 4)
+    assert (dask_executor.DaskExecutor().describe()
+            == "a local Dask cluster of 2 worker processes (2 inter-op CPU threads each)")
+
+
 def test_runtime_threads_sizes_the_intra_op_pool_of_the_run(tmp_path):
     """`runtime.threads` is applied before TensorFlow's first op (the command line) and recorded; a process whose
     TensorFlow already runs with another pool is told so in one line."""

@@ -162,3 +162,47 @@ def test_statistics_swapped_holds_the_given_state_within_the_block_only():
     (1, 100, 4, (4, 25)), (2, 10, 4, (4, 5)), (1, 2, 4, (2, 1)), (6, 10, 4, (6, 10))])
 def test_epoch_plan(epochs, steps, points, expected):
     assert epoch_plan(epochs, steps, points) == expected
+
+
+def _stage_inputs(kind: str):
+    """(model, batches, compile kwargs) of a tiny classifier's fine-tuning or a MoCo pre-training (queue, momentum
+    network and its own `train_step`)."""
+    from kpretrain.data import image_batches, labelled_batches
+    from kpretrain.pretext import create_task
+    from kpretrain.protocol.finetune import classification_compile_kwargs
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (48, 16, 16, 1)).astype(np.uint8), rng.integers(0, 4, 48)
+    backbone = create_backbone("small_cnn", (16, 16, 1), seed=0, widths=(4, 8, 8))
+    if kind == "classifier":
+        model = attach_head(backbone, create_head("linear", backbone.output_shape[-1], 4, seed=0))
+        return model, labelled_batches(x, y, 8, shuffle=True, seed=0), classification_compile_kwargs()
+    task = create_task("moco", {"queue_size": 40}, seed=0)
+    batches = image_batches(x, 8, shuffle=True, seed=0, drop_remainder=True, repeat=True)
+    return task.build_model(backbone, seed=0), task.make_dataset(batches), task.compile_kwargs()
+
+
+@pytest.mark.parametrize("kind", ["classifier", "moco"])
+def test_a_stage_traces_its_training_step_once_and_trains_what_keras_alone_trains(kind, monkeypatch):
+    """`build_state` creates the optimizer and metric variables before `fit` (Keras would create them while
+    tracing the first step, and TensorFlow would trace it again): one trace, the same weights to the bit."""
+    from kpretrain.recipe import OptimizerConfig
+    from kpretrain.training import stages
+
+    def stage(build_first: bool):
+        model, batches, compile_kwargs = _stage_inputs(kind)
+        traces, step = [], model.train_step
+        model.train_step = lambda data: (traces.append(1), step(data))[1]  # called once per trace
+        with monkeypatch.context() as patch:
+            if not build_first:
+                patch.setattr(stages, "build_state", lambda *_: None)
+            stages.fit_stage(model, batches, epochs=2, steps_per_epoch=3, compile_kwargs=compile_kwargs,
+                             optimizer=OptimizerConfig(learning_rate=0.01))
+        return len(traces), [np.array(w) for w in model.weights]
+
+    (traces, weights), (keras_traces, keras_weights) = stage(True), stage(False)
+    assert (traces, keras_traces) == (1, 2)
+    assert len(weights) == len(keras_weights)
+    for ours, theirs in zip(weights, keras_weights):
+        np.testing.assert_array_equal(ours, theirs)

@@ -148,3 +148,47 @@ def test_keras_tuner_state_is_written_atomically(tmp_path, monkeypatch):
         assert json.loads(path.read_text()) == {"new": 1}
         assert os.listdir(tmp_path) == ["oracle.json"]  # no temporary left beside it
     assert tuner_utils.save_json is original
+
+
+def _grid_trials(oracle, stop_after: int | None = None) -> list:
+    """Run `oracle`'s trials (a score each, no training) until it stops or `stop_after` trials were created (the
+    last left running, as a kill leaves it); the values of each trial created, in order."""
+    import keras_tuner
+
+    created = []
+    while stop_after is None or len(created) < stop_after:
+        trial = oracle.create_trial("tuner0")
+        if trial.status == keras_tuner.engine.trial.TrialStatus.STOPPED:
+            break
+        created.append(dict(trial.hyperparameters.values))
+        if stop_after is not None and len(created) == stop_after:
+            break  # killed while this trial runs
+        oracle.update_trial(trial.trial_id, {"score": float(len(created))})
+        trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+    return created
+
+
+def test_a_grid_search_started_again_in_a_new_process_tries_each_remaining_combination_once(tmp_path):
+    """KerasTuner's grid oracle loses its order of tried combinations on reload (keras-team/keras-tuner#1055: a
+    `KeyError` on the first trial the new process completes); kpretrain's rebuilds it from the trials."""
+    import keras_tuner
+
+    from kpretrain.tuning.grid import ResumableGridOracle
+
+    def oracle(project: str):
+        space = keras_tuner.HyperParameters()
+        space.Choice("a", [1, 2, 3])
+        space.Choice("b", ["x", "y"])
+        made = ResumableGridOracle(objective=keras_tuner.Objective("score", "max"), max_trials=20,
+                                   hyperparameters=space)
+        made._set_project_dir(str(tmp_path), project)
+        return made
+
+    uninterrupted = _grid_trials(oracle("whole"))
+    assert len(uninterrupted) == 6 and len({tuple(v.items()) for v in uninterrupted}) == 6
+    first = _grid_trials(oracle("resumed"), stop_after=3)  # two finished, the third running when killed
+    again = oracle("resumed")
+    again.reload()  # a new process: the trials and oracle.json from the directory
+    rest = _grid_trials(again)
+    assert first == uninterrupted[:3] and rest == uninterrupted[2:]  # the running trial again, then the rest, once

@@ -86,7 +86,7 @@ class DaskExecutor:
     def describe(self) -> str:
         if self.address:
             return f"the Dask cluster at {self.address}"
-        envs = self.environments or worker_environments(self.workers, [], os.cpu_count() or 1)
+        envs = self.environments or worker_environments(self.workers, visible_gpus(), os.cpu_count() or 1)
         gpus = [e["CUDA_VISIBLE_DEVICES"] for e in envs if "CUDA_VISIBLE_DEVICES" in e]
         threads = envs[0]["KPRETRAIN_WORKER_THREADS"]
         each = f"GPU {', '.join(gpus)} in turn" if gpus else f"{threads} inter-op CPU thread{'s' * (threads != '1')} each"

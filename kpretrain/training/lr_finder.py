@@ -9,6 +9,7 @@ import numpy as np
 
 from kpretrain.recipe import LRFindConfig, OptimizerConfig
 from kpretrain.training.optimizers import create_optimizer
+from kpretrain.training.state import build_state
 
 MIN_STEPS = 5  # before this step a low start (a warm-started head) and one noisy batch would read as divergence
 SUGGESTIONS = ("steepest", "valley", "minimum")  # minimum: the learning rate of the smoothed minimum, divided by 10
@@ -85,6 +86,7 @@ def lr_range_test(model: keras.Model, batches, *, compile_kwargs: dict, optimize
     config = dataclasses.replace(optimizer, learning_rate=settings.start_lr, schedule="constant", warmup_epochs=0.0)
     finder = create_optimizer(config)
     model.compile(optimizer=finder, jit_compile=jit_compile, **compile_kwargs)
+    build_state(model, batches)
     lrs, losses, best, stopped = [], [], np.inf, "end"
     try:
         for step, batch in enumerate(batches.take(steps)):

@@ -17,6 +17,7 @@ from kpretrain.training.backup import EpochLog, StageBackup
 from kpretrain.training.interruption import StopOnSignal
 from kpretrain.training.lr_finder import lr_range_test
 from kpretrain.training.optimizers import create_optimizer
+from kpretrain.training.state import build_state
 from kpretrain.training.timing import Clock, measure
 
 
@@ -124,6 +125,7 @@ def fit_stage(model: keras.Model, train, *, epochs: float, steps_per_epoch: int,
     data = train(start_epoch * steps) if callable(train) else train.repeat().skip(start_epoch * steps)
     start = time.perf_counter()
     with measure(clock, "training"):
+        build_state(model, data)
         model.fit(data, epochs=keras_epochs, steps_per_epoch=steps, validation_data=validation,
                   callbacks=stage_callbacks, verbose=verbose, shuffle=False)
     return StageResult(history=log.history, epochs=keras_epochs, steps_per_epoch=steps,

@@ -21,6 +21,7 @@ from kpretrain import io
 from kpretrain.training.runtime import configure_runtime
 from kpretrain.tuning.conditions import conditional, declare_space
 from kpretrain.tuning.display import TrialDisplay
+from kpretrain.tuning.grid import ResumableGridSearch
 from kpretrain.tuning.space import check_space, parse_space, searched_arm, trial_recipe
 
 PRETRAININGS_KEPT = 8  # pre-trained weights a search keeps in memory for later trials with the same pre-training
@@ -153,7 +154,7 @@ class _FromTheStart:
 TUNERS = {kind: type(cls.__name__, (TrialDisplay, _NoTensorBoard, *([_FromTheStart] if kind == "hyperband" else []),
                                     cls), {})
           for kind, cls in {"random": keras_tuner.RandomSearch, "bayesian": keras_tuner.BayesianOptimization,
-                            "hyperband": keras_tuner.Hyperband, "grid": keras_tuner.GridSearch}.items()}
+                            "hyperband": keras_tuner.Hyperband, "grid": ResumableGridSearch}.items()}
 
 
 def make_tuner(kind: str, hypermodel: ProtocolHyperModel, *, max_trials: int, max_epochs: int, directory: str,
