@@ -206,3 +206,20 @@ def test_a_stage_traces_its_training_step_once_and_trains_what_keras_alone_train
     assert len(weights) == len(keras_weights)
     for ours, theirs in zip(weights, keras_weights):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def test_a_model_made_under_a_distribution_strategy_is_left_to_keras_to_build():
+    """Keras builds such a model's state in `fit`, inside the strategy's scope; built here outside it, the optimizer's
+    variables would not be the strategy's."""
+    from kpretrain.training.state import build_state
+
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer="adam", loss="mse")
+    batches = tf.data.Dataset.from_tensor_slices((np.ones((8, 4), "float32"), np.ones((8, 3), "float32"))).batch(4)
+    build_state(model, batches)
+    assert not model.optimizer.built
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    plain.compile(optimizer="adam", loss="mse")
+    build_state(plain, batches)
+    assert plain.optimizer.built
