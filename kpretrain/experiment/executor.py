@@ -85,7 +85,7 @@ def unit_tasks(points: list[tuple[str, object]], log_dir: str) -> list[UnitTask]
             for name, arm in experiment.arms.items():
                 after: tuple[str, ...] = ()
                 if pretrains(arm):
-                    first = experiment.prepared.sharing_pretraining(arm)[0]
+                    first = experiment.prepared.pretraining_arm(arm)
                     unit = pretrain_unit(seed, first)
                     key = os.path.join(run_dir, unit)
                     if name == first:

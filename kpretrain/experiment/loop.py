@@ -132,7 +132,7 @@ class Experiment:
             self.shared_with["pretrained"][self.pretraining_source(arm, seed)] = origin
         pretrained = None
         if pretrains(arm):
-            first = self.prepared.sharing_pretraining(arm)[0]
+            first = self.prepared.pretraining_arm(arm)
             pretrained = self._pretrain_unit(store, inputs, first, self.arms[first])
             if stage == "pretrain":
                 return pretrain_unit(seed, first)
@@ -166,11 +166,12 @@ class Experiment:
             for name, arm in self.arms.items():
                 pretrained = None
                 if pretrains(arm):
-                    key = pretraining_key(arm, r)
+                    key, first = pretraining_key(arm, r), self.prepared.pretraining_arm(arm)
                     if key not in shared_weights:
-                        with self._counted(pretrain_unit(seed, name), seed, ", ".join(
+                        with self._counted(pretrain_unit(seed, first), seed, ", ".join(
                                 self.prepared.sharing_pretraining(arm)), "pretrain"):
-                            shared_weights[key] = self._pretrain_unit(store, self.seed_data(seed), name, arm)
+                            shared_weights[key] = self._pretrain_unit(store, self.seed_data(seed), first,
+                                                                      self.arms[first])
                         pretrainings.append(shared_weights[key])
                     pretrained = shared_weights[key]
                 with self._counted(finetune_unit(seed, name), seed, name, "finetune"):

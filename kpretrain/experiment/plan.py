@@ -82,7 +82,7 @@ def _pretrain_stage(prepared: Prepared, name: str, arm: Recipe) -> str:
     if arm.pretrain.task in SYNTHETIC_TASKS:
         per_epoch = arm.pretrain.options.get("images_per_epoch") or n
         images = f"generated images ({per_epoch} per epoch, no data read)"
-    first = prepared.sharing_pretraining(arm)[0]
+    first = prepared.pretraining_arm(arm)
     return (f"pretrain {arm.pretrain.task} on {images} for {epochs:g} epoch{'' if epochs == 1 else 's'}"
             if first == name else f"pre-trained weights shared with {first}")
 

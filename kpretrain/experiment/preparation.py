@@ -88,6 +88,11 @@ class Prepared:
         return [name for name, other in self.arms.items()
                 if pretrains(other) and pretraining_key(other, self.recipe) == key]
 
+    def pretraining_arm(self, arm: Recipe) -> str:
+        """The arm that trains (and names the unit of) the pre-training `arm` shares: the first of them in run order.
+        The loop, a worker's unit, the executor's graph and the plan all ask here."""
+        return self.sharing_pretraining(arm)[0]
+
     def arm_key(self, name: str, section: str) -> str:
         """The recipe key that sets `section` of arm `name`: `arms.<name>.<section>`, or `<section>` for an arm
         that takes it from the top level (scratch, the single arm of a recipe without `arms:`)."""
