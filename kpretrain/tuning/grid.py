@@ -32,15 +32,10 @@ class ResumableGridOracle(keras_tuner.oracles.GridSearchOracle):
         self._populate_next = list(in_grid_order)
 
 
-class ResumableGridSearch(keras_tuner.GridSearch):
-    """`keras_tuner.GridSearch` over a `ResumableGridOracle` (same arguments)."""
+class ResumableGridSearch(keras_tuner.Tuner):
+    """`keras_tuner.GridSearch` (which only makes its oracle) over a `ResumableGridOracle`."""
 
-    def __init__(self, hypermodel=None, objective=None, max_trials=None, seed=None, hyperparameters=None,
-                 tune_new_entries=True, allow_new_entries=True, max_retries_per_trial=0,
-                 max_consecutive_failed_trials=3, **kwargs):
+    def __init__(self, hypermodel=None, objective=None, max_trials=None, seed=None, **kwargs):
         self.seed = seed
-        oracle = ResumableGridOracle(objective=objective, max_trials=max_trials, seed=seed,
-                                     hyperparameters=hyperparameters, tune_new_entries=tune_new_entries,
-                                     allow_new_entries=allow_new_entries, max_retries_per_trial=max_retries_per_trial,
-                                     max_consecutive_failed_trials=max_consecutive_failed_trials)
-        keras_tuner.Tuner.__init__(self, oracle, hypermodel, **kwargs)  # GridSearch.__init__ would make its own
+        oracle = ResumableGridOracle(objective=objective, max_trials=max_trials, seed=seed)
+        super().__init__(oracle, hypermodel, **kwargs)
