@@ -282,6 +282,9 @@ def test_the_unit_graph_waits_for_pretraining_and_trains_a_shared_one_once(sweep
     assert all(position[k] < position[t.key] for t in tasks for k in t.after)  # submitted after what they wait for
     # what a run directory holds already is not run again
     assert unit_tasks(run_points(run, str(sweep_run)), str(tmp_path / "logs")) == []
+    # a relative run directory is made absolute once, for the workers (their working directory is not ours)
+    relative = os.path.relpath(tmp_path)
+    assert [d for d, _ in run_points(run, relative)] == [str(tmp_path / first), str(tmp_path / second)]
 
 
 def test_workers_and_address_are_checked_with_one_line(tmp_path, capsys):

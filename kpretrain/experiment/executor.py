@@ -57,7 +57,10 @@ class UnitTask:
 
 
 def run_points(run, out_dir: str) -> list[tuple[str, object]]:
-    """The (run directory, `Experiment`) pairs of a run: itself, or every point of a `Sweep`."""
+    """The (absolute run directory, `Experiment`) pairs of a run: itself, or every point of a `Sweep`.
+
+    Absolute because a worker's working directory is not the driver's."""
+    out_dir = os.path.abspath(out_dir)
     points = getattr(run, "points", None)
     if points is None:
         return [(out_dir, run)]
@@ -78,7 +81,6 @@ def unit_tasks(points: list[tuple[str, object]], log_dir: str) -> list[UnitTask]
     made: dict[str, tuple[str | None, str, str]] = {}  # pre-training source -> (its task key or None, record, weights)
     made_here: dict[str, bool] = {}  # pre-training unit key -> whether a task trains (or copies) it
     for run_dir, experiment in points:
-        run_dir = os.path.abspath(run_dir)  # a worker's working directory is not the driver's
         store, recipe = UnitStore(run_dir), experiment.recipe.to_dict()
         task = dict(run_dir=run_dir, recipe=recipe, smoke=experiment.smoke, log_dir=log_dir)
         for seed in experiment.recipe.seeds:
@@ -138,7 +140,7 @@ def execute(run, out_dir: str, executor=None, on_done: Callable[[dict], None] | 
             executor.require_shared(os.path.abspath(out_dir))
             executor.run(tasks, on_done or done)
         for run_dir, experiment in points:
-            experiment.ran_elsewhere = {t.unit for t in tasks if t.run_dir == os.path.abspath(run_dir)}
+            experiment.ran_elsewhere = {t.unit for t in tasks if t.run_dir == run_dir}
             experiment.started = run.started
     return run.run(out_dir)
 
