@@ -130,12 +130,9 @@ class Experiment:
         configure_runtime(self.recipe.runtime)
         if origin is not None:
             self.shared_with["pretrained"][self.pretraining_source(arm, seed)] = origin
-        pretrained = None
-        if pretrains(arm):
-            first = self.prepared.pretraining_arm(arm)
-            pretrained = self._pretrain_unit(store, inputs, first, self.arms[first])
-            if stage == "pretrain":
-                return pretrain_unit(seed, first)
+        pretrained = self._pretrained(store, seed, arm, {}, [])
+        if stage == "pretrain" and pretrained is not None:
+            return pretrain_unit(seed, self.prepared.pretraining_arm(arm))
         self._finetune_unit(store, inputs, name, arm, pretrained)
         return finetune_unit(seed, name)
 
@@ -164,22 +161,27 @@ class Experiment:
         for seed in r.seeds:
             shared_weights: dict[str, PretrainResult] = {}
             for name, arm in self.arms.items():
-                pretrained = None
-                if pretrains(arm):
-                    key, first = pretraining_key(arm, r), self.prepared.pretraining_arm(arm)
-                    if key not in shared_weights:
-                        with self._counted(pretrain_unit(seed, first), seed, ", ".join(
-                                self.prepared.sharing_pretraining(arm)), "pretrain"):
-                            shared_weights[key] = self._pretrain_unit(store, self.seed_data(seed), first,
-                                                                      self.arms[first])
-                        pretrainings.append(shared_weights[key])
-                    pretrained = shared_weights[key]
+                pretrained = self._pretrained(store, seed, arm, shared_weights, pretrainings)
                 with self._counted(finetune_unit(seed, name), seed, name, "finetune"):
                     results[name].append(self._finetune_unit(store, self.seed_data(seed), name, arm, pretrained))
                 io.write_json(os.path.join(out_dir, "metrics.json"),
                               self.metrics(results, pretrainings, time.perf_counter() - started, complete=False))
         metrics = self.metrics(results, pretrainings, time.perf_counter() - started, complete=True)
         return self._finish(out_dir, metrics, pretrainings)
+
+    def _pretrained(self, store: UnitStore, seed: int, arm: Recipe, shared_weights: dict[str, PretrainResult],
+                    pretrainings: list[PretrainResult]) -> PretrainResult | None:
+        """What `arm` fine-tunes from for `seed` (None: no pre-training): this seed's `shared_weights` entry of its
+        settings, else that of the arm sharing it first, trained or reused, kept there and in `pretrainings`."""
+        if not pretrains(arm):
+            return None
+        key, first = pretraining_key(arm, self.recipe), self.prepared.pretraining_arm(arm)
+        if key not in shared_weights:
+            users = ", ".join(self.prepared.sharing_pretraining(arm))
+            with self._counted(pretrain_unit(seed, first), seed, users, "pretrain"):
+                shared_weights[key] = self._pretrain_unit(store, self.seed_data(seed), first, self.arms[first])
+            pretrainings.append(shared_weights[key])
+        return shared_weights[key]
 
     @contextlib.contextmanager
     def _counted(self, unit: str, seed: int, arms: str, stage: str):
