@@ -126,6 +126,29 @@ def test_search_writes_outputs_resumes_extends_and_starts_over(tmp_path, capsys)
     assert f"{arm} vs scratch-tuned:" in out and "(vs scratch-tuned)" in out
 
 
+def test_final_runs_the_tuned_scratch_the_scratch_search_scored(tmp_path):
+    """`scratch-tuned` holds every key an arm can set as the scratch search had it: a best recipe that self-trains
+    does not make the tuned scratch self-train (no trial of the scratch search did)."""
+    from kpretrain.recipe import load_raw, recipe_from_dict
+    from kpretrain.tuning import final_recipe, scratch_search_recipe
+
+    space = {"finetune.optimizer.learning_rate": {"choice": [0.01, 0.03]},
+             "selftrain": {"choice": [None, {"threshold": 0.5}]}}
+    raw = load_raw(write_recipe(tmp_path, space=space))
+    scratch_raw = scratch_search_recipe(raw, "overlay")
+    assert set(scratch_raw["tune"]["space"]) >= {"finetune.optimizer.learning_rate"}
+    assert "selftrain" not in scratch_raw["tune"]["space"]  # a baseline never self-trains
+    best = {"values": {"finetune.optimizer.learning_rate": 0.03, "selftrain": {"threshold": 0.5}}, "trial_id": "1",
+            "score": 0.5}
+    scratch_best = {"values": {"finetune.optimizer.learning_rate": 0.01, "finetune.optimizer.schedule": "cosine",
+                               "finetune.epochs": 3}}
+    arms = recipe_from_dict(final_recipe(raw, best, scratch_raw, scratch_best)).arm_recipes()
+    assert arms["overlay"].selftrain.threshold == 0.5 and arms["overlay"].finetune.optimizer.learning_rate == 0.03
+    tuned = arms["scratch-tuned"]
+    assert tuned.selftrain is None and tuned.pretrain.epochs == 0 and tuned.transfer.frozen_depth == 0
+    assert (tuned.finetune.optimizer.learning_rate, tuned.finetune.epochs) == (0.01, 3)
+
+
 BAD_SPACES = [
     ({"pretrain.epoch": {"int": [0, 2]}}, "tune.space.pretrain.epoch", "did you mean 'pretrain.epochs'"),
     ({"pretrain.epochs": {"int": [2, 0]}}, "tune.space.pretrain.epochs", "lo < hi"),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from kpretrain.errors import InputError, RecipeError
 from kpretrain.experiment.loop import Experiment
 from kpretrain.recipe import recipe_from_dict
+from kpretrain.recipe.rules import ARM_SHARED
 from kpretrain.recipe.values import dump_yaml, load_yaml
 from kpretrain import io
 from kpretrain.tuning.display import trial_name
@@ -55,7 +56,9 @@ def final_recipe(raw: dict, best: dict, scratch_raw: dict, scratch_best: dict) -
     arm_name = searched_arm(recipe_from_dict(final))
     tuned = recipe_from_dict(with_values(scratch_raw, scratch_best["values"])).arm_recipes()["scratch"].to_dict()
     arms = final.get("arms") or {arm_name: {}}
-    arms["scratch-tuned"] = {k: tuned[k] for k in ("backbone", "pretrain", "transfer", "finetune")}
+    # every key an arm can set, as the scratch search scored it: one the arm left out would be the best recipe's
+    # (its `selftrain`, say: a tuned scratch that self-trained, which no trial of the scratch search did)
+    arms["scratch-tuned"] = {k: v for k, v in tuned.items() if k not in (*ARM_SHARED, "baseline", "reference")}
     arms[arm_name] = {**(arms.get(arm_name) or {}), "baseline": "scratch-tuned"}
     final["arms"] = arms
     final["tune"] = {**final.get("tune", {}), "arm": arm_name}
